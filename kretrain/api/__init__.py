@@ -1,0 +1,65 @@
+"""The RetrainJob API: pydantic models that are the single source of truth for CRD, operator and trainer."""
+
+from kretrain.api.evaluation import Comparison, EraDelta, Evaluation, Metrics, compare
+from kretrain.api.report import Compute, DataSummary, RunReport, TrainingSummary
+from kretrain.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, RetrainJob
+from kretrain.api.spec import (
+    CHECK_NAMES,
+    AugmentationSpec,
+    DatasetSpec,
+    MinImprovement,
+    PromotionSpec,
+    ReplaySpec,
+    ResourcesSpec,
+    RetrainJobSpec,
+    SplitSpec,
+    StorageSpec,
+    StrategySpec,
+    Toleration,
+)
+from kretrain.api.status import (
+    TERMINAL_STATES,
+    CheckResult,
+    Condition,
+    Decision,
+    ModelRef,
+    Progress,
+    RetrainJobStatus,
+)
+
+__all__ = [
+    "API_VERSION",
+    "CHECK_NAMES",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "TERMINAL_STATES",
+    "VERSION",
+    "AugmentationSpec",
+    "CheckResult",
+    "Comparison",
+    "Compute",
+    "Condition",
+    "DataSummary",
+    "DatasetSpec",
+    "Decision",
+    "EraDelta",
+    "Evaluation",
+    "Metrics",
+    "MinImprovement",
+    "ModelRef",
+    "Progress",
+    "PromotionSpec",
+    "ReplaySpec",
+    "ResourcesSpec",
+    "RetrainJob",
+    "RetrainJobSpec",
+    "RetrainJobStatus",
+    "RunReport",
+    "SplitSpec",
+    "StorageSpec",
+    "StrategySpec",
+    "Toleration",
+    "TrainingSummary",
+    "compare",
+]

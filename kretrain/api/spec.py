@@ -1,0 +1,355 @@
+"""The RetrainJob spec: what to retrain, on which data, how, and when to promote."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from kretrain.api.base import ApiModel
+from kretrain.api.ultralytics_args import RESERVED_TRAIN_ARGS, ULTRALYTICS_TRAIN_ARGS
+
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9._\-/]*)?$"
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"
+ERA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+S3Uri = Annotated[str, Field(pattern=S3_URI_PATTERN, max_length=1024)]
+EraName = Annotated[str, Field(pattern=ERA_PATTERN)]
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+CREDENTIAL_KEYS = re.compile(r"(access.?key|secret|password|token|session)", re.IGNORECASE)
+
+CHECK_NAMES = ("generalizationGap", "fusionConsistency", "finiteLoss", "predictsSomething")
+"""Names of the post-training checks the trainer runs (see kretrain.trainer.checks)."""
+
+MetricName = Literal["mAP50-95", "mAP50", "precision", "recall"]
+
+
+class SplitSpec(ApiModel):
+    """How each era is split into train/val/test by hashing each image's object key."""
+
+    val: float = Field(default=0.15, gt=0, lt=0.5)
+    """Share of each era's images that goes to validation."""
+    test: float = Field(default=0.15, gt=0, lt=0.5)
+    """Share of each era's images held out for the mixed-era test set."""
+    seed: int = Field(default=0, ge=0)
+    """Seed mixed into the key hash; changing it reshuffles every era's split."""
+
+
+class DatasetSpec(ApiModel):
+    """Where the data lives and which eras to use."""
+
+    uri: S3Uri
+    """S3 prefix of the dataset (`s3://bucket/prefix`), holding `classes.yaml` and one folder per era."""
+    eras: list[EraName] = Field(min_length=1, max_length=64)
+    """Era folder names under `uri`, oldest first; the last `newEras` of them are the new data."""
+    new_eras: int = Field(default=1, ge=1)
+    """How many of the last eras count as new (incremental runs train on these plus replay)."""
+    classes: list[str] | None = Field(default=None, min_length=1)
+    """Expected class names in id order; when set, `classes.yaml` must match it exactly."""
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    """Deterministic train/val/test split of every era."""
+    max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
+    """Largest share of bad images/labels tolerated (they are excluded and listed) before the run fails."""
+
+    @field_validator("eras")
+    @classmethod
+    def _unique_eras(cls, eras: list[str]) -> list[str]:
+        seen = [e for i, e in enumerate(eras) if e in eras[:i]]
+        if seen:
+            raise ValueError(f"era names must be unique; repeated: {', '.join(sorted(set(seen)))}")
+        return eras
+
+    @model_validator(mode="after")
+    def _new_eras_in_range(self) -> DatasetSpec:
+        if self.new_eras > len(self.eras):
+            raise ValueError(f"newEras ({self.new_eras}) is larger than the number of eras ({len(self.eras)})")
+        if self.split.val + self.split.test >= 0.9:
+            raise ValueError("split.val + split.test must leave at least 10% of each era for training")
+        return self
+
+    @property
+    def old_eras(self) -> list[str]:
+        """Eras before the new ones."""
+        return self.eras[: len(self.eras) - self.new_eras]
+
+    @property
+    def latest_eras(self) -> list[str]:
+        """The new eras."""
+        return self.eras[len(self.eras) - self.new_eras :]
+
+
+class ReplaySpec(ApiModel):
+    """Replay for incremental runs: a share of every older era's training images mixed in."""
+
+    fraction: float = Field(default=0.3, gt=0, le=1)
+    """Share of each older era's training images replayed (era-balanced), in (0, 1]."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the replay sample."""
+
+
+class AugmentationSpec(ApiModel):
+    """Augmentation knobs passed to Ultralytics (unset = Ultralytics' default)."""
+
+    mosaic: float | None = Field(default=None, ge=0, le=1)
+    """Probability of mosaic augmentation."""
+    mixup: float | None = Field(default=None, ge=0, le=1)
+    """Probability of mixup."""
+    cutmix: float | None = Field(default=None, ge=0, le=1)
+    """Probability of cutmix."""
+    hsv_h: float | None = Field(default=None, ge=0, le=1)
+    """Hue jitter (fraction)."""
+    hsv_s: float | None = Field(default=None, ge=0, le=1)
+    """Saturation jitter (fraction)."""
+    hsv_v: float | None = Field(default=None, ge=0, le=1)
+    """Brightness jitter (fraction)."""
+    degrees: float | None = Field(default=None, ge=0, le=180)
+    """Rotation range in degrees."""
+    translate: float | None = Field(default=None, ge=0, le=1)
+    """Translation as a fraction of the image size."""
+    scale: float | None = Field(default=None, ge=0, le=1)
+    """Scale gain range."""
+    fliplr: float | None = Field(default=None, ge=0, le=1)
+    """Probability of a horizontal flip."""
+    close_mosaic: int | None = Field(default=None, ge=0)
+    """Disable mosaic for the last N epochs."""
+
+
+class StrategySpec(ApiModel):
+    """How the candidate is trained."""
+
+    type: Literal["full", "incremental"] = "full"
+    """`full`: retrain on every era; `incremental`: continue from the incumbent on the new eras plus replay."""
+    replay: ReplaySpec | None = None
+    """Replay of older eras (incremental only); omitted means the default replay fraction."""
+    base_weights: str | None = Field(default=None, max_length=1024)
+    """Start weights: `incumbent`, a registry version, an `s3://` .pt, or an Ultralytics model YAML name
+    (e.g. `yolov8n.yaml`, random init). Default: `incumbent` for incremental, `yolov8n.yaml` for full."""
+    architecture: str | None = Field(default=None, max_length=1024)
+    """Model YAML for an extended architecture (`s3://...yaml` or an Ultralytics YAML name); weights from
+    `baseWeights` are transferred where layers match."""
+    epochs: int = Field(default=50, ge=1, le=10000)
+    """Training epochs."""
+    patience: int = Field(default=20, ge=0)
+    """Early-stopping patience in epochs (0 disables it)."""
+    lr0: float | None = Field(default=None, gt=0, le=1)
+    """Initial learning rate (needs an explicit `optimizer`; Ultralytics' `auto` ignores it)."""
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] | None = None
+    """Optimizer; default `auto` for full runs and `SGD` for incremental runs."""
+    freeze: int | None = Field(default=None, ge=0, le=1000)
+    """Freeze the first N layers of the model (progressive training of extended models)."""
+    imgsz: int = Field(default=640, ge=32, le=4096, multiple_of=32)
+    """Training and evaluation image size."""
+    batch: int = Field(default=16, ge=1, le=4096)
+    """Batch size (total across GPUs)."""
+    weight_decay: float | None = Field(default=None, ge=0, le=1)
+    """Weight decay."""
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    """Dropout (classification heads only in Ultralytics; kept for extended architectures)."""
+    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec)
+    """Augmentation knobs."""
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    """Any other Ultralytics train argument by its Ultralytics name; checked against Ultralytics' own list."""
+    fallback_to_full: bool = False
+    """When an incremental candidate fails the promotion gate, run a full retrain automatically."""
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_hyperparameters(cls, hp: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(k for k in hp if k not in ULTRALYTICS_TRAIN_ARGS)
+        if unknown:
+            raise ValueError(f"not Ultralytics train arguments: {', '.join(unknown)}")
+        reserved = sorted(k for k in hp if k in RESERVED_TRAIN_ARGS)
+        if reserved:
+            raise ValueError(
+                f"set by kretrain, not by hyperparameters: {', '.join(reserved)} "
+                "(use the dedicated strategy/resources fields)"
+            )
+        for key, value in hp.items():
+            if not isinstance(value, (str, int, float, bool, list)) and value is not None:
+                raise ValueError(f"{key}: value must be a string, number, boolean or list")
+        return hp
+
+    @field_validator("architecture")
+    @classmethod
+    def _yaml_architecture(cls, arch: str | None) -> str | None:
+        if arch is not None and not arch.endswith((".yaml", ".yml")):
+            raise ValueError("must name a model YAML file (.yaml or .yml)")
+        if arch is not None and arch.startswith("s3://") and not re.match(S3_URI_PATTERN, arch):
+            raise ValueError(f"malformed s3 URI: {arch!r}")
+        return arch
+
+    @field_validator("base_weights")
+    @classmethod
+    def _base_weights_form(cls, bw: str | None) -> str | None:
+        if bw is None or bw == "incumbent":
+            return bw
+        if bw.startswith("s3://"):
+            if not re.match(S3_URI_PATTERN, bw) or not bw.endswith(".pt"):
+                raise ValueError(f"an s3 base weight must be a well-formed s3://bucket/key.pt URI, got {bw!r}")
+            return bw
+        if bw.endswith((".yaml", ".yml")):
+            return bw
+        if not re.match(VERSION_PATTERN, bw):
+            raise ValueError(f"must be 'incumbent', a registry version, an s3:// .pt or a model YAML, got {bw!r}")
+        return bw
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StrategySpec:
+        if self.replay is not None and self.type != "incremental":
+            raise ValueError("replay applies to incremental runs only (strategy.type is 'full')")
+        if self.lr0 is not None and self.optimizer == "auto":
+            raise ValueError("lr0 is ignored by optimizer 'auto'; name an optimizer (e.g. SGD) to use lr0")
+        return self
+
+    @property
+    def effective_optimizer(self) -> str:
+        """The optimizer actually used."""
+        if self.optimizer is not None:
+            return self.optimizer
+        return "SGD" if self.type == "incremental" or self.lr0 is not None else "auto"
+
+    @property
+    def effective_base_weights(self) -> str:
+        """The start weights actually used."""
+        if self.base_weights is not None:
+            return self.base_weights
+        return "incumbent" if self.type == "incremental" else "yolov8n.yaml"
+
+    @property
+    def effective_replay(self) -> ReplaySpec | None:
+        """The replay used (the default for incremental runs that name none)."""
+        if self.type != "incremental":
+            return None
+        return self.replay or ReplaySpec()
+
+
+class MinImprovement(ApiModel):
+    """How much better the candidate must be than the incumbent on the pooled mixed-era test set."""
+
+    absolute: float = Field(default=0.0, ge=0, le=1)
+    """Minimum absolute gain of the metric (e.g. 0.01 = one point of mAP)."""
+    relative: float = Field(default=0.0, ge=0, le=10)
+    """Minimum relative gain (0.02 = 2% better than the incumbent)."""
+
+
+class PromotionSpec(ApiModel):
+    """The promotion gate."""
+
+    metric: MetricName = "mAP50-95"
+    """The metric compared on the pooled mixed-era test set and on each era."""
+    min_improvement: MinImprovement = Field(default_factory=MinImprovement)
+    """Required gain over the incumbent; both the absolute and the relative bound must hold."""
+    max_era_regression: float = Field(default=0.02, ge=0, le=1)
+    """Forgetting guard: no era's metric may drop by more than this (absolute) versus the incumbent."""
+    min_metric: float | None = Field(default=None, ge=0, le=1)
+    """Floor on the pooled metric; the first model of a line is promoted only above it."""
+    required_checks: list[str] = Field(default_factory=lambda: list(CHECK_NAMES))
+    """Post-training checks that must pass for promotion."""
+    mode: Literal["auto", "dryRun"] = "auto"
+    """`auto` promotes a passing candidate; `dryRun` decides and records but never moves the pointer."""
+
+    @field_validator("required_checks")
+    @classmethod
+    def _known_checks(cls, checks: list[str]) -> list[str]:
+        unknown = [c for c in checks if c not in CHECK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown checks {unknown}; known: {list(CHECK_NAMES)}")
+        return checks
+
+
+class Toleration(ApiModel):
+    """A pod toleration (as in core/v1)."""
+
+    key: str | None = None
+    """Taint key."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """`Exists` or `Equal`."""
+    value: str | None = None
+    """Taint value for `Equal`."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to tolerate (all when unset)."""
+    toleration_seconds: int | None = Field(default=None, ge=0)
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class ResourcesSpec(ApiModel):
+    """Compute for the training pod."""
+
+    gpus: int = Field(default=1, ge=0, le=16)
+    """NVIDIA GPUs (`nvidia.com/gpu`); more than one trains with DDP over all of them; 0 trains on CPU."""
+    cpu: Quantity = "4"
+    """CPU request and limit (a Kubernetes quantity)."""
+    memory: Quantity = "16Gi"
+    """Memory request and limit (a Kubernetes quantity)."""
+    shm_size: Quantity = "2Gi"
+    """Size of the memory-backed `/dev/shm` (data-loader workers need it)."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pod must run on."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Tolerations (e.g. for tainted GPU nodes)."""
+    priority_class_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """PriorityClass of the training pod."""
+    image: str | None = Field(default=None, max_length=512)
+    """Trainer image; default is the operator's configured trainer image."""
+
+
+class StorageSpec(ApiModel):
+    """S3 connection; credentials come only from a Secret."""
+
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """S3 endpoint URL (unset: the operator's default, or AWS)."""
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9\-]+$")
+    """S3 region."""
+    credentials_secret: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """Name of a Secret in the RetrainJob's namespace with keys AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (unset: the operator's default Secret)."""
+    registry: S3Uri | None = None
+    """S3 prefix of the model registry (unset: the operator's default)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = sorted(k for k in data if k != "credentialsSecret" and CREDENTIAL_KEYS.search(str(k)))
+            if inline:
+                raise ValueError(
+                    f"credentials must not be inlined in the spec (found {', '.join(inline)}); "
+                    "store them in a Secret and name it in storage.credentialsSecret"
+                )
+        return data
+
+
+class RetrainJobSpec(ApiModel):
+    """One retraining run of a model line: data, strategy, promotion gate and compute."""
+
+    model: str = Field(pattern=NAME_PATTERN)
+    """Name of the model line in the registry (e.g. `traffic-detector`)."""
+    dataset: DatasetSpec
+    """The eras to train and evaluate on."""
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    """Full retrain or incremental with replay, and the training knobs."""
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    """When the candidate replaces the incumbent."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Compute for the training pod."""
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    """S3 endpoint, registry and the credentials Secret."""
+    suspend: bool = False
+    """Suspend the run (the Job's pods are stopped); the only field that may change after creation."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Deadline for the training Job; past it the run fails."""
+    backoff_limit: int = Field(default=2, ge=0, le=100)
+    """Pod retries before the Job fails (a restarted pod resumes from the last checkpoint)."""
+
+    @model_validator(mode="after")
+    def _incremental_needs_history(self) -> RetrainJobSpec:
+        if self.strategy.type == "incremental" and not self.dataset.old_eras:
+            raise ValueError(
+                "incremental strategy needs at least one older era to replay and to guard against forgetting; "
+                f"dataset.eras has {len(self.dataset.eras)} era(s) and newEras is {self.dataset.new_eras}"
+            )
+        return self

@@ -1,0 +1,120 @@
+"""The RetrainJob status: conditions with reasons plus a few summary fields for printer columns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kretrain.api.base import ApiModel
+from kretrain.api.evaluation import Comparison
+
+ConditionType = Literal["DataReady", "Training", "Evaluated", "Promoted", "Failed", "Suspended"]
+State = Literal["Pending", "Training", "Evaluating", "Promoted", "Rejected", "Failed", "Suspended"]
+TERMINAL_STATES: tuple[str, ...] = ("Promoted", "Rejected", "Failed")
+
+
+class Condition(ApiModel):
+    """One condition in the Kubernetes style."""
+
+    type: ConditionType
+    """Which aspect of the run this describes."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    """CamelCase machine-readable reason."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable detail."""
+    last_transition_time: str | None = None
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int | None = None
+    """The spec generation this condition was computed from."""
+
+
+class Progress(ApiModel):
+    """Training progress, read from the run's progress.json."""
+
+    epoch: int = Field(default=0, ge=0)
+    """Epochs completed."""
+    epochs: int = Field(default=0, ge=0)
+    """Epochs planned."""
+    display: str = ""
+    """`epoch/epochs` for the printer column."""
+    eta_seconds: float | None = None
+    """Estimated seconds until training finishes."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The last epoch's validation metrics."""
+
+
+class ModelRef(ApiModel):
+    """A model version in the registry."""
+
+    version: str
+    """Registry version id."""
+    uri: str
+    """S3 URI of the weights."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 of the weights file."""
+
+
+class CheckResult(ApiModel):
+    """One post-training check."""
+
+    name: str
+    """Check name (e.g. `generalizationGap`)."""
+    passed: bool
+    """Whether the check passed."""
+    value: float | None = None
+    """The measured number."""
+    threshold: float | None = None
+    """The threshold it was compared with."""
+    detail: str = ""
+    """What was measured and why it passed or failed."""
+
+
+class Decision(ApiModel):
+    """The promotion decision with every reason."""
+
+    promoted: bool
+    """Whether the candidate became the incumbent."""
+    passed: bool
+    """Whether the candidate passed the gate (true but not promoted in dryRun mode or on a lost race)."""
+    mode: Literal["auto", "dryRun"] = "auto"
+    """The promotion mode in force."""
+    summary: str = ""
+    """One line for the printer column."""
+    reasons: list[str] = Field(default_factory=list)
+    """Every reason that led to the decision."""
+    decided_at: str | None = None
+    """When the decision was made (RFC 3339)."""
+
+
+class RetrainJobStatus(ApiModel):
+    """Observed state of a RetrainJob."""
+
+    state: State | None = None
+    """Summary state for `kubectl get`."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Conditions with reasons."""
+    observed_generation: int | None = None
+    """The spec generation last acted upon."""
+    run_id: str | None = None
+    """Registry run id of this RetrainJob."""
+    job_name: str | None = None
+    """Name of the child batch/v1 Job."""
+    progress: Progress | None = None
+    """Training progress."""
+    candidate: ModelRef | None = None
+    """The candidate version registered by the run."""
+    incumbent: ModelRef | None = None
+    """The incumbent the candidate was compared with."""
+    candidate_metric: str | None = None
+    """The candidate's pooled gate metric, formatted for the printer column."""
+    incumbent_metric: str | None = None
+    """The incumbent's pooled gate metric, formatted for the printer column."""
+    evaluation: Comparison | None = None
+    """Pooled and per-era metrics of both models with deltas."""
+    checks: list[CheckResult] = Field(default_factory=list)
+    """Post-training checks."""
+    decision: Decision | None = None
+    """The promotion decision."""

@@ -1,0 +1,161 @@
+"""Generate the RetrainJob CustomResourceDefinition from the pydantic API models."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from kretrain.api import GROUP, KIND, PLURAL, VERSION, RetrainJobSpec, RetrainJobStatus
+from kretrain.api.resource import SHORT_NAMES, SINGULAR
+
+MUTABLE_SPEC_FIELDS = ("suspend",)
+"""Spec fields that may change after creation; everything else is immutable (a new run is a new object)."""
+
+_DROP_KEYS = {"title", "$defs", "discriminator"}
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """Resolve $refs, fold `X | None` into X, and drop keys Kubernetes structural schemas reject."""
+    if isinstance(schema, list):
+        return [_inline(s, defs) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        target = copy.deepcopy(defs[schema["$ref"].rsplit("/", 1)[-1]])
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _inline(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "anyOf":
+            branches = [b for b in value if b.get("type") != "null"]
+            if len(branches) == 1:
+                out.update(_inline(branches[0], defs))
+                continue
+            out[key] = _inline(branches, defs)
+            continue
+        if key == "properties":
+            out[key] = {name: _inline(sub, defs) for name, sub in value.items()}
+            continue
+        if key == "default" and value is None:
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum"):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            out.setdefault("type", "string")
+            continue
+        out[key] = _inline(value, defs)
+    if out.get("type") == "object" and "properties" not in out:
+        extra = out.get("additionalProperties")
+        if extra is None or extra is True or extra == {}:
+            out.pop("additionalProperties", None)
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "object" and out.get("additionalProperties") is False:
+        out.pop("additionalProperties")
+    if "items" in out and out["items"] == {}:
+        out["items"] = {"x-kubernetes-preserve-unknown-fields": True}
+    if "default" in out and isinstance(out["default"], (dict, list)) and not out["default"]:
+        out.pop("default")
+    return out
+
+
+def openapi_schema(model: type[Any]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of a pydantic model, as Kubernetes accepts it."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    result: dict[str, Any] = _inline(raw, defs)
+    return result
+
+
+def immutability_rule(spec_schema: dict[str, Any]) -> dict[str, str]:
+    """CEL rule: every spec field except the mutable ones keeps its value (and presence) after creation."""
+    parts = []
+    for name in spec_schema["properties"]:
+        if name in MUTABLE_SPEC_FIELDS:
+            continue
+        if name in spec_schema.get("required", []):
+            parts.append(f"self.{name} == oldSelf.{name}")
+        else:
+            parts.append(
+                f"has(self.{name}) == has(oldSelf.{name}) && (!has(self.{name}) || self.{name} == oldSelf.{name})"
+            )
+    return {
+        "rule": " && ".join(parts),
+        "message": "spec is immutable except spec.suspend; create a new RetrainJob for a new run",
+    }
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+    {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy.type"},
+    {"name": "State", "type": "string", "jsonPath": ".status.state"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.display"},
+    {"name": "Candidate", "type": "string", "jsonPath": ".status.candidateMetric"},
+    {"name": "Incumbent", "type": "string", "jsonPath": ".status.incumbentMetric"},
+    {"name": "Decision", "type": "string", "jsonPath": ".status.decision.summary"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    """The RetrainJob CustomResourceDefinition as a dict."""
+    spec_schema = openapi_schema(RetrainJobSpec)
+    spec_schema["x-kubernetes-validations"] = [immutability_rule(spec_schema)]
+    status_schema = openapi_schema(RetrainJobStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "kretrain", "app.kubernetes.io/part-of": "kretrain"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["kretrain"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A RetrainJob retrains a YOLO model line on merged eras, evaluates the "
+                            "candidate against the incumbent on every era's test split, and promotes it only "
+                            "when it is better overall and has forgotten no era.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd() -> str:
+    """The CRD as the YAML text committed in crds/ and the chart."""
+    header = "# Generated by `kretrain crd` from kretrain/api; do not edit by hand.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)

@@ -1,0 +1,1 @@
+"""The Kopf operator for RetrainJobs (never imports torch or ultralytics)."""
