@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,25 @@ class Problem:
         return f"{self.path or '<root>'}: {self.message} [{self.source}]"
 
 
+def _closed(schema: Any) -> Any:
+    """Close every object schema that lists its properties, as the API server's strict field validation
+    (kubectl's default) does: an unknown field is an error, not silently pruned."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) for k, v in schema.items()}
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+@lru_cache(maxsize=1)
 def _crd_validator() -> jsonschema.Draft4Validator:
     schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return jsonschema.Draft4Validator(schema)
+    closed = _closed(schema)
+    closed["properties"]["metadata"] = {"type": "object"}
+    return jsonschema.Draft4Validator(closed)
 
 
 def _dotted(parts: Any) -> str:
