@@ -38,6 +38,7 @@ test: lint typecheck pytest
 crd: $(STAMP)
 	$(BIN)/kretrain crd -o crds/retrainjob.yaml
 	$(BIN)/kretrain crd -o charts/kretrain/crds/retrainjob.yaml
+	$(BIN)/kretrain crd --reference -o docs/api.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

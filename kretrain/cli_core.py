@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kretrain.apidoc import render_reference
 from kretrain.crd import render_crd
 from kretrain.validate import validate_file
 
@@ -14,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `crd` and `validate` commands."""
     crd = sub.add_parser("crd", help="print or write the RetrainJob CRD generated from the API models")
     crd.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    crd.add_argument("--reference", action="store_true", help="the Markdown field reference instead of the CRD")
     crd.set_defaults(func=cmd_crd)
 
     val = sub.add_parser("validate", help="check RetrainJob manifests offline (CRD schema and models)")
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_crd(args: argparse.Namespace) -> int:
     """Write the CRD YAML."""
-    text = render_crd()
+    text = render_reference() if args.reference else render_crd()
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)

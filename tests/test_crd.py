@@ -61,3 +61,9 @@ def test_cli_writes_the_same_crd(tmp_path: Path) -> None:
     out = tmp_path / "crd.yaml"
     subprocess.run([str(ROOT / ".venv" / "bin" / "kretrain"), "crd", "-o", str(out)], check=True)
     assert out.read_text() == render_crd()
+
+
+def test_api_reference_matches_models() -> None:
+    from kretrain.apidoc import render_reference
+
+    assert (ROOT / "docs" / "api.md").read_text() == render_reference(), "docs/api.md drifted: run `make crd`"
