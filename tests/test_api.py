@@ -178,6 +178,8 @@ def test_defaults_follow_strategy() -> None:
     assert spec.strategy.effective_base_weights == "incumbent"
     assert spec.strategy.effective_replay is not None
     assert spec.dataset.old_eras == ["q1"] and spec.dataset.latest_eras == ["q2"]
+    naive = RetrainJob.from_manifest(mutate("spec.strategy.replay", {"enabled": False})).spec
+    assert naive.strategy.effective_replay is None
     full = RetrainJobSpec.model_validate({"model": "m", "dataset": {"uri": "s3://data/x", "eras": ["a"]}})
     assert full.strategy.effective_optimizer == "auto"
     assert full.strategy.effective_replay is None

@@ -85,6 +85,8 @@ class DatasetSpec(ApiModel):
 class ReplaySpec(ApiModel):
     """Replay for incremental runs: a share of every older era's training images mixed in."""
 
+    enabled: bool = True
+    """Mix older eras into the run; `false` trains on the new eras only (naive incremental, prone to forgetting)."""
     fraction: float = Field(default=0.3, gt=0, le=1)
     """Share of each older era's training images replayed (era-balanced), in (0, 1]."""
     seed: int = Field(default=0, ge=0)
@@ -224,7 +226,8 @@ class StrategySpec(ApiModel):
         """The replay used (the default for incremental runs that name none)."""
         if self.type != "incremental":
             return None
-        return self.replay or ReplaySpec()
+        replay = self.replay or ReplaySpec()
+        return replay if replay.enabled else None
 
 
 class MinImprovement(ApiModel):
