@@ -1,0 +1,258 @@
+"""Object store against a real SeaweedFS server: listing, sync cache/resume, conditional writes, safe paths."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from kretrain.store import (
+    MANIFEST_NAME,
+    ObjectInfo,
+    ObjectStore,
+    PreconditionFailed,
+    UnsafeKeyError,
+    join_uri,
+    parse_s3_uri,
+    safe_local_path,
+)
+
+
+@pytest.fixture
+def store(s3_env) -> ObjectStore:  # type: ignore[no-untyped-def]
+    return ObjectStore(max_workers=8)
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:  # type: ignore[no-untyped-def]
+    return s3_env.new_bucket("store")
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://b/p/q", ("b", "p/q")),
+        ("s3://bucket", ("bucket", "")),
+        ("s3://bucket/", ("bucket", "")),
+        ("s3://bucket/a/b/", ("bucket", "a/b")),
+    ],
+)
+def test_parse_s3_uri(uri: str, expected: tuple[str, str]) -> None:
+    assert parse_s3_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["http://b/p", "b/p", "s3://", "s3:///key", ""])
+def test_parse_s3_uri_rejects_and_names_uri(uri: str) -> None:
+    with pytest.raises(ValueError, match="S3 URI") as info:
+        parse_s3_uri(uri)
+    assert repr(uri) in str(info.value)
+
+
+def test_join_uri() -> None:
+    assert join_uri("s3://b/p/", "x/", "/y.json") == "s3://b/p/x/y.json"
+    assert join_uri("s3://b", "", "k") == "s3://b/k"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../x", "a/../../x", "/etc/passwd", "a\\b", "a\x00b", "a//b", "", "a/./b", "C:/x", "..", "a/"],
+)
+def test_safe_local_path_rejects_and_names_key(tmp_path: Path, key: str) -> None:
+    with pytest.raises(UnsafeKeyError) as info:
+        safe_local_path(tmp_path, key)
+    assert repr(key) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_safe_local_path_accepts_nested_keys(tmp_path: Path) -> None:
+    assert safe_local_path(tmp_path, "era1/images/a..b.jpg") == tmp_path.resolve() / "era1/images/a..b.jpg"
+
+
+def test_safe_local_path_rejects_symlink_escape(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    with pytest.raises(UnsafeKeyError, match="outside"):
+        safe_local_path(root, "link/file")
+
+
+# ------------------------------------------------------------------ against SeaweedFS
+
+
+def test_put_get_list_head(store: ObjectStore, bucket: str) -> None:
+    base = f"s3://{bucket}/data"
+    etag = store.put_json(join_uri(base, "a.json"), {"x": 1})
+    store.put_bytes(join_uri(base, "sub/b.bin"), b"hello")
+    store.put_bytes(f"s3://{bucket}/data2/c.bin", b"not under data/")
+    assert store.get_json(join_uri(base, "a.json")) == {"x": 1}
+    assert store.get_json_with_etag(join_uri(base, "a.json")) == ({"x": 1}, etag)
+    assert store.get_json_with_etag(join_uri(base, "missing.json")) is None
+    assert [(o.key, o.size) for o in store.list(base)] == [("a.json", len(b'{\n  "x": 1\n}\n')), ("sub/b.bin", 5)]
+    info = store.head(join_uri(base, "sub/b.bin"))
+    assert info is not None and info.size == 5 and '"' not in info.etag
+    assert store.head(join_uri(base, "nope")) is None
+    assert not store.exists(join_uri(base, "nope"))
+    with pytest.raises(FileNotFoundError, match="nope"):
+        store.get_bytes(join_uri(base, "nope"))
+
+
+def test_list_paginates(store: ObjectStore, bucket: str) -> None:
+    base = f"s3://{bucket}/many"
+    store._parallel(range(53), lambda i: store.put_bytes(join_uri(base, f"k{i:05d}"), b"x"), lambda *_: None)
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
+    keys = [o.key for o in store.list(base, page_size=10)]
+    assert keys == [f"k{i:05d}" for i in range(53)]
+    assert len(calls) == 6  # 6 pages of at most 10
+
+
+def test_put_if_absent(store: ObjectStore, bucket: str) -> None:
+    uri = f"s3://{bucket}/once.json"
+    store.put_if_absent(uri, b"first")
+    with pytest.raises(PreconditionFailed, match="once.json"):
+        store.put_if_absent(uri, b"second")
+    assert store.get_bytes(uri) == b"first"
+
+
+def test_compare_and_swap(store: ObjectStore, bucket: str) -> None:
+    uri = f"s3://{bucket}/ptr.json"
+    with pytest.raises(PreconditionFailed):  # SeaweedFS answers 412 on a missing key
+        store.compare_and_swap(uri, b"x", "0" * 32)
+    e1 = store.put_bytes(uri, b"v1")
+    e2 = store.compare_and_swap(uri, b"v2", e1)
+    with pytest.raises(PreconditionFailed):
+        store.compare_and_swap(uri, b"v3", e1)  # stale etag
+    assert store.get_bytes(uri) == b"v2"
+    assert store.compare_and_swap(uri, b"v3", e2)
+
+
+def test_compare_and_swap_race_has_one_winner(store: ObjectStore, bucket: str) -> None:
+    uri = f"s3://{bucket}/race.json"
+    etag = store.put_bytes(uri, b"start")
+    barrier = threading.Barrier(16)
+    wins: list[int] = []
+    losses: list[int] = []
+
+    def go(i: int) -> None:
+        barrier.wait()
+        try:
+            store.compare_and_swap(uri, f"w{i}".encode(), etag)
+            wins.append(i)
+        except PreconditionFailed:
+            losses.append(i)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == 15
+    assert store.get_bytes(uri) == f"w{wins[0]}".encode()
+
+
+def test_download_file_is_atomic_and_verified(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    uri = f"s3://{bucket}/f.bin"
+    store.put_bytes(uri, b"a" * 5000)
+    out = store.download_file(uri, tmp_path / "d" / "f.bin")
+    assert out.read_bytes() == b"a" * 5000
+    with pytest.raises(FileNotFoundError):
+        store.download_file(f"s3://{bucket}/missing", tmp_path / "m.bin")
+    assert not (tmp_path / "m.bin").exists()
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["f.bin"]  # no temp files left
+
+
+def _seed(store: ObjectStore, base: str, n: int, prefix: str = "era1") -> None:
+    store._parallel(
+        range(n),
+        lambda i: store.put_bytes(join_uri(base, f"{prefix}/images/{i:04d}.jpg"), f"img-{prefix}-{i}".encode() * 50),
+        lambda *_: None,
+    )
+
+
+def test_sync_down_skips_unchanged_and_fetches_changes(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    base = f"s3://{bucket}/ds"
+    _seed(store, base, 40)
+    r1 = store.sync_down(base, tmp_path)
+    assert (r1.downloaded, r1.skipped) == (40, 0)
+    assert r1.files["era1/images/0007.jpg"].read_bytes() == b"img-era1-7" * 50
+    assert r1.bytes == sum(p.stat().st_size for p in r1.files.values())
+
+    r2 = store.sync_down(base, tmp_path)
+    assert (r2.downloaded, r2.skipped, r2.bytes) == (0, 40, 0)
+
+    store.put_bytes(join_uri(base, "era1/images/0003.jpg"), b"changed")  # changed content
+    store.put_bytes(join_uri(base, "era2/images/new.jpg"), b"new")  # new object
+    store.delete(join_uri(base, "era1/images/0039.jpg"))  # deleted remotely
+    (tmp_path / "era1/images/0005.jpg").write_bytes(b"truncated")  # damaged locally (size differs)
+    r3 = store.sync_down(base, tmp_path)
+    assert (r3.downloaded, r3.skipped, r3.deleted) == (3, 37, 1)
+    assert (tmp_path / "era1/images/0003.jpg").read_bytes() == b"changed"
+    assert (tmp_path / "era1/images/0005.jpg").read_bytes() == b"img-era1-5" * 50
+    assert not (tmp_path / "era1/images/0039.jpg").exists()
+    assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["objects"]) == set(r3.files)
+
+
+def test_sync_down_resumes_after_interruption(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    base = f"s3://{bucket}/ds"
+    _seed(store, base, 30)
+    real = store.download_file
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def flaky(uri: str, path: Path) -> Path:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == 12:
+            raise ConnectionError("simulated network failure mid-sync")
+        return real(uri, path)
+
+    store.download_file = flaky  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        store.sync_down(base, tmp_path)
+    store.download_file = real  # type: ignore[method-assign]
+    saved = json.loads((tmp_path / MANIFEST_NAME).read_text())["objects"]
+    assert 1 <= len(saved) < 30  # progress was recorded despite the failure
+    r = store.sync_down(base, tmp_path)
+    assert r.skipped == len(saved) and r.downloaded == 30 - len(saved)
+    assert all(p.read_bytes() == f"img-era1-{int(p.stem)}".encode() * 50 for p in r.files.values())
+    assert not list(tmp_path.rglob("*.kretrain-part"))
+
+
+def test_sync_down_refuses_unsafe_key(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    base = f"s3://{bucket}/evil"
+    store.put_bytes(join_uri(base, "ok.txt"), b"ok")
+    # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so a hostile listing stands in for a
+    # server (or a compromised bucket) that does return such keys.
+    real_list = store.list
+    store.list = lambda uri, **kw: [*real_list(uri, **kw), ObjectInfo("../../escape.txt", 1, "x")]  # type: ignore[method-assign]
+    with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
+        store.sync_down(base, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "ok.txt").exists()  # refused before anything was downloaded
+
+
+def test_upload_dir_round_trip(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for rel in ("a.txt", "x/y/b.txt", "x/c.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    (src / MANIFEST_NAME).write_text("{}")
+    assert store.upload_dir(src, f"s3://{bucket}/up") == 3
+    r = store.sync_down(f"s3://{bucket}/up", tmp_path / "dst")
+    assert sorted(r.files) == ["a.txt", "x/c.txt", "x/y/b.txt"]
+    assert (tmp_path / "dst/x/y/b.txt").read_text() == "x/y/b.txt"
+
+
+def test_explicit_credentials_are_used(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    good = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
+    good.put_bytes(f"s3://{bucket}/k", b"v")
+    bad = ObjectStore(endpoint_url=s3.endpoint, access_key="wrong", secret_key="wrong", max_attempts=1)
+    with pytest.raises(Exception, match="(?i)access|signature|denied|403"):
+        bad.get_bytes(f"s3://{bucket}/k")
