@@ -84,7 +84,8 @@ def _image_rng(era: EraConfig, index: int) -> np.random.Generator:
 
 def _background(rng: np.random.Generator, era: EraConfig, imgsz: int) -> np.ndarray:
     base = np.empty((imgsz, imgsz, 3), dtype=np.float32)
-    base[:] = np.asarray(era.background, dtype=np.float32)
+    # A small per-image jitter of the background colour keeps every image's content unique.
+    base[:] = np.asarray(era.background, dtype=np.float32) + rng.uniform(-8.0, 8.0, size=3).astype(np.float32)
     if era.texture > 0:
         period = int(rng.integers(4, 10))
         phase = int(rng.integers(0, period))
