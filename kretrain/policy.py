@@ -1,0 +1,199 @@
+"""The promotion gate: a pure function of both evaluations, the checks and the spec's thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kretrain.api.evaluation import Evaluation, Metrics
+from kretrain.api.spec import MetricName, PromotionSpec
+from kretrain.api.status import CheckResult, Decision
+
+# Comparisons allow this much floating-point slack, so a candidate exactly at a bound (e.g.
+# 0.50 + 0.01 computed as 0.51000000000000001) is not rejected by rounding.
+EPSILON = 1e-9
+
+
+def _f(x: float) -> str:
+    return f"{x:.4f}"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.4f}"
+
+
+def decide(
+    candidate: Evaluation,
+    incumbent: Evaluation | None,
+    checks: list[CheckResult],
+    promotion: PromotionSpec,
+    eras: list[str],
+) -> Decision:
+    """Decide whether `candidate` replaces `incumbent`; every reason is a sentence with the numbers.
+
+    The gate passes only when all of these hold:
+
+    - every check named in `promotion.requiredChecks` was run and passed (a failed check that is not
+      required is reported but does not block);
+    - every era in `eras` is present in the candidate's evaluation and, when there is an incumbent,
+      in the incumbent's (a missing era fails, naming the era and the model);
+    - the pooled metric is at least `promotion.minMetric` when that floor is set (for every
+      candidate, not only the first model of a line);
+    - with an incumbent, on the pooled mixed-era test set: candidate >= incumbent + minImprovement.absolute
+      AND candidate >= incumbent * (1 + minImprovement.relative). With both bounds 0, a candidate
+      equal to the incumbent passes this bound (ties are allowed; set a bound above 0 to require a
+      strict gain);
+    - with an incumbent, no era in `eras` drops by more than `promotion.maxEraRegression` (absolute):
+      candidate_era >= incumbent_era - maxEraRegression (the forgetting guard).
+
+    Without an incumbent (first model of a line) only the checks, era coverage of the candidate and
+    the optional floor apply. All comparisons allow a slack of 1e-9 for floating-point rounding.
+
+    `passed` is the gate's verdict; `promoted` is `passed` in `auto` mode and always False in
+    `dryRun` mode (a reason says so). `decided_at` is left unset: the caller stamps the time, which
+    keeps this function pure.
+    """
+    metric = promotion.metric
+    reasons: list[str] = []
+    failures: list[str] = []
+
+    def fail(msg: str) -> None:
+        reasons.append(msg)
+        failures.append(msg)
+
+    # -- required checks
+    by_name = {c.name: c for c in checks}
+    for name in promotion.required_checks:
+        check = by_name.get(name)
+        if check is None:
+            fail(f"Required check '{name}' was not run, so the candidate cannot be promoted.")
+        elif not check.passed:
+            fail(f"Required check '{name}' failed{_check_numbers(check)}{_detail(check)}.")
+        else:
+            reasons.append(f"Required check '{name}' passed{_check_numbers(check)}.")
+    for check in checks:
+        if check.name not in promotion.required_checks and not check.passed:
+            reasons.append(
+                f"Check '{check.name}' failed{_check_numbers(check)}{_detail(check)}; "
+                "it is not required, so it does not block promotion."
+            )
+
+    # -- era coverage
+    for era in eras:
+        if era not in candidate.eras:
+            fail(f"Era '{era}' is missing from the candidate's evaluation; every era must be evaluated.")
+        if incumbent is not None and era not in incumbent.eras:
+            fail(f"Era '{era}' is missing from the incumbent's evaluation; the two models cannot be compared on it.")
+
+    cand_pooled = candidate.pooled.get(metric)
+
+    # -- floor
+    if promotion.min_metric is not None:
+        if cand_pooled + EPSILON >= promotion.min_metric:
+            reasons.append(f"Pooled {metric} {_f(cand_pooled)} meets the floor minMetric {_f(promotion.min_metric)}.")
+        else:
+            fail(f"Pooled {metric} {_f(cand_pooled)} is below the floor minMetric {_f(promotion.min_metric)}.")
+
+    if incumbent is None:
+        reasons.append(
+            f"No incumbent: this is the first model of the line (pooled {metric} {_f(cand_pooled)}), "
+            "so only the checks, era coverage and the optional floor apply."
+        )
+    else:
+        _compare(candidate, incumbent, promotion, eras, reasons, fail)
+
+    passed = not failures
+    if passed and promotion.mode == "dryRun":
+        reasons.append("Dry run: the candidate passed the gate, but mode is dryRun, so it is not promoted.")
+    promoted = passed and promotion.mode == "auto"
+    return Decision(
+        promoted=promoted,
+        passed=passed,
+        mode=promotion.mode,
+        summary=_summary(passed, promoted, metric, cand_pooled, incumbent, failures),
+        reasons=reasons,
+    )
+
+
+def _compare(
+    candidate: Evaluation,
+    incumbent: Evaluation,
+    promotion: PromotionSpec,
+    eras: list[str],
+    reasons: list[str],
+    fail: Callable[[str], None],
+) -> None:
+    """Pooled improvement bounds and the per-era forgetting guard."""
+    metric = promotion.metric
+    c = candidate.pooled.get(metric)
+    i = incumbent.pooled.get(metric)
+    delta = c - i
+    absolute = promotion.min_improvement.absolute
+    relative = promotion.min_improvement.relative
+    need_abs = i + absolute
+    need_rel = i * (1 + relative)
+    numbers = f"pooled {metric} {_f(c)} vs incumbent {_f(i)} ({_signed(delta)})"
+    if c + EPSILON >= need_abs:
+        reasons.append(f"Absolute improvement holds: {numbers}, at least +{_f(absolute)} required.")
+    else:
+        fail(
+            f"Absolute improvement too small: {numbers}; at least +{_f(absolute)} is required "
+            f"(candidate must reach {_f(need_abs)})."
+        )
+    rel_gain = (delta / i) if i > 0 else float("inf") if delta > 0 else 0.0
+    rel_text = f"{rel_gain * 100:+.2f}%" if rel_gain != float("inf") else "infinite relative gain"
+    if c + EPSILON >= need_rel:
+        reasons.append(f"Relative improvement holds: {numbers}, {rel_text}, at least +{relative * 100:.2f}% required.")
+    else:
+        fail(
+            f"Relative improvement too small: {numbers}, {rel_text}; at least +{relative * 100:.2f}% is required "
+            f"(candidate must reach {_f(need_rel)})."
+        )
+
+    limit = promotion.max_era_regression
+    for era in eras:
+        ce: Metrics | None = candidate.eras.get(era)
+        ie: Metrics | None = incumbent.eras.get(era)
+        if ce is None or ie is None:
+            continue  # already failed as missing
+        cv, iv = ce.get(metric), ie.get(metric)
+        d = cv - iv
+        if cv + EPSILON >= iv - limit:
+            reasons.append(
+                f"Era '{era}': {metric} {_f(cv)} vs incumbent {_f(iv)} ({_signed(d)}), "
+                f"within the allowed drop of {_f(limit)}."
+            )
+        else:
+            fail(
+                f"Era '{era}' regressed: {metric} fell from {_f(iv)} to {_f(cv)} ({_signed(d)}), "
+                f"more than maxEraRegression {_f(limit)} allows (forgetting)."
+            )
+
+
+def _check_numbers(check: CheckResult) -> str:
+    if check.value is None:
+        return ""
+    if check.threshold is None:
+        return f" (value {check.value:.4g})"
+    return f" (value {check.value:.4g}, threshold {check.threshold:.4g})"
+
+
+def _detail(check: CheckResult) -> str:
+    return f": {check.detail.rstrip('.')}" if check.detail else ""
+
+
+def _summary(
+    passed: bool,
+    promoted: bool,
+    metric: MetricName,
+    cand: float,
+    incumbent: Evaluation | None,
+    failures: list[str],
+) -> str:
+    vs = f" vs {_f(incumbent.pooled.get(metric))}" if incumbent is not None else " (first model)"
+    head = f"{metric} {_f(cand)}{vs}"
+    if not passed:
+        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        return f"Rejected: {failures[0]}{more}"
+    if promoted:
+        return f"Promoted: {head}"
+    return f"Passed (dry run, not promoted): {head}"
