@@ -1,0 +1,47 @@
+"""`kretrain operator`: run the Kopf operator (kopf is imported only when the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `operator` command."""
+    p = sub.add_parser("operator", help="run the RetrainJob operator (Kopf)")
+    p.add_argument("-n", "--namespace", action="append", default=[], help="namespace to watch (repeatable; "
+                   "default: KRETRAIN_NAMESPACES, else the whole cluster)")  # fmt: skip
+    p.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    p.add_argument(
+        "--peering", metavar="NAME", help="Kopf peering object for several replicas (default: KRETRAIN_PEERING)"
+    )
+    p.add_argument("--liveness", metavar="URL", help="Kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_operator)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT."""
+    import logging
+
+    import kopf
+    from kretrain.operator.settings import get_settings
+
+    if args.namespace:
+        os.environ["KRETRAIN_NAMESPACES"] = ",".join(args.namespace)
+        get_settings.cache_clear()
+    settings = get_settings()
+    import kretrain.operator.handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    peering = args.peering or settings.peering
+    kopf.run(
+        standalone=args.standalone or not peering,
+        peering_name=peering,
+        namespaces=settings.namespaces,
+        clusterwide=not settings.namespaces,
+        liveness_endpoint=args.liveness,
+    )
+    return 0

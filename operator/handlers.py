@@ -1,0 +1,121 @@
+"""Thin Kopf handlers: parse the object, call one lifecycle function, apply its status patch and events."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import kopf
+from kretrain.operator import lifecycle, metrics
+from kretrain.operator.kube import Kube
+from kretrain.operator.settings import get_settings
+
+from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
+
+if TYPE_CHECKING:
+    from kretrain.registry import Registry
+
+RTJ = (GROUP, VERSION, PLURAL)
+_settings = get_settings()
+
+
+@lru_cache(maxsize=64)
+def _registry(endpoint: str | None, region: str, uri: str) -> Registry:
+    from kretrain.registry import Registry
+
+    from kretrain.store import ObjectStore
+
+    # Credentials: the operator's own environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    return Registry(ObjectStore(endpoint_url=endpoint, region=region), uri)
+
+
+def _registry_for(spec: RetrainJobSpec) -> Registry:
+    assert spec.storage.registry is not None  # resolve_spec guarantees it
+    return _registry(spec.storage.endpoint, spec.storage.region, spec.storage.registry)
+
+
+@lru_cache(maxsize=1)
+def deps() -> lifecycle.Deps:
+    """The lifecycle's dependencies for this process (built on first use)."""
+    return lifecycle.Deps(
+        settings=_settings,
+        kube=Kube(_settings),
+        registry_for=_registry_for,
+        adopt=lambda objs: kopf.adopt(objs),
+        actor=f"kretrain-operator@{socket.gethostname()}",
+    )
+
+
+def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handler: str) -> None:
+    for key, value in outcome.status.items():
+        patch.status[key] = value
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    uid = body.metadata.uid or ""
+    metrics.observe_state(uid, outcome.state or body.status.get("state"))
+    if outcome.state in TERMINAL_STATES:
+        metrics.count_decision(outcome.state, outcome.decision_reason)
+    if outcome.permanent_error:
+        raise kopf.PermanentError(outcome.permanent_error)
+    if outcome.retry:
+        metrics.HANDLER_ERRORS.labels(handler=handler).inc()
+        raise kopf.TemporaryError(outcome.retry, delay=_settings.retry_delay)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    """Kopf settings: annotation-based bookkeeping (the status schema is structural), timeouts, metrics."""
+    settings.persistence.finalizer = _settings.finalizer
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kretrain.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kretrain.dev", key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "kretrain-operator"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    if _settings.metrics_port:
+        server = metrics.serve(_settings.metrics_port)
+        logger.info("metrics and health on :%d (/metrics, /healthz)", server.server_port)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """KRETRAIN_KUBE_URL (tests, the emulator) without credentials; otherwise in-cluster or kubeconfig."""
+    if _settings.kube_url:
+        return kopf.ConnectionInfo(server=_settings.kube_url, insecure=True)
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.resume(*RTJ)
+@kopf.on.create(*RTJ)
+def start(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Validate, resolve the incumbent, create the Job once."""
+    with metrics.timed("start"):
+        _apply(lifecycle.start(body, deps()), body, patch, "start")
+
+
+@kopf.on.update(*RTJ, field="spec.suspend")
+def suspend(body: kopf.Body, new: Any, patch: kopf.Patch, **_: Any) -> None:
+    """spec.suspend changed: suspend or resume the Job."""
+    with metrics.timed("suspend"):
+        _apply(lifecycle.set_suspend(body, bool(new), deps()), body, patch, "suspend")
+
+
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("jobName")) and status.get("state") not in TERMINAL_STATES
+
+
+@kopf.timer(*RTJ, interval=_settings.poll_interval, when=_running)
+def poll(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """Follow the Job and progress.json; decide and promote once the Job has succeeded."""
+    with metrics.timed("poll"):
+        _apply(lifecycle.poll(body, deps()), body, patch, "poll")
+
+
+@kopf.on.delete(*RTJ, optional=True)
+def deleted(body: kopf.Body, **_: Any) -> None:
+    """The Job and ConfigMap go with the RetrainJob (owner references); registry versions stay."""
+    metrics.forget(body.metadata.uid or "")

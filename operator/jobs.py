@@ -1,0 +1,215 @@
+"""Pure builders of the trainer's batch/v1 Job and spec ConfigMap (no I/O, no kopf)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kretrain.operator.settings import OperatorSettings
+
+from kretrain.api import RetrainJobSpec
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_UID = "kretrain.dev/retrainjob-uid"
+"""Label with the owning RetrainJob's uid: the key the operator finds its Job by."""
+LABEL_RUN = "kretrain.dev/run"
+"""Label with the Job name (the run id, shortened to a label value when needed)."""
+MANAGED_BY = "kretrain-operator"
+
+SPEC_DIR = "/etc/kretrain"
+SPEC_FILE = "spec.json"
+SCRATCH_DIR = "/scratch"
+CACHE_DIR = "/cache"
+TERMINATION_LOG = "/dev/termination-log"
+CONTAINER = "trainer"
+MAX_RUN_ID = 128  # registry version ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
+MAX_JOB_NAME = 63  # Job names become the `job-name` label of their pods
+
+
+class SpecError(ValueError):
+    """The spec cannot be turned into a Job (names the field)."""
+
+
+def _shorten(value: str, limit: int) -> str:
+    """`value` if short enough, else a prefix plus 8 hex chars of its sha256 (deterministic, unique)."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{value[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def run_id(namespace: str, name: str, uid: str) -> str:
+    """The run id (= registry version) of a RetrainJob: `<namespace>-<name>-<uid[:8]>`."""
+    return _shorten(f"{namespace}-{name}-{uid[:8]}", MAX_RUN_ID)
+
+
+def job_name(run: str) -> str:
+    """The Job (and ConfigMap) name of a run: the run id, shortened to 63 characters when longer."""
+    return _shorten(run, MAX_JOB_NAME)
+
+
+def labels(uid: str, name: str) -> dict[str, str]:
+    """Labels of every object the operator creates for a RetrainJob."""
+    return {
+        LABEL_NAME: "kretrain",
+        LABEL_COMPONENT: "trainer",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_UID: uid,
+        LABEL_RUN: name,
+    }
+
+
+def selector(uid: str) -> str:
+    """Label selector of a RetrainJob's Job."""
+    return f"{LABEL_UID}={uid}"
+
+
+def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
+    """The spec as the trainer gets it: storage endpoint/registry/credentials and image defaults filled in."""
+    resolved = spec.model_copy(deep=True)
+    storage = resolved.storage
+    if storage.registry is None:
+        if settings.registry is None:
+            raise SpecError(
+                "spec.storage.registry: unset, and the operator has no default registry (KRETRAIN_REGISTRY)"
+            )
+        storage.registry = settings.registry
+    if storage.endpoint is None and settings.s3_endpoint:
+        storage.endpoint = settings.s3_endpoint
+    if storage.credentials_secret is None:
+        storage.credentials_secret = settings.credentials_secret
+    if resolved.resources.image is None:
+        resolved.resources.image = settings.trainer_image
+    return resolved
+
+
+def spec_json(spec: RetrainJobSpec) -> str:
+    """The resolved spec as the trainer reads it (camelCase JSON, stable key order)."""
+    return json.dumps(spec.dump(), sort_keys=True, indent=2)
+
+
+def build_configmap(name: str, namespace: str, spec: RetrainJobSpec, object_labels: dict[str, str]) -> dict[str, Any]:
+    """The ConfigMap holding the resolved spec, mounted at /etc/kretrain/spec.json."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
+        "data": {SPEC_FILE: spec_json(spec)},
+    }
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    run: str,
+    spec: RetrainJobSpec,
+    incumbent_version: str | None,
+    object_labels: dict[str, str],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The training Job for a resolved spec (see the trainer pod contract in docs/internals.md)."""
+    res, storage = spec.resources, spec.storage
+    if res.image is None or storage.credentials_secret is None or storage.registry is None:
+        raise SpecError("build_job needs a resolved spec (resolve_spec fills image, registry and credentials)")
+    secret = storage.credentials_secret
+    env = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    ]
+    if storage.endpoint:
+        env.append(_env("AWS_ENDPOINT_URL", storage.endpoint))
+    env += [
+        _env("AWS_DEFAULT_REGION", storage.region),
+        _env("KRETRAIN_RUN_ID", run),
+        _env("KRETRAIN_INCUMBENT_VERSION", incumbent_version or ""),
+        _env("KRETRAIN_WORKDIR", SCRATCH_DIR),
+        _env("KRETRAIN_CACHE_DIR", CACHE_DIR),
+        _env("KRETRAIN_TERMINATION_LOG", TERMINATION_LOG),
+        # The root filesystem is read-only: every library that writes config or caches goes to /tmp.
+        _env("HOME", "/tmp"),
+        _env("YOLO_CONFIG_DIR", "/tmp/ultralytics"),
+        _env("MPLCONFIGDIR", "/tmp/matplotlib"),
+    ]
+    compute = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, str] = dict(compute)
+    if res.gpus > 0:
+        limits["nvidia.com/gpu"] = str(res.gpus)
+    container = {
+        "name": CONTAINER,
+        "image": res.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kretrain", "train", "--spec", f"{SPEC_DIR}/{SPEC_FILE}"],
+        "env": env,
+        "resources": {"requests": dict(compute), "limits": limits},
+        "volumeMounts": [
+            {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+            {"name": "cache", "mountPath": CACHE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "spec", "configMap": {"name": name, "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "cache", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
+        ],
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [t.dump() for t in res.tolerations]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if settings.trainer_service_account:
+        pod_spec["serviceAccountName"] = settings.trainer_service_account
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "suspend": spec.suspend,
+        "template": {"metadata": {"labels": dict(object_labels)}, "spec": pod_spec},
+    }
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if settings.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
+        "spec": job_spec,
+    }

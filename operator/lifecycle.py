@@ -1,0 +1,418 @@
+"""The RetrainJob lifecycle as plain functions: each step reads the object and returns a status patch and events."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kretrain.operator import jobs
+from kretrain.operator.kube import KubeError
+from kretrain.operator.settings import OperatorSettings
+from pydantic import ValidationError
+
+from kretrain.api import TERMINAL_STATES, Decision, ModelRef, RetrainJobSpec, RunReport, compare
+
+if TYPE_CHECKING:
+    from kretrain.registry import Registry
+
+
+class KubeApi(Protocol):
+    """The part of kretrain.operator.kube.Kube the lifecycle uses."""
+
+    def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Deps:
+    """What the lifecycle needs from the outside world (the handlers build it; tests can too)."""
+
+    settings: OperatorSettings
+    kube: KubeApi
+    registry_for: Callable[[RetrainJobSpec], Registry]
+    adopt: Callable[[list[dict[str, Any]]], None]
+    actor: str = "kretrain-operator"
+    now: Callable[[], str] = field(default=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+@dataclass
+class Event:
+    """A Kubernetes Event to post on the RetrainJob."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What one step decided: a merge patch for `.status`, events, and whether the handler must fail or retry."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    permanent_error: str | None = None
+    retry: str | None = None
+    decision_reason: str | None = None  # condition reason of a terminal decision (for metrics)
+
+    @property
+    def state(self) -> str | None:
+        """The state this outcome moves to, if any."""
+        state = self.status.get("state")
+        return state if isinstance(state, str) else None
+
+
+# ---- small pure helpers ------------------------------------------------------------------------------
+def spec_error_message(exc: ValidationError) -> str:
+    """Every validation error as `spec.<field path>: message`, joined by `; `."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(body: Mapping[str, Any], settings: OperatorSettings) -> tuple[RetrainJobSpec, RetrainJobSpec] | str:
+    """(spec, resolved spec) or the error message naming the field."""
+    try:
+        spec = RetrainJobSpec.model_validate(body.get("spec") or {})
+        return spec, jobs.resolve_spec(spec, settings)
+    except ValidationError as exc:
+        return spec_error_message(exc)
+    except jobs.SpecError as exc:
+        return str(exc)
+
+
+def with_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """The conditions with one of them set (lastTransitionTime kept while its status does not change)."""
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
+    new = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        new["observedGeneration"] = generation
+    return [c for c in conditions if c.get("type") != type_] + [new]
+
+
+class StatusBuilder:
+    """Accumulates a status merge patch on top of the object's current status."""
+
+    def __init__(self, body: Mapping[str, Any], now: str) -> None:
+        self.current = dict(body.get("status") or {})
+        self.generation = body.get("metadata", {}).get("generation")
+        self.conditions: list[dict[str, Any]] = list(self.current.get("conditions") or [])
+        self.patch: dict[str, Any] = {}
+        self.now = now
+
+    def condition(self, type_: str, status: str, reason: str, message: str) -> StatusBuilder:
+        self.conditions = with_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
+        self.patch["conditions"] = self.conditions
+        return self
+
+    def set(self, **fields: Any) -> StatusBuilder:
+        self.patch.update(fields)
+        return self
+
+    def build(self) -> dict[str, Any]:
+        if self.patch and self.generation is not None:
+            self.patch["observedGeneration"] = self.generation
+        return self.patch
+
+
+def failed(body: Mapping[str, Any], reason: str, message: str, now: str, permanent: bool = False) -> Outcome:
+    """The run failed: `Failed` condition naming why, state Failed, a Warning event."""
+    status = StatusBuilder(body, now)
+    if any(c.get("type") == "Training" for c in status.conditions):
+        status.condition("Training", "False", reason, message)
+    status.condition("Failed", "True", reason, message).set(state="Failed")
+    return Outcome(
+        status=status.build(),
+        events=[Event("Warning", reason, message)],
+        permanent_error=message if permanent else None,
+        decision_reason=reason,
+    )
+
+
+def job_state(job: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(`succeeded` | `failed` | `suspended` | `running`, reason, message) of a batch/v1 Job."""
+    conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    for kind in ("Complete", "SuccessCriteriaMet"):
+        if kind in conds:
+            return "succeeded", conds[kind].get("reason") or "Completed", conds[kind].get("message") or ""
+    for kind in ("Failed", "FailureTarget"):
+        if kind in conds:
+            return "failed", conds[kind].get("reason") or "JobFailed", conds[kind].get("message") or ""
+    if (job.get("spec") or {}).get("suspend") or "Suspended" in conds:
+        return "suspended", "JobSuspended", "the Job is suspended"
+    return "running", "JobRunning", ""
+
+
+def termination_message(pods: list[dict[str, Any]]) -> str:
+    """The newest trainer termination message among a Job's pods ('' if none)."""
+
+    def created(pod: dict[str, Any]) -> str:
+        return str(pod.get("metadata", {}).get("creationTimestamp") or "")
+
+    for pod in sorted(pods, key=created, reverse=True):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            for where in ("state", "lastState"):
+                terminated = (cs.get(where) or {}).get("terminated") or {}
+                if terminated.get("message"):
+                    return str(terminated["message"]).strip()
+                if terminated.get("reason") and terminated.get("exitCode"):
+                    return f"container {cs.get('name')} {terminated['reason']} (exit code {terminated['exitCode']})"
+    return ""
+
+
+def progress_status(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """status.progress from the trainer's progress.json."""
+    epoch, epochs = int(progress.get("epoch") or 0), int(progress.get("epochs") or 0)
+    out: dict[str, Any] = {"epoch": epoch, "epochs": epochs, "display": f"{epoch}/{epochs}"}
+    if progress.get("etaSeconds") is not None:
+        out["etaSeconds"] = float(progress["etaSeconds"])
+    metrics = progress.get("metrics") or {}
+    out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return out
+
+
+def metric_text(value: float | None) -> str | None:
+    """A metric for a printer column."""
+    return None if value is None else f"{value:.4f}"
+
+
+# ---- steps -------------------------------------------------------------------------------------------
+def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
+    """Validate, resolve the incumbent and create the run's ConfigMap and Job (once, whatever happens)."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    if status.get("state") in TERMINAL_STATES:
+        return Outcome()
+    now = deps.now()
+    parsed = parse_spec(body, deps.settings)
+    if isinstance(parsed, str):
+        return failed(body, "InvalidSpec", f"invalid spec: {parsed}", now, permanent=True)
+    spec, resolved = parsed
+    ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    run = jobs.run_id(ns, name, uid)
+    jname = jobs.job_name(run)
+    try:
+        existing = deps.kube.find_jobs(ns, jobs.selector(uid))
+    except KubeError as exc:
+        return Outcome(retry=f"cannot list Jobs in {ns}: {exc}")
+    if existing:
+        if status.get("jobName") and status.get("state"):
+            return Outcome()  # a resumed operator: the run is already under way
+        jname = existing[0]["metadata"]["name"]
+        build = StatusBuilder(body, now).set(
+            runId=run, jobName=jname, state="Suspended" if spec.suspend else "Training"
+        )
+        build.condition("Training", "True", "JobFound", f"Job {jname} of run {run} already exists")
+        return Outcome(status=build.build(), events=[Event("Normal", "JobFound", f"Using existing Job {jname}")])
+    if status.get("jobName"):
+        return Outcome()  # the Job existed and is gone (TTL or deleted): the poller settles the run
+    try:
+        incumbent = deps.registry_for(resolved).incumbent(spec.model)
+    except Exception as exc:  # S3 unreachable or the pointer unreadable: wait, do not start blind
+        return Outcome(retry=f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}: {exc}")
+    object_labels = jobs.labels(uid, jname)
+    configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
+    job = jobs.build_job(
+        name=jname,
+        namespace=ns,
+        run=run,
+        spec=resolved,
+        incumbent_version=incumbent.version if incumbent else None,
+        object_labels=object_labels,
+        settings=deps.settings,
+    )
+    deps.adopt([configmap, job])
+    try:
+        deps.kube.create(configmap)
+        _, created = deps.kube.create(job)
+    except KubeError as exc:
+        if exc.status in (400, 403, 422):
+            return failed(body, "JobRejected", f"the API server rejected Job {jname}: {exc.message}", now, True)
+        return Outcome(retry=f"cannot create Job {jname}: {exc}")
+    against = f"incumbent {incumbent.version}" if incumbent else "no incumbent (first model of the line)"
+    build = StatusBuilder(body, now).set(
+        runId=run,
+        jobName=jname,
+        state="Suspended" if spec.suspend else "Training",
+        incumbent=incumbent.dump() if incumbent else None,
+    )
+    build.condition("Training", "True", "JobCreated", f"Job {jname} trains run {run} against {against}")
+    events = [Event("Normal", "JobCreated", f"Created Job {jname} for run {run} against {against}")]
+    if spec.suspend:
+        build.condition("Suspended", "True", "SuspendedBySpec", "spec.suspend is true: the Job waits")
+        events.append(Event("Normal", "Suspended", f"Job {jname} created suspended (spec.suspend is true)"))
+    if not created:
+        events = [Event("Normal", "JobFound", f"Job {jname} already existed (409); not created again")]
+    return Outcome(status=build.build(), events=events)
+
+
+def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
+    """Suspend or resume the run's Job after a change of spec.suspend."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    jname = status.get("jobName")
+    if status.get("state") in TERMINAL_STATES or not jname:
+        return Outcome()
+    try:
+        if deps.kube.get_job(meta["namespace"], jname) is not None:
+            deps.kube.patch_job(meta["namespace"], jname, {"spec": {"suspend": suspend}})
+    except KubeError as exc:
+        return Outcome(retry=f"cannot patch Job {jname}: {exc}")
+    build = StatusBuilder(body, deps.now())
+    if suspend:
+        build.set(state="Suspended").condition("Suspended", "True", "SuspendedBySpec", "spec.suspend is true")
+        return Outcome(build.build(), [Event("Normal", "Suspended", f"Suspended Job {jname}")])
+    build.set(state="Training").condition("Suspended", "False", "Resumed", "spec.suspend is false")
+    return Outcome(build.build(), [Event("Normal", "Resumed", f"Resumed Job {jname}")])
+
+
+def poll(body: Mapping[str, Any], deps: Deps) -> Outcome:
+    """Follow a started run: progress while it trains, the decision once the Job succeeds, why it failed."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    jname, run = status.get("jobName"), status.get("runId")
+    if status.get("state") in TERMINAL_STATES or not jname or not run:
+        return Outcome()
+    parsed = parse_spec(body, deps.settings)
+    if isinstance(parsed, str):
+        return Outcome()
+    spec, resolved = parsed
+    ns, now = meta["namespace"], deps.now()
+    try:
+        job = deps.kube.get_job(ns, jname)
+    except KubeError as exc:
+        return Outcome(retry=f"cannot read Job {jname}: {exc}")
+    try:
+        registry = deps.registry_for(resolved)
+        if job is None:
+            report = registry.read_run_report(spec.model, run)
+            if report is None:
+                msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
+                return failed(body, "JobLost", msg, now)
+            return finish(body, spec, resolved, report, deps)
+        phase, reason, message = job_state(job)
+        if phase == "failed":
+            try:
+                pod_message = termination_message(deps.kube.job_pods(ns, jname))
+            except KubeError:
+                pod_message = ""
+            text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")
+            text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
+            return failed(body, reason if reason[:1].isalpha() else "JobFailed", text, now)
+        if phase == "succeeded":
+            return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
+        build = StatusBuilder(body, now)
+        events: list[Event] = []
+        if phase == "suspended" and status.get("state") != "Suspended":
+            build.set(state="Suspended").condition("Suspended", "True", "JobSuspended", f"Job {jname} is suspended")
+            events.append(Event("Normal", "Suspended", f"Job {jname} is suspended"))
+        if phase == "running" and status.get("state") != "Training":
+            build.set(state="Training").condition("Suspended", "False", "Resumed", f"Job {jname} is running")
+            events.append(Event("Normal", "Training", f"Job {jname} is running"))
+        progress = registry.read_progress(spec.model, run)
+        if progress:
+            new = progress_status(progress)
+            if new != status.get("progress"):
+                build.set(progress=new)
+        return Outcome(status=build.build(), events=events)
+    except Exception as exc:  # S3 errors while reading progress/report: try again later
+        return Outcome(retry=f"cannot read run {run} from the registry: {type(exc).__name__}: {exc}")
+
+
+def finish(
+    body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, report: RunReport | None, deps: Deps
+) -> Outcome:
+    """Apply the promotion policy to the run's report, promote at most once, record the decision."""
+    from kretrain.registry import IncumbentChanged
+
+    from kretrain.policy import decide
+
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    now = deps.now()
+    if status.get("decision"):
+        return Outcome()
+    run = status.get("runId") or ""
+    if report is None:
+        msg = f"Job {status.get('jobName')} succeeded but runs/{run}/report.json is missing from the registry"
+        return failed(body, "NoReport", msg, now)
+    metric = spec.promotion.metric
+    decision: Decision = decide(
+        report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
+    )
+    decision.decided_at = now
+    candidate_version = report.candidate.version if report.candidate else report.run_id
+    incumbent_ref: ModelRef | None = report.incumbent
+    expected = (
+        incumbent_ref.version
+        if incumbent_ref
+        else report.incumbent_evaluation and report.incumbent_evaluation.model_version
+    )
+    reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
+    if decision.promoted:
+        registry = deps.registry_for(resolved)
+        current = registry.incumbent(spec.model)
+        if current is not None and current.version == candidate_version:
+            decision.reasons.append(f"{candidate_version} is already the incumbent (an earlier attempt promoted it).")
+        else:
+            try:
+                registry.promote(
+                    spec.model,
+                    candidate_version,
+                    expected=expected,
+                    reason=decision.summary or "passed the promotion gate",
+                    actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
+                )
+            except IncumbentChanged as exc:
+                decision.promoted = False
+                now_current = getattr(exc, "current", None)
+                decision.reasons.append(
+                    f"Not promoted: the incumbent changed from {expected or 'none'} to "
+                    f"{getattr(now_current, 'version', now_current) or 'another version'} while the run was evaluated; "
+                    "the decision was made against the old incumbent, so it is not applied."
+                )
+                decision.summary = "not promoted: incumbent changed"
+                reason = "IncumbentChanged"
+    state = "Promoted" if decision.promoted else "Rejected"
+    comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, metric)
+    build = StatusBuilder(body, now).set(
+        state=state,
+        decision=decision.dump(),
+        evaluation=comparison.dump(),
+        checks=[c.dump() for c in report.checks],
+        candidateMetric=metric_text(report.candidate_evaluation.pooled.get(metric)),
+        incumbentMetric=metric_text(
+            report.incumbent_evaluation.pooled.get(metric) if report.incumbent_evaluation else None
+        ),
+    )
+    if report.candidate:
+        build.set(candidate=report.candidate.dump())
+    if incumbent_ref:
+        build.set(incumbent=incumbent_ref.dump())
+    text = " ".join(decision.reasons) or decision.summary
+    build.condition("Training", "False", "JobSucceeded", f"Job {status.get('jobName')} succeeded")
+    build.condition("Evaluated", "True", "Evaluated", f"{metric} candidate vs incumbent on every era's test split")
+    build.condition("Promoted", "True" if decision.promoted else "False", reason, text[:32000])
+    event = Event("Normal", "Promoted", f"Promoted {candidate_version}: {text}")
+    if not decision.promoted:
+        event = Event(
+            "Normal" if reason == "DryRun" else "Warning", reason, f"Not promoted {candidate_version}: {text}"
+        )
+    return Outcome(status=build.build(), events=[event], decision_reason=reason)

@@ -1,0 +1,63 @@
+"""Operator settings from the environment (prefix KRETRAIN_), via pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kretrain.api.spec import S3_URI_PATTERN
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator reaches the API server, S3 and the registry, and what its Jobs look like.
+
+    S3 credentials of the operator itself come only from its own environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, from a Secret in the Deployment); training pods get theirs from the
+    Secret named in the RetrainJob (or `credentials_secret`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KRETRAIN_", extra="ignore", use_attribute_docstrings=True)
+
+    kube_url: str | None = None
+    """API server URL to use without credentials (tests and the emulator); unset: in-cluster or kubeconfig."""
+    registry: str | None = Field(default=None, pattern=S3_URI_PATTERN)
+    """Default model registry (`s3://bucket/prefix`) for RetrainJobs whose spec names none."""
+    s3_endpoint: str | None = None
+    """Default S3 endpoint URL (unset: AWS_ENDPOINT_URL or AWS itself)."""
+    s3_region: str = "us-east-1"
+    """Default S3 region."""
+    credentials_secret: str = "kretrain-s3"
+    """Default Secret (in the RetrainJob's namespace) with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for pods."""
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Namespaces to watch (comma-separated in the environment); empty: the whole cluster."""
+    trainer_image: str = "ghcr.io/kretrain/trainer:0.1.0"
+    """Trainer image used when a RetrainJob names none."""
+    trainer_service_account: str | None = None
+    """ServiceAccount of training pods (unset: the namespace default; its token is never mounted)."""
+    ttl_seconds_after_finished: int | None = Field(default=7 * 86400, ge=0)
+    """ttlSecondsAfterFinished of training Jobs (unset: kept until the RetrainJob is deleted)."""
+    poll_interval: float = Field(default=15.0, gt=0)
+    """Seconds between checks of each running RetrainJob's Job and progress.json."""
+    retry_delay: float = Field(default=10.0, gt=0)
+    """Seconds before a handler that is waiting (e.g. S3 unreachable) tries again."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the Prometheus /metrics and /healthz endpoint (0: disabled)."""
+    peering: str | None = None
+    """Kopf peering object name when running several replicas (unset with `--standalone`)."""
+    finalizer: str = "kretrain.dev/finalizer"
+    """Finalizer the operator puts on RetrainJobs (Kopf needs one to stop per-object timers)."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        """Accept `KRETRAIN_NAMESPACES=a,b`."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> OperatorSettings:
+    """The settings of this process (read once)."""
+    return OperatorSettings()
