@@ -308,10 +308,8 @@ def test_decide(case: Case) -> None:
 
 
 def _is_failure(reason: str) -> bool:
-    return (
-        any(k in reason for k in ("regressed", "too small", "is missing", "was not run", "below the floor"))
-        or reason.startswith("Required check")
-        and " failed" in reason
+    return any(k in reason for k in ("regressed", "too small", "is missing", "was not run", "below the floor")) or (
+        reason.startswith("Required check") and " failed" in reason
     )
 
 
