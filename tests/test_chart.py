@@ -262,9 +262,25 @@ def test_operator_pod_is_locked_down(chart: Any) -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["port"] in ports
-        assert c[probe]["httpGet"]["path"] == "/healthz"
+    # Liveness is kopf's own endpoint (it answers only while kopf's loop runs), on the port passed to --liveness.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["args"] == ["operator", "--liveness", f"http://0.0.0.0:{ports['health']}/healthz"]
+    # Readiness is the operator's own server (KRETRAIN_METRICS_PORT), which answers /readyz.
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert env_of(docs)["KRETRAIN_METRICS_PORT"]["value"] == str(ports["http"])
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    assert c["args"] == ["operator"]
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_operator_args_parse_with_the_real_cli(chart: Any, name: str) -> None:
+    """The container's args are a valid `kretrain` command line (the image's entrypoint is `kretrain`)."""
+    from kretrain.cli import build_parser
+
+    c = container(render(chart, VALUE_SETS[name]()))
+    args = build_parser().parse_args(c["args"])
+    assert args.command == "operator"
+    assert args.liveness.endswith("/healthz")
+    assert args.verbose is (name == "full")
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -297,8 +313,8 @@ def test_values_reach_the_operator_env(chart: Any) -> None:
     assert env["KRETRAIN_CREDENTIALS_SECRET"]["value"] == "kretrain-s3"
     assert env["KRETRAIN_TRAINER_SERVICE_ACCOUNT"]["value"] == "kretrain-trainer"
     assert env["KRETRAIN_TTL_SECONDS_AFTER_FINISHED"]["value"] == "86400"
-    assert env["KRETRAIN_METRICS_PORT"]["value"] == "8081"
-    assert {p["name"]: p["containerPort"] for p in container(docs)["ports"]} == {"http": 8081}
+    assert env["KRETRAIN_METRICS_PORT"]["value"] == "9100"
+    assert {p["name"]: p["containerPort"] for p in container(docs)["ports"]} == {"http": 9100, "health": 9101}
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "kretrain-operator-s3",
         "key": "secret-key",
@@ -428,7 +444,10 @@ def test_network_policy(chart: Any) -> None:
         for port in rule["ports"]:
             assert port["port"] in named_ports
     assert policy["spec"]["ingress"] == [
-        {"ports": [{"port": "http", "protocol": "TCP"}], "from": full_values()["networkPolicy"]["ingressFrom"]}
+        {
+            "ports": [{"port": "http", "protocol": "TCP"}, {"port": "health", "protocol": "TCP"}],
+            "from": full_values()["networkPolicy"]["ingressFrom"],
+        }
     ]
     assert {"port": 53, "protocol": "UDP"} in policy["spec"]["egress"][0]["ports"]
 

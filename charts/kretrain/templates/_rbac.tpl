@@ -1,29 +1,38 @@
 {{/*
 Rules on namespaced objects, shared by the ClusterRole (cluster-wide) and each Role (namespaced).
+They mirror kretrain.operator.kube.API_CALLS (tests/test_rbac.py fails when they differ).
 Argument: (list $root $namespacedPeering) where $namespacedPeering is non-empty when namespaced
 kopf peering objects are used.
 */}}
 {{- define "kretrain.namespacedRules" -}}
 {{- $peering := index . 1 -}}
-# RetrainJobs: kopf watches them and patches finalizers/annotations; the operator writes the status.
+# RetrainJobs: kopf lists/watches them and patches finalizers and annotations.
 - apiGroups: [kretrain.dev]
   resources: [retrainjobs]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
+# The status written by the handlers.
 - apiGroups: [kretrain.dev]
   resources: [retrainjobs/status]
-  verbs: [get, patch]
-# The training Job of each RetrainJob: created once, watched to completion, suspended by patch.
+  verbs: [patch]
+# Not an API call: the Job and ConfigMap carry an ownerReference with blockOwnerDeletion to their
+# RetrainJob, which clusters with the OwnerReferencesPermissionEnforcement admission plugin
+# (e.g. OpenShift) allow only to who may update the owner's finalizers.
+- apiGroups: [kretrain.dev]
+  resources: [retrainjobs/finalizers]
+  verbs: [update]
+# The training Job of each RetrainJob: found by label, polled, created once, suspended by patch.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch]
-# The training pods: read-only, for the termination message and logs of a failed run.
+  verbs: [get, list, create, patch]
+# The resolved spec, mounted into the training pod (deleted with its RetrainJob by owner reference).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create]
+# The training pods, read-only: the failed pod's termination message.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [pods/log]
-  verbs: [get]
-# Events about each RetrainJob (kopf's own and the promotion decision).
+  verbs: [list]
+# Events about each RetrainJob (kopf's handler events and the promotion decision).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
