@@ -69,21 +69,19 @@ def selector(uid: str) -> str:
 
 def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
     """The spec as the trainer gets it: storage endpoint/registry/credentials and image defaults filled in."""
-    resolved = spec.model_copy(deep=True)
-    storage = resolved.storage
-    if storage.registry is None:
+    raw = spec.dump()
+    storage, resources = raw.setdefault("storage", {}), raw.setdefault("resources", {})
+    if not storage.get("registry"):
         if settings.registry is None:
             raise SpecError(
                 "spec.storage.registry: unset, and the operator has no default registry (KRETRAIN_REGISTRY)"
             )
-        storage.registry = settings.registry
-    if storage.endpoint is None and settings.s3_endpoint:
-        storage.endpoint = settings.s3_endpoint
-    if storage.credentials_secret is None:
-        storage.credentials_secret = settings.credentials_secret
-    if resolved.resources.image is None:
-        resolved.resources.image = settings.trainer_image
-    return resolved
+        storage["registry"] = settings.registry
+    if not storage.get("endpoint") and settings.s3_endpoint:
+        storage["endpoint"] = settings.s3_endpoint
+    storage.setdefault("credentialsSecret", settings.credentials_secret)
+    resources.setdefault("image", settings.trainer_image)
+    return RetrainJobSpec.model_validate(raw)
 
 
 def spec_json(spec: RetrainJobSpec) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from kretrain.operator.settings import OperatorSettings
 
@@ -57,9 +56,10 @@ class KubeError(Exception):
 
 
 class Kube:
-    """A thin JSON client on top of the official Kubernetes client's configuration and connection pool."""
+    """A thin JSON client (urllib3) using the official Kubernetes client's configuration loaders."""
 
     def __init__(self, settings: OperatorSettings) -> None:
+        import urllib3
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -71,40 +71,51 @@ class Kube:
                 config.load_incluster_config(client_configuration=cfg)
             except config.ConfigException:
                 config.load_kube_config(client_configuration=cfg)
-        self._api = client.ApiClient(cfg)
-        self._api.user_agent = USER_AGENT
-        self._lock = threading.Lock()
+        self._cfg = cfg
+        self._base = cfg.host.rstrip("/")
+        self._http = urllib3.PoolManager(
+            maxsize=8,
+            cert_reqs="CERT_REQUIRED" if cfg.verify_ssl else "CERT_NONE",
+            ca_certs=cfg.ssl_ca_cert,
+            cert_file=cfg.cert_file,
+            key_file=cfg.key_file,
+        )
+
+    def _auth(self) -> dict[str, str]:
+        # auth_settings() runs the refresh hook of in-cluster tokens (bound tokens rotate).
+        token = (self._cfg.auth_settings().get("BearerToken") or {}).get("value")
+        return {"Authorization": token} if token else {}
 
     def call(
         self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, content_type: str = ""
     ) -> Any:
         """One request; returns the decoded JSON or raises KubeError."""
-        from kubernetes.client.exceptions import ApiException
-
-        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type or "application/json",
+            "User-Agent": USER_AGENT,
+            **self._auth(),
+        }
+        url = self._base + path + (("?" + urlencode(query)) if query else "")
         try:
-            resp = self._api.call_api(
-                path,
+            resp = self._http.request(
                 method,
-                query_params=list((query or {}).items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _return_http_data_only=True,
-                _request_timeout=30,
+                url,
+                body=None if body is None else json.dumps(body).encode(),
+                headers=headers,
+                timeout=30.0,
+                retries=False,
             )
-        except ApiException as exc:
-            try:
-                status = json.loads(exc.body or b"{}")
-            except ValueError:
-                status = {}
-            raise KubeError(
-                exc.status or 0, status.get("reason") or str(exc.reason), status.get("message", "")
-            ) from None
         except Exception as exc:  # connection errors: urllib3 raises its own hierarchy
             raise KubeError(0, type(exc).__name__, str(exc)) from exc
-        return json.loads(resp.data or b"null")
+        try:
+            data = json.loads(resp.data or b"null")
+        except ValueError:
+            data = {"message": resp.data[:500].decode(errors="replace")}
+        if resp.status >= 400:
+            data = data if isinstance(data, dict) else {}
+            raise KubeError(resp.status, data.get("reason") or str(resp.reason), data.get("message", ""))
+        return data
 
     # ---- Jobs -----------------------------------------------------------------------------------
     def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
