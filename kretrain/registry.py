@@ -1,0 +1,420 @@
+"""Model registry on S3: immutable versions, a conditionally written incumbent pointer, promotion history."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kretrain.api.report import RunReport
+from kretrain.api.status import ModelRef
+from kretrain.store import ObjectStore, PreconditionFailed, join_uri, parse_s3_uri
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+class RegistryError(Exception):
+    """Base of every registry error."""
+
+
+class IncumbentChanged(RegistryError):
+    """The incumbent is not the one the caller decided against (or another writer won the race).
+
+    `current` is the version that is incumbent now (None when there is none), `expected` the one the
+    caller expected.
+    """
+
+    def __init__(self, message: str, current: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.current = current
+        self.expected = expected
+
+
+class TamperedWeights(RegistryError):
+    """Weights whose sha256 does not match the value registered for their version."""
+
+
+class VersionNotFound(RegistryError, LookupError):
+    """A version (or model) that is not in the registry."""
+
+
+@dataclass
+class Lineage:
+    """Where a version came from."""
+
+    parent: str | None
+    """Version training started from (None for a fresh model)."""
+    eras: list[str] = field(default_factory=list)
+    """Dataset eras trained on, oldest first."""
+    era_hashes: dict[str, str] = field(default_factory=dict)
+    """Content hash of each era (over object keys and ETags)."""
+    strategy: str = "full"
+    """`full` or `incremental`."""
+    compute: dict[str, Any] = field(default_factory=dict)
+    """Compute spent (wall/train/GPU seconds, image-epochs)."""
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with a `Z`."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise RegistryError(
+            f"invalid {kind} {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+class Registry:
+    """A model registry under `uri` (`s3://bucket/prefix`); see docs/internals.md for the layout.
+
+    - Versions are immutable: `versions/<v>/version.json` is written last with If-None-Match and is the
+      commit marker; re-registering the same version with the same sha256 returns the existing ref.
+    - `incumbent.json` is only ever replaced by a conditional write (If-None-Match for the first
+      promotion, If-Match on its ETag afterwards), so of several racing promotions exactly one wins;
+      the others get IncumbentChanged.
+    - Every pointer carries `seq` (previous seq + 1) and the whole history entry; after winning the
+      conditional write, the entry is written to `history/<seq:08d>.json` with If-None-Match. An entry
+      a crashed writer did not get to write is restored from the pointer by the next reader or
+      writer, so the history has exactly one entry per successful promotion or rollback.
+    """
+
+    def __init__(self, store: ObjectStore, uri: str) -> None:
+        parse_s3_uri(uri)  # ValueError naming the uri
+        self.store = store
+        self.uri = uri.rstrip("/")
+
+    # ---------------------------------------------------------------- paths
+
+    def _model_uri(self, model: str, *parts: str) -> str:
+        return join_uri(self.uri, _check_name("model name", model), *parts)
+
+    def run_uri(self, model: str, run_id: str) -> str:
+        """`<registry>/<model>/runs/<run-id>`: where a running trainer writes progress and checkpoints."""
+        return self._model_uri(model, "runs", _check_name("run id", run_id))
+
+    def version_uri(self, model: str, version: str) -> str:
+        """`<registry>/<model>/versions/<version>`."""
+        return self._model_uri(model, "versions", _check_name("version", version))
+
+    def _incumbent_uri(self, model: str) -> str:
+        return self._model_uri(model, "incumbent.json")
+
+    def _history_uri(self, model: str, seq: int | None = None) -> str:
+        if seq is None:
+            return self._model_uri(model, "history")
+        return self._model_uri(model, "history", f"{seq:08d}.json")
+
+    # ---------------------------------------------------------------- versions
+
+    def register(
+        self, model: str, version: str, weights: Path, report: RunReport, spec: dict, lineage: Lineage
+    ) -> ModelRef:
+        """Store a candidate version: weights (+ .sha256), report, spec, then version.json (the commit).
+
+        Idempotent: the same version with the same weights returns the existing ref; different weights
+        for an existing version raise RegistryError (versions are never overwritten).
+        """
+        base = self.version_uri(model, version)
+        weights = Path(weights)
+        if not weights.is_file():
+            raise RegistryError(f"weights file {weights} for version {version!r} does not exist")
+        digest = sha256_file(weights)
+        weights_uri = join_uri(base, "weights.pt")
+        ref = ModelRef(version=version, uri=weights_uri, sha256=digest)
+        existing = self._version_info(model, version)
+        if existing is not None:
+            return self._same_or_raise(existing, ref, model)
+        self.store.upload_file(weights, weights_uri)
+        self.store.put_bytes(weights_uri + ".sha256", f"{digest}  weights.pt\n".encode())
+        stored_report = report.model_copy(update={"candidate": ref}) if report.candidate is None else report
+        self.store.put_bytes(join_uri(base, "report.json"), _json(stored_report.dump()))
+        self.store.put_bytes(join_uri(base, "spec.json"), _json(spec))
+        pooled = report.candidate_evaluation.pooled.dump()
+        info = {
+            "model": model,
+            "version": version,
+            "sha256": digest,
+            "size": weights.stat().st_size,
+            "uri": weights_uri,
+            "registeredAt": now_rfc3339(),
+            "lineage": {
+                "parent": lineage.parent,
+                "eras": list(lineage.eras),
+                "eraHashes": dict(lineage.era_hashes),
+                "strategy": lineage.strategy,
+                "compute": dict(lineage.compute),
+            },
+            "metrics": {k: v for k, v in pooled.items() if isinstance(v, int | float)},
+        }
+        try:
+            self.store.put_if_absent(join_uri(base, "version.json"), _json(info))
+        except PreconditionFailed:
+            existing = self._version_info(model, version)
+            if existing is None:  # pragma: no cover - the object existed a moment ago
+                raise RegistryError(f"version {version!r} of {model!r} could not be committed") from None
+            return self._same_or_raise(existing, ref, model)
+        return ref
+
+    @staticmethod
+    def _same_or_raise(existing: dict, ref: ModelRef, model: str) -> ModelRef:
+        if existing.get("sha256") != ref.sha256:
+            raise RegistryError(
+                f"version {ref.version!r} of {model!r} already exists with sha256 {existing.get('sha256')}; "
+                f"refusing to overwrite it with different weights (sha256 {ref.sha256})"
+            )
+        return ModelRef(version=ref.version, uri=existing.get("uri", ref.uri), sha256=ref.sha256)
+
+    def _version_info(self, model: str, version: str) -> dict | None:
+        try:
+            info: dict = self.store.get_json(join_uri(self.version_uri(model, version), "version.json"))
+        except FileNotFoundError:
+            return None
+        return info
+
+    def version_info(self, model: str, version: str) -> dict:
+        """The version's `version.json` (sha256, uri, lineage, pooled metrics); VersionNotFound if missing."""
+        info = self._version_info(model, version)
+        if info is None:
+            raise VersionNotFound(f"version {version!r} of model {model!r} is not registered under {self.uri}")
+        return info
+
+    def versions(self, model: str) -> list[dict]:
+        """Every registered version's `version.json`, oldest first, with `incumbent: true` on the current one."""
+        listing = self.store.list(self._model_uri(model, "versions"))
+        names = sorted({o.key.split("/")[0] for o in listing if o.key.endswith("/version.json")})
+        current = self._pointer(model)
+        current_version = current[0].get("version") if current else None
+        out = []
+        for name in names:
+            info = self._version_info(model, name)
+            if info is not None:
+                info["incumbent"] = name == current_version
+                out.append(info)
+        out.sort(key=lambda i: (str(i.get("registeredAt", "")), str(i.get("version"))))
+        return out
+
+    def read_report(self, model: str, version: str) -> RunReport:
+        """The version's report.json; VersionNotFound if the version does not exist."""
+        try:
+            data = self.store.get_json(join_uri(self.version_uri(model, version), "report.json"))
+        except FileNotFoundError:
+            raise VersionNotFound(f"version {version!r} of model {model!r} has no report.json") from None
+        return RunReport.model_validate(data)
+
+    def fetch_weights(self, model: str, version: str, dest_dir: Path) -> Path:
+        """Download the version's weights to `dest_dir/weights.pt` and verify them; returns that path.
+
+        The sha256 is checked against the value registered in version.json (and the .sha256 sidecar
+        must agree with it). On a mismatch TamperedWeights is raised and nothing is left at the
+        returned path. An existing file with the right sha256 is reused without downloading.
+        """
+        info = self.version_info(model, version)
+        expected = str(info.get("sha256", "")).lower()
+        weights_uri = join_uri(self.version_uri(model, version), "weights.pt")
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / "weights.pt"
+        try:
+            sidecar = self.store.get_bytes(weights_uri + ".sha256").decode(errors="replace").split()
+        except FileNotFoundError:
+            sidecar = []
+        if not sidecar or sidecar[0].lower() != expected:
+            dest.unlink(missing_ok=True)
+            raise TamperedWeights(
+                f"{weights_uri}.sha256 ({sidecar[0] if sidecar else 'missing'}) does not match the sha256 "
+                f"registered for version {version!r} ({expected}); refusing to hand out the weights"
+            )
+        if dest.is_file() and sha256_file(dest) == expected:
+            return dest
+        dest.unlink(missing_ok=True)
+        tmp = dest_dir / f".weights.pt.{uuid.uuid4().hex[:8]}.verify"
+        try:
+            self.store.download_file(weights_uri, tmp)
+            actual = sha256_file(tmp)
+            if actual != expected:
+                raise TamperedWeights(
+                    f"weights of version {version!r} of {model!r} ({weights_uri}) have sha256 {actual}, but "
+                    f"{expected} was registered; they were changed after registration and will not be loaded"
+                )
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+    # ---------------------------------------------------------------- incumbent
+
+    def _pointer(self, model: str) -> tuple[dict, str] | None:
+        got = self.store.get_json_with_etag(self._incumbent_uri(model))
+        if got is None:
+            return None
+        data, etag = got
+        if not isinstance(data, dict) or "version" not in data:
+            raise RegistryError(f"{self._incumbent_uri(model)} is malformed: {str(data)[:200]}")
+        return data, etag
+
+    def incumbent(self, model: str) -> ModelRef | None:
+        """The version in production, or None when the line has none yet."""
+        got = self._pointer(model)
+        if got is None:
+            return None
+        ptr = got[0]
+        return ModelRef(version=ptr["version"], uri=ptr["uri"], sha256=ptr["sha256"])
+
+    def promote(self, model: str, version: str, expected: str | None, reason: str, actor: str) -> ModelRef:
+        """Make `version` the incumbent if the incumbent is still `expected` (None: there is none).
+
+        Raises IncumbentChanged (with `.current`) when the incumbent is not `expected`, or when another
+        writer moved the pointer between our read and our conditional write.
+        """
+        return self._move(model, version, expected, reason, actor, action="promote", check_expected=True)
+
+    def rollback(self, model: str, version: str, reason: str, actor: str) -> ModelRef:
+        """Point the incumbent back at an earlier registered `version` (recorded as a rollback).
+
+        Raises IncumbentChanged if another writer moved the pointer at the same time, RegistryError if
+        `version` already is the incumbent, VersionNotFound if it is not registered.
+        """
+        return self._move(model, version, None, reason, actor, action="rollback", check_expected=False)
+
+    def _move(
+        self,
+        model: str,
+        version: str,
+        expected: str | None,
+        reason: str,
+        actor: str,
+        *,
+        action: str,
+        check_expected: bool,
+    ) -> ModelRef:
+        info = self.version_info(model, version)
+        got = self._pointer(model)
+        current = got[0] if got else None
+        current_version = current.get("version") if current else None
+        if current is not None:
+            self._ensure_history_entry(model, current)
+        if check_expected and current_version != expected:
+            raise IncumbentChanged(
+                f"incumbent of {model!r} is {current_version or 'none'}, not {expected or 'none'} as expected; "
+                f"refusing to {action} {version!r}",
+                current=current_version,
+                expected=expected,
+            )
+        if action == "rollback" and current_version == version:
+            raise RegistryError(f"{version!r} already is the incumbent of {model!r}; nothing to roll back")
+        if action == "rollback" and current_version is None:
+            raise RegistryError(f"{model!r} has no incumbent; promote a first version instead of rolling back")
+        seq = int(current["seq"]) + 1 if current else self._next_seq_from_history(model)
+        txn = uuid.uuid4().hex
+        ptr = {
+            "version": version,
+            "sha256": info["sha256"],
+            "uri": info["uri"],
+            "promotedAt": now_rfc3339(),
+            "previous": current_version,
+            "seq": seq,
+            "action": action,
+            "actor": actor,
+            "reason": reason,
+            "txn": txn,
+        }
+        uri = self._incumbent_uri(model)
+        try:
+            if got is None:
+                self.store.put_if_absent(uri, _json(ptr))
+            else:
+                self.store.compare_and_swap(uri, _json(ptr), got[1])
+        except PreconditionFailed:
+            now = self._pointer(model)
+            if now is None or now[0].get("txn") != txn:  # a retried request of ours may have won after all
+                winner = now[0].get("version") if now else None
+                raise IncumbentChanged(
+                    f"incumbent of {model!r} changed to {winner or 'none'} while {action} of {version!r} was "
+                    f"being written (expected {current_version or 'none'}); not applied",
+                    current=winner,
+                    expected=current_version,
+                ) from None
+        self._ensure_history_entry(model, ptr)
+        return ModelRef(version=version, uri=info["uri"], sha256=info["sha256"])
+
+    def _next_seq_from_history(self, model: str) -> int:
+        seqs = [int(o.key[:-5]) for o in self.store.list(self._history_uri(model)) if re.fullmatch(r"\d+\.json", o.key)]
+        return max(seqs, default=0) + 1
+
+    def _ensure_history_entry(self, model: str, ptr: dict) -> None:
+        """Write the pointer's history entry unless it is already there (If-None-Match)."""
+        entry = {
+            "seq": ptr["seq"],
+            "action": ptr.get("action", "promote"),
+            "version": ptr["version"],
+            "previous": ptr.get("previous"),
+            "sha256": ptr.get("sha256"),
+            "at": ptr.get("promotedAt"),
+            "actor": ptr.get("actor", ""),
+            "reason": ptr.get("reason", ""),
+            "txn": ptr.get("txn", ""),
+        }
+        with contextlib.suppress(PreconditionFailed):
+            self.store.put_if_absent(self._history_uri(model, int(ptr["seq"])), _json(entry))
+
+    def history(self, model: str) -> list[dict]:
+        """Every promotion and rollback of the line, oldest first (`seq`, `action`, `version`, `previous`, `at`, ...)."""
+        got = self._pointer(model)
+        if got is not None:
+            self._ensure_history_entry(model, got[0])
+        entries = []
+        for obj in self.store.list(self._history_uri(model)):
+            if re.fullmatch(r"\d+\.json", obj.key):
+                with contextlib.suppress(FileNotFoundError):
+                    entries.append(self.store.get_json(self._model_uri(model, "history", obj.key)))
+        entries.sort(key=lambda e: int(e.get("seq", 0)))
+        return entries
+
+    # ---------------------------------------------------------------- runs
+
+    def write_progress(self, model: str, run_id: str, progress: dict) -> None:
+        """Write `runs/<run-id>/progress.json` (overwritten every epoch)."""
+        self.store.put_bytes(join_uri(self.run_uri(model, run_id), "progress.json"), _json(progress))
+
+    def read_progress(self, model: str, run_id: str) -> dict | None:
+        """The run's progress.json, or None before the first epoch."""
+        try:
+            data: dict = self.store.get_json(join_uri(self.run_uri(model, run_id), "progress.json"))
+        except FileNotFoundError:
+            return None
+        return data
+
+    def write_run_report(self, model: str, run_id: str, report: RunReport) -> None:
+        """Write `runs/<run-id>/report.json`."""
+        self.store.put_bytes(join_uri(self.run_uri(model, run_id), "report.json"), _json(report.dump()))
+
+    def read_run_report(self, model: str, run_id: str) -> RunReport | None:
+        """The run's report.json, or None while the run has not finished."""
+        try:
+            data = self.store.get_json(join_uri(self.run_uri(model, run_id), "report.json"))
+        except FileNotFoundError:
+            return None
+        return RunReport.model_validate(data)
