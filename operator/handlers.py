@@ -24,7 +24,6 @@ _settings = get_settings()
 @lru_cache(maxsize=64)
 def _registry(endpoint: str | None, region: str, uri: str) -> Registry:
     from kretrain.registry import Registry
-
     from kretrain.store import ObjectStore
 
     # Credentials: the operator's own environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
@@ -65,7 +64,7 @@ def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handl
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
     """Kopf settings: annotation-based bookkeeping (the status schema is structural), timeouts, metrics."""
     settings.persistence.finalizer = _settings.finalizer
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kretrain.dev")

@@ -83,7 +83,8 @@ class Kube:
 
     def _auth(self) -> dict[str, str]:
         # auth_settings() runs the refresh hook of in-cluster tokens (bound tokens rotate).
-        token = (self._cfg.auth_settings().get("BearerToken") or {}).get("value")
+        auth: dict[str, Any] = dict(self._cfg.auth_settings())
+        token = (auth.get("BearerToken") or {}).get("value")
         return {"Authorization": token} if token else {}
 
     def call(

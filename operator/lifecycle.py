@@ -229,7 +229,10 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     try:
         incumbent = deps.registry_for(resolved).incumbent(spec.model)
     except Exception as exc:  # S3 unreachable or the pointer unreadable: wait, do not start blind
-        return Outcome(retry=f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}: {exc}")
+        msg = f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}: {exc}"
+        waiting = StatusBuilder(body, now).set(state="Pending", runId=run)
+        waiting.condition("Training", "False", "WaitingForRegistry", msg[:2000])
+        return Outcome(status=waiting.build() if status.get("state") != "Pending" else {}, retry=msg)
     object_labels = jobs.labels(uid, jname)
     configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
     job = jobs.build_job(
@@ -341,9 +344,8 @@ def finish(
     body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, report: RunReport | None, deps: Deps
 ) -> Outcome:
     """Apply the promotion policy to the run's report, promote at most once, record the decision."""
-    from kretrain.registry import IncumbentChanged
-
     from kretrain.policy import decide
+    from kretrain.registry import IncumbentChanged
 
     meta, status = body["metadata"], dict(body.get("status") or {})
     now = deps.now()
@@ -382,10 +384,9 @@ def finish(
                 )
             except IncumbentChanged as exc:
                 decision.promoted = False
-                now_current = getattr(exc, "current", None)
                 decision.reasons.append(
                     f"Not promoted: the incumbent changed from {expected or 'none'} to "
-                    f"{getattr(now_current, 'version', now_current) or 'another version'} while the run was evaluated; "
+                    f"{exc.current or 'none'} while the run was evaluated; "
                     "the decision was made against the old incumbent, so it is not applied."
                 )
                 decision.summary = "not promoted: incumbent changed"

@@ -1,0 +1,303 @@
+"""The real operator (a `kretrain operator` process) against the API emulator and SeaweedFS: every lifecycle path."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from emulator import Client, EmulatorServer, job_path, path, rtj_path, sim
+from emulator.operator import OperatorProcess
+from kretrain.operator import jobs
+from kretrain.operator.kube import API_CALLS
+
+from kretrain.api import API_VERSION, KIND
+from kretrain.registry import Registry
+from kretrain.store import ObjectStore
+
+ROOT = Path(__file__).resolve().parent.parent
+ERAS = ["e1", "e2", "e3"]
+INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
+NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced"]
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, op: OperatorProcess | None = None) -> Any:
+    """Poll until fn() is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n--- operator log ---\n{op.tail()}" if op else ""))
+
+
+class Cluster:
+    """The emulator, a registry bucket in SeaweedFS, and helpers to drive RetrainJobs."""
+
+    def __init__(self, server: EmulatorServer, registry: Registry, registry_uri: str, tmp: Path) -> None:
+        self.server, self.registry, self.registry_uri, self.tmp = server, registry, registry_uri, tmp
+        self.client = Client(server.url)
+
+    def create_rtj(self, ns: str, name: str, model: str, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "model": model,
+                "dataset": {"uri": "s3://data/set", "eras": ERAS},
+                "resources": {"gpus": 1},
+                "promotion": {"minImprovement": {"absolute": 0.01}, "maxEraRegression": 0.02},
+                **spec,
+            },
+        }
+        created: dict[str, Any] = self.client.create(rtj_path(ns), body)
+        return created
+
+    def rtj(self, ns: str, name: str) -> dict[str, Any] | None:
+        obj: dict[str, Any] | None = self.client.get_or_none(rtj_path(ns, name))
+        return obj
+
+    def status(self, ns: str, name: str) -> dict[str, Any]:
+        return (self.rtj(ns, name) or {}).get("status") or {}
+
+    def jobs(self, ns: str) -> list[dict[str, Any]]:
+        return self.client.list(job_path(ns), f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}")
+
+    def jobs_ever_created(self, ns: str) -> int:
+        """ADDED events of Jobs in `ns` since the emulator started (a re-created Job would count twice)."""
+
+        def count() -> int:
+            log = self.server.emulator.logs[("batch", "v1", "jobs")]
+            return sum(1 for _, e in log if e["type"] == "ADDED" and e["object"]["metadata"]["namespace"] == ns)
+
+        n: int = self.server.call(count)
+        return n
+
+    def events(self, ns: str) -> list[tuple[str, str, str]]:
+        return [
+            (e.get("type"), e["reason"], e.get("message", "")) for e in self.client.list(path("", "v1", "events", ns))
+        ]
+
+    def promotions(self, model: str, version: str) -> int:
+        return sum(
+            1 for h in self.registry.history(model) if h.get("version") == version and h.get("action") == "promote"
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    server = EmulatorServer()
+    server.start()
+    client = Client(server.url)
+    client.create(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        yaml.safe_load((ROOT / "crds" / "retrainjob.yaml").read_text()),
+    )
+    for ns in [*NAMESPACES, "restart"]:
+        client.ensure_namespace(ns)
+    bucket = s3.new_bucket("reg")
+    store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
+    uri = f"s3://{bucket}/registry"
+    try:
+        yield Cluster(server, Registry(store, uri), uri, tmp_path_factory.mktemp("weights"))
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    env = {**s3.env(), "KRETRAIN_REGISTRY": cluster.registry_uri, "KRETRAIN_S3_ENDPOINT": s3.endpoint}
+    op = OperatorProcess(cluster.server.url, tmp_path_factory.mktemp("op") / "operator.log", NAMESPACES, env)
+    op.start().wait_ready()
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log.read_text(), op.tail(200)
+
+
+def started(cluster: Cluster, op: OperatorProcess, ns: str, name: str) -> dict[str, Any]:
+    """Wait until the operator created the Job and recorded it; return the status."""
+    status: dict[str, Any] = wait_for(
+        f"{ns}/{name} to have a Job", lambda: (s := cluster.status(ns, name)).get("jobName") and s, op=op
+    )
+    return status
+
+
+def settled(cluster: Cluster, op: OperatorProcess, ns: str, name: str, timeout: float = 20) -> dict[str, Any]:
+    status: dict[str, Any] = wait_for(
+        f"{ns}/{name} to reach a terminal state",
+        lambda: (s := cluster.status(ns, name)).get("state") in ("Promoted", "Rejected", "Failed") and s,
+        timeout,
+        op,
+    )
+    return status
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions", [])}
+
+
+def test_success_is_promoted(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-promote"
+    seed = sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    obj = cluster.create_rtj("promote", "run", model)
+    status = started(cluster, operator, "promote", "run")
+    run_id = f"promote-run-{obj['metadata']['uid'][:8]}"
+    assert status["runId"] == run_id and status["jobName"] == run_id and status["state"] == "Training"
+    assert status["incumbent"]["version"] == "seed-1"
+    [job] = cluster.jobs("promote")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KRETRAIN_RUN_ID"] == run_id and env["KRETRAIN_INCUMBENT_VERSION"] == seed.version
+    cm = cluster.client.get(path("", "v1", "configmaps", "promote", run_id))
+    assert yaml.safe_load(cm["data"]["spec.json"])["storage"]["registry"] == cluster.registry_uri
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+
+    cluster.registry.write_progress(
+        model, run_id, {"epoch": 2, "epochs": 3, "etaSeconds": 5.0, "metrics": {"mAP50": 0.4}}
+    )
+    wait_for(
+        "progress", lambda: cluster.status("promote", "run").get("progress", {}).get("display") == "2/3", op=operator
+    )
+
+    sim.train(cluster.registry, model, run_id, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, "promote", run_id)
+    status = settled(cluster, operator, "promote", "run")
+    assert status["state"] == "Promoted", status
+    assert status["decision"]["promoted"] is True and status["decision"]["reasons"]
+    assert status["candidate"]["version"] == run_id
+    assert status["candidateMetric"] == "0.5367" and status["incumbentMetric"] == "0.4667"
+    assert status["evaluation"]["eras"]["e3"]["delta"] == pytest.approx(0.10)
+    assert conditions(status)["Promoted"]["status"] == "True"
+    assert cluster.registry.incumbent(model).version == run_id
+    assert cluster.promotions(model, run_id) == 1
+    reasons = [r for _, r, _ in cluster.events("promote")]
+    assert "JobCreated" in reasons and "Promoted" in reasons
+
+
+def test_forgetting_is_rejected(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-reject"
+    sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    cluster.create_rtj("reject", "run", model)
+    run_id = started(cluster, operator, "reject", "run")["runId"]
+    # Better pooled (new era much better), but era e1 dropped by 0.10: forgetting.
+    sim.train(cluster.registry, model, run_id, {"e1": 0.40, "e2": 0.55, "e3": 0.70}, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, "reject", run_id)
+    status = settled(cluster, operator, "reject", "run")
+    assert status["state"] == "Rejected" and status["decision"]["promoted"] is False
+    assert any("e1" in r for r in status["decision"]["reasons"])
+    assert conditions(status)["Promoted"]["reason"] == "GateFailed"
+    assert cluster.registry.incumbent(model).version == "seed-1"
+    assert ("Warning", "GateFailed") in [(t, r) for t, r, _ in cluster.events("reject")]
+
+
+def test_dry_run_decides_but_does_not_promote(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-dry"
+    sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    cluster.create_rtj("dryrun", "run", model, promotion={"mode": "dryRun"})
+    run_id = started(cluster, operator, "dryrun", "run")["runId"]
+    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, "dryrun", run_id)
+    status = settled(cluster, operator, "dryrun", "run")
+    assert status["decision"]["passed"] is True and status["decision"]["promoted"] is False
+    assert conditions(status)["Promoted"]["reason"] == "DryRun"
+    assert cluster.registry.incumbent(model).version == "seed-1"
+
+
+def test_incumbent_changed_during_the_run_is_not_overwritten(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-raced"
+    sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    cluster.create_rtj("raced", "run", model)
+    run_id = started(cluster, operator, "raced", "run")["runId"]
+    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT, cluster.tmp)
+    # Someone else promotes another version while this run is being evaluated.
+    other = sim.train(cluster.registry, model, "other-run", {"e1": 0.7, "e2": 0.7, "e3": 0.7}, INCUMBENT, cluster.tmp)
+    cluster.registry.promote(model, other.run_id, expected="seed-1", reason="manual", actor="tests")
+    sim.complete_job(cluster.client, "raced", run_id)
+    status = settled(cluster, operator, "raced", "run")
+    assert status["state"] == "Rejected" and status["decision"]["passed"] is True
+    assert conditions(status)["Promoted"]["reason"] == "IncumbentChanged"
+    assert any("other-run" in r for r in status["decision"]["reasons"])
+    assert cluster.registry.incumbent(model).version == "other-run"
+
+
+def test_job_failure_reports_reason_and_termination_message(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_rtj("failure", "run", "m-fail")
+    job = started(cluster, operator, "failure", "run")["jobName"]
+    sim.fail_job(
+        cluster.client, "failure", job, "BackoffLimitExceeded", "Job has reached the specified backoff limit",
+        "data validation failed: era e2 has 12% unreadable images (limit 5%)",
+    )  # fmt: skip
+    status = settled(cluster, operator, "failure", "run")
+    failed = conditions(status)["Failed"]
+    assert status["state"] == "Failed" and failed["reason"] == "BackoffLimitExceeded"
+    assert "12% unreadable images" in failed["message"] and "backoff limit" in failed["message"]
+    assert conditions(status)["Training"]["status"] == "False"
+
+
+def test_invalid_spec_fails_naming_the_field(cluster: Cluster, operator: OperatorProcess) -> None:
+    # Valid for the CRD schema, invalid for the models (a cross-field rule).
+    cluster.create_rtj("invalid", "run", "m-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
+    status = settled(cluster, operator, "invalid", "run")
+    failed = conditions(status)["Failed"]
+    assert status["state"] == "Failed" and failed["reason"] == "InvalidSpec"
+    assert "spec.dataset" in failed["message"] and "newEras (4)" in failed["message"]
+    assert cluster.jobs("invalid") == []
+    assert ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in cluster.events("invalid")]
+    assert operator.alive
+
+
+def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None:
+    cluster.create_rtj("suspend", "run", "m-susp", suspend=True)
+    status = started(cluster, operator, "suspend", "run")
+    assert status["state"] == "Suspended"
+    assert cluster.jobs("suspend")[0]["spec"]["suspend"] is True
+    cluster.client.patch(rtj_path("suspend", "run"), {"spec": {"suspend": False}})
+    wait_for("resume", lambda: cluster.status("suspend", "run").get("state") == "Training", op=operator)
+    assert cluster.jobs("suspend")[0]["spec"]["suspend"] is False
+    assert conditions(cluster.status("suspend", "run"))["Suspended"]["status"] == "False"
+    cluster.client.patch(rtj_path("suspend", "run"), {"spec": {"suspend": True}})
+    wait_for("suspend", lambda: cluster.status("suspend", "run").get("state") == "Suspended", op=operator)
+    assert cluster.jobs("suspend")[0]["spec"]["suspend"] is True
+    assert cluster.jobs_ever_created("suspend") == 1
+    reasons = [r for _, r, _ in cluster.events("suspend")]
+    assert "Resumed" in reasons and reasons.count("Suspended") >= 2
+
+
+def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-del"
+    cluster.create_rtj("delete", "run", model)
+    run_id = started(cluster, operator, "delete", "run")["runId"]
+    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, None, cluster.tmp)
+    sim.complete_job(cluster.client, "delete", run_id)
+    assert settled(cluster, operator, "delete", "run")["state"] == "Promoted"
+    assert cluster.rtj("delete", "run")["metadata"].get("finalizers") in (None, [], ["kretrain.dev/finalizer"])
+    cluster.client.delete(rtj_path("delete", "run"))
+    wait_for("the RetrainJob to go", lambda: cluster.rtj("delete", "run") is None, op=operator)
+    assert cluster.jobs("delete") == []
+    assert cluster.client.get_or_none(path("", "v1", "configmaps", "delete", run_id)) is None
+    assert [v["version"] for v in cluster.registry.versions(model)] == [run_id]
+    assert cluster.registry.incumbent(model).version == run_id
+
+
+def test_metrics_endpoint_counts_states_and_decisions(cluster: Cluster, operator: OperatorProcess) -> None:
+    # Runs after the scenarios above (pytest keeps file order).
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert 'kretrain_decisions_total{outcome="promoted",reason="Promoted"}' in text
+    assert 'kretrain_decisions_total{outcome="rejected",reason="GateFailed"}' in text
+    assert 'kretrain_decisions_total{outcome="failed",reason="InvalidSpec"}' in text
+    assert 'kretrain_retrainjobs{state="Failed"}' in text
+    assert "kretrain_handler_seconds_count" in text
+
+
+def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
+    calls: dict[str, set[tuple[str, str]]] = cluster.server.call(lambda: dict(cluster.server.emulator.calls))
+    made = calls.get("kretrain-operator", set()) | calls.get("kopf", set())
+    assert ("create", "jobs.batch") in made and ("patch", "retrainjobs.kretrain.dev/status") in made
+    assert made <= API_CALLS, f"undeclared API calls: {sorted(made - API_CALLS)}"
