@@ -28,7 +28,8 @@ def render_chart(stats: dict[str, Any], path: Path) -> Path:
     eras = list(stats["eras"])
     classes: list[str] = stats["classes"]
     drift = stats["drift"]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.1, wspace=0.3, hspace=0.35)
     fig.suptitle(f"Dataset statistics: {len(eras)} era(s), {len(classes)} classes", fontsize=14)
     x = np.arange(len(eras))
 

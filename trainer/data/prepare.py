@@ -239,12 +239,15 @@ def prepare_pulled(
     )
 
 
-def prepare(spec: RetrainJobSpec, store: ObjectStore, workdir: Path, cache_dir: Path) -> PreparedData:
+def prepare(
+    spec: RetrainJobSpec, store: ObjectStore, workdir: Path, cache_dir: Path, *, chart: bool = True
+) -> PreparedData:
     """Pull every era into `cache_dir` (only new or changed objects), validate, split, describe, and build
     the training set for the spec's strategy; outputs go to `<workdir>/data/`.
 
     Raises DataValidationError (after writing data_report.json) when the class lists disagree, an era
     is empty, nothing is left to train or validate on, or the bad share exceeds dataset.maxBadFraction.
+    `chart=False` skips the PNG (about a second of matplotlib).
     """
     pulled = pull_dataset(spec.dataset, store, Path(cache_dir))
-    return prepare_pulled(spec, pulled, workdir)
+    return prepare_pulled(spec, pulled, workdir, chart=chart)

@@ -53,10 +53,11 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
     start = time.perf_counter()
     root = cache_root(cache_dir, dataset.uri)
     root.mkdir(parents=True, exist_ok=True)
+    classes_yaml: bytes | None = None
     try:
-        classes_yaml: bytes | None = store.get_bytes(join_uri(dataset.uri, "classes.yaml"))
+        classes_yaml = store.get_bytes(join_uri(dataset.uri, "classes.yaml"))
     except FileNotFoundError:
-        classes_yaml = None
+        pass
     else:
         (root / "classes.yaml").write_bytes(classes_yaml)
 

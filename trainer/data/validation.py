@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 from kretrain.trainer.data.split import Split, split_of
-from PIL import Image, ImageStat
+from PIL import Image, ImageStat, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm"})
 """Image file extensions Ultralytics loads (lower case)."""
@@ -199,6 +199,8 @@ def inspect_image(task: InspectTask) -> InspectResult:
     brightness = math.nan
     try:
         width, height, brightness = decode_image(data)
+    except UnidentifiedImageError:
+        problems.append(("undecodable_image", "image does not decode: not a recognised image format"))
     except Exception as exc:
         problems.append(("undecodable_image", f"image does not decode: {type(exc).__name__}: {exc}"))
     else:
