@@ -78,4 +78,5 @@ def test_argocd_chart_values_pass_the_chart_schema() -> None:
     with helm_python.Chart.load(ROOT / "charts" / "kretrain") as chart:
         out = chart.render(values, name="kretrain", namespace="kretrain-system")
     docs = [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
-    assert [d["metadata"]["namespace"] for d in docs if d["kind"] == "KopfPeering"] == ["ml-training"]
+    assert [d["kind"] for d in docs if d["kind"].endswith("KopfPeering")] == ["ClusterKopfPeering"]
+    assert all(d["metadata"].get("namespace") in (None, "kretrain-system") for d in docs), "only the release namespace"
