@@ -1,0 +1,1 @@
+"""Test harnesses that play cluster components the emulator lacks (the kubelet)."""

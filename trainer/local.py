@@ -1,0 +1,161 @@
+"""Run a RetrainJob manifest on this machine: the pod's trainer as a subprocess, then the operator's decision."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from kretrain.api import Comparison, Decision, RetrainJob, RetrainJobSpec, RunReport
+from kretrain.promotion import conclude
+from kretrain.registry import Registry
+from kretrain.store import ObjectStore
+from kretrain.tables import comparison_table, decision_text
+
+
+class LocalRunError(RuntimeError):
+    """The local run could not start or the trainer failed (the message says why)."""
+
+
+@dataclass
+class LocalOutcome:
+    """What a local run produced."""
+
+    run_id: str
+    report: RunReport
+    decision: Decision
+    comparison: Comparison
+    workdir: Path
+
+
+def resolve_spec(spec: RetrainJobSpec, env: dict[str, str]) -> RetrainJobSpec:
+    """Fill storage.endpoint/registry from the environment, as the operator fills them from its settings."""
+    storage = spec.storage.model_copy(
+        update={
+            "endpoint": spec.storage.endpoint or env.get("AWS_ENDPOINT_URL") or None,
+            "registry": spec.storage.registry or env.get("KRETRAIN_REGISTRY") or None,
+        }
+    )
+    if storage.registry is None:
+        raise LocalRunError("spec.storage.registry is not set and KRETRAIN_REGISTRY is empty: no model registry")
+    return spec.model_copy(update={"storage": storage})
+
+
+def _bar(epoch: int, epochs: int, metrics: dict[str, float], eta: float | None, width: int = 30) -> str:
+    done = int(width * epoch / epochs) if epochs else 0
+    m = metrics.get("metrics/mAP50-95(B)", metrics.get("mAP50-95"))
+    metric = f" mAP50-95 {m:.3f}" if isinstance(m, (int, float)) else ""
+    eta_text = f" eta {eta:4.0f}s" if eta is not None else ""
+    return f"  [{'#' * done}{'.' * (width - done)}] epoch {epoch}/{epochs}{metric}{eta_text}"
+
+
+def _watch(proc: subprocess.Popen[bytes], registry: Registry, model: str, run_id: str, out: TextIO) -> None:
+    """Show a progress bar from the run's progress.json until the trainer exits."""
+    last = -1
+    tty = out.isatty()
+    while proc.poll() is None:
+        time.sleep(1.0)
+        try:
+            progress = registry.read_progress(model, run_id)
+        except Exception:  # a transient S3 error must not kill the run being watched
+            progress = None
+        if not progress or progress.get("epoch", -1) == last:
+            continue
+        last = int(progress.get("epoch", 0))
+        line = _bar(last, int(progress.get("epochs", 0)), progress.get("metrics", {}), progress.get("etaSeconds"))
+        out.write(("\r" + line) if tty else (line + "\n"))
+        out.flush()
+    if tty and last >= 0:
+        out.write("\n")
+
+
+def run_spec(
+    spec: RetrainJobSpec,
+    *,
+    workdir: Path,
+    run_id: str | None = None,
+    actor: str = "kretrain-run",
+    out: TextIO = sys.stdout,
+    env: dict[str, str] | None = None,
+) -> LocalOutcome:
+    """Train, evaluate and decide one run locally; promotion follows spec.promotion.mode."""
+    env = dict(os.environ if env is None else env)
+    spec = resolve_spec(spec, env)
+    assert spec.storage.registry is not None
+    run_id = run_id or f"local-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
+    store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
+    registry = Registry(store, spec.storage.registry)
+    incumbent = registry.incumbent(spec.model)
+
+    rundir = workdir / run_id
+    rundir.mkdir(parents=True, exist_ok=True)
+    spec_file = rundir / "spec.json"
+    spec_file.write_text(json.dumps(spec.dump(), indent=2))
+    termination = rundir / "termination-log"
+    child_env = {
+        **env,
+        "KRETRAIN_RUN_ID": run_id,
+        "KRETRAIN_INCUMBENT_VERSION": incumbent.version if incumbent else "",
+        "KRETRAIN_WORKDIR": str(rundir / "scratch"),
+        "KRETRAIN_CACHE_DIR": str(workdir / "cache"),
+        "KRETRAIN_TERMINATION_LOG": str(termination),
+    }
+    if spec.storage.endpoint:
+        child_env["AWS_ENDPOINT_URL"] = spec.storage.endpoint
+    out.write(
+        f"run {run_id}: {spec.strategy.type} retrain of {spec.model} on eras {', '.join(spec.dataset.eras)} "
+        f"(incumbent: {incumbent.version if incumbent else 'none'})\n"
+    )
+    out.flush()
+    kretrain = Path(sys.executable).parent / "kretrain"
+    log = rundir / "trainer.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(kretrain), "train", "--spec", str(spec_file)],
+            env=child_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=rundir,
+        )
+        _watch(proc, registry, spec.model, run_id, out)
+    if proc.returncode != 0:
+        reason = termination.read_text().strip() if termination.exists() else ""
+        raise LocalRunError(f"trainer exited with {proc.returncode}: {reason or 'see ' + str(log)}")
+
+    report = registry.read_run_report(spec.model, run_id)
+    if report is None:
+        raise LocalRunError(f"trainer finished but wrote no report for run {run_id}")
+    outcome = conclude(registry, report, spec, actor=actor)
+    (rundir / "report.json").write_text(report.model_dump_json(by_alias=True, indent=2))
+    (rundir / "decision.json").write_text(outcome.decision.model_dump_json(by_alias=True, indent=2))
+    out.write(comparison_table(outcome.comparison) + "\n")
+    out.write(decision_text(outcome.decision) + "\n")
+    return LocalOutcome(run_id, report, outcome.decision, outcome.comparison, rundir)
+
+
+def run_manifest(path: Path, *, workdir: Path, out: TextIO = sys.stdout) -> list[LocalOutcome]:
+    """Run a RetrainJob manifest; with fallbackToFull a rejected incremental run is followed by a full one."""
+    from kretrain.validate import load_documents, validate_manifest
+
+    outcomes = []
+    for doc in load_documents(path):
+        problems = validate_manifest(doc)
+        if problems:
+            raise LocalRunError(f"{path}: " + "; ".join(str(p) for p in problems))
+        job = RetrainJob.from_manifest(doc)
+        outcome = run_spec(job.spec, workdir=workdir, actor=f"kretrain-run/{job.metadata.name}", out=out)
+        outcomes.append(outcome)
+        strategy = job.spec.strategy
+        if strategy.type == "incremental" and strategy.fallback_to_full and not outcome.decision.passed:
+            out.write("incremental candidate failed the gate; fallbackToFull: running a full retrain\n")
+            full = job.spec.model_copy(
+                update={"strategy": strategy.model_copy(update={"type": "full", "replay": None})}
+            )
+            outcomes.append(run_spec(full, workdir=workdir, actor=f"kretrain-run/{job.metadata.name}", out=out))
+    return outcomes
