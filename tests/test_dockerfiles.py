@@ -6,6 +6,8 @@ import fnmatch
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,3 +220,40 @@ def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
         assert ignored(path), path
     for path in ("kretrain", "operator", "trainer", "pyproject.toml", "constraints.txt", "README.md"):
         assert not ignored(path), path
+
+
+# Top-level modules each image lacks: the operator image has no trainer extra, the trainer image no operator extra.
+MISSING_IN_IMAGE = {
+    "operator": ["torch", "torchvision", "ultralytics", "numpy", "PIL", "matplotlib", "cv2"],
+    "trainer": ["kopf", "kubernetes", "prometheus_client"],
+}
+CLI_PROBE = """
+import importlib.abc, json, sys
+blocked = set(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+from kretrain.cli import build_parser
+parser = build_parser()
+args = parser.parse_args(json.loads(sys.argv[2]))
+print(args.command)
+"""
+
+
+@pytest.mark.parametrize("image", list(DOCKERFILES))
+def test_cli_starts_without_the_other_images_extra(image: str) -> None:
+    """`kretrain` with only this image's extra installed: the CLI builds and the image's command parses."""
+    final = parse(DOCKERFILES[image])[-1]
+    cmd = exec_form(final.all("CMD")[-1])
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", CLI_PROBE, json.dumps(MISSING_IN_IMAGE[image]), json.dumps(cmd)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT / "tests",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == cmd[0]
