@@ -10,6 +10,7 @@ import pytest
 import yaml
 from kretrain.trainer.data import DataValidationError, PreparedData
 from kretrain.trainer.data import prepare as _prepare
+from kretrain.trainer.data.pull import era_hash
 from kretrain.trainer.data.split import split_of
 from kretrain.trainer.data.trainset import replay_count
 from kretrain.trainer.synthetic import (
@@ -190,6 +191,8 @@ def test_adding_images_moves_no_image_and_repull_downloads_only_new_objects(s3, 
     pull2 = json.loads(second.report_path.read_text())["pull"]["e"]
     assert (pull2["downloaded"], pull2["skipped"], pull2["objects"]) == (16, 80, 96)
     assert second.summary.era_hashes["e"] != first.summary.era_hashes["e"]
+    listing = store.list(f"{uri}/e")
+    assert second.summary.era_hashes["e"] == era_hash([(o.key, o.etag, o.size) for o in listing])
 
     before, after = _splits(first), _splits(second)
     assert len(before) == 40 and len(after) == 48

@@ -134,6 +134,7 @@ def prepare_pulled(
         pulled.era_files, classes, ds.latest_eras, ds.split.seed, ds.split.val, ds.split.test, workers=workers
     )
     timings["validateSeconds"] = round(time.perf_counter() - t0, 3)
+    timings.update({f"{k}Seconds": round(v, 3) for k, v in result.timings.items()})
     findings = class_findings + result.findings
     fatal = list(result.fatal)
     if result.bad_fraction > ds.max_bad_fraction:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,9 +47,20 @@ def era_hash(entries: list[tuple[str, str, int]]) -> str:
     return h.hexdigest()
 
 
+def _read_manifest(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    objects = doc.get("objects", doc) if isinstance(doc, dict) else None
+    if isinstance(objects, dict) and all(isinstance(v, dict) for v in objects.values()):
+        return objects
+    return {}
+
+
 def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> PulledDataset:
     """Sync `classes.yaml` and every era of the dataset into the cache; unchanged objects are skipped."""
-    from kretrain.store import join_uri
+    from kretrain.store import MANIFEST_NAME, join_uri
 
     start = time.perf_counter()
     root = cache_root(cache_dir, dataset.uri)
@@ -63,9 +75,15 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
 
     def one(era: str) -> tuple[str, SyncResult, str]:
         uri = join_uri(dataset.uri, era)
-        listing = store.list(uri)
         result = store.sync_down(uri, root / era)
-        return era, result, era_hash([(o.key, o.etag, o.size) for o in listing])
+        # After a complete sync the store's manifest holds (etag, size) of exactly the remote objects,
+        # which saves a second listing of the era.
+        manifest = _read_manifest(root / era / MANIFEST_NAME)
+        if set(manifest) == set(result.files):
+            entries = [(k, str(v.get("etag", "")), int(v.get("size", -1))) for k, v in manifest.items()]
+        else:
+            entries = [(o.key, o.etag, o.size) for o in store.list(uri)]
+        return era, result, era_hash(entries)
 
     with ThreadPoolExecutor(max_workers=max(1, min(ERA_PARALLELISM, len(dataset.eras)))) as pool:
         done = list(pool.map(one, dataset.eras))

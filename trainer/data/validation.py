@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,8 @@ class ValidationResult:
     orphan_labels: dict[str, int]
     fatal: list[str]
     new_classes: dict[str, dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: `inspect` (hash, decode, labels), `split`, `checks` (duplicates, classes)."""
 
     def kept(self, era: str) -> list[ImageRecord]:
         """The era's images that passed validation."""
@@ -330,7 +333,6 @@ def validate_eras(
             if label is not None:
                 used_labels.add(lkey)
             rec = ImageRecord(era=era, key=key, path=images[key], label_path=label)
-            rec.split = split_of(split_seed, era, key, val, test)
             recs.append(rec)
             tasks.append((str(rec.path), str(label) if label else None, nc))
         records[era] = recs
@@ -344,8 +346,13 @@ def validate_eras(
             fatal.append(f"era {era!r} has no images under {era}/images/")
             findings.append(Finding("error", "empty_era", era, "", "no images under images/"))
 
+    t0 = time.perf_counter()
     results = inspect_all(tasks, workers)
+    t1 = time.perf_counter()
     flat = [r for era in era_files for r in records[era]]
+    for rec in flat:
+        rec.split = split_of(split_seed, rec.era, rec.key, val, test)
+    t2 = time.perf_counter()
     for rec, (sha, width, height, brightness, boxes, problems) in zip(flat, results, strict=True):
         rec.sha, rec.width, rec.height, rec.brightness, rec.boxes = sha, width, height, brightness, boxes
         for code, message in problems:
@@ -375,7 +382,8 @@ def validate_eras(
         rec.excluded = True
 
     new_classes = _new_class_warnings(records, classes, list(new_eras), findings)
-    return ValidationResult(records, findings, orphans, fatal, new_classes)
+    timings = {"inspect": t1 - t0, "split": t2 - t1, "checks": time.perf_counter() - t2}
+    return ValidationResult(records, findings, orphans, fatal, new_classes, timings)
 
 
 def _new_class_warnings(
