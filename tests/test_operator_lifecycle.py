@@ -2,144 +2,36 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from emulator import Client, EmulatorServer, job_path, path, rtj_path, sim
+from emulator import path, rtj_path, sim
 from emulator.operator import OperatorProcess
-from kretrain.operator import jobs
+from emulator.scenario import ERAS, Cluster, conditions, operator_for, running_cluster, settled, started, wait_for
 from kretrain.operator.kube import API_CALLS
 
-from kretrain.api import API_VERSION, KIND
-from kretrain.registry import Registry
-from kretrain.store import ObjectStore
-
 ROOT = Path(__file__).resolve().parent.parent
-ERAS = ["e1", "e2", "e3"]
 INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
 NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced"]
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, op: OperatorProcess | None = None) -> Any:
-    """Poll until fn() is truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}" + (f"\n--- operator log ---\n{op.tail()}" if op else ""))
-
-
-class Cluster:
-    """The emulator, a registry bucket in SeaweedFS, and helpers to drive RetrainJobs."""
-
-    def __init__(self, server: EmulatorServer, registry: Registry, registry_uri: str, tmp: Path) -> None:
-        self.server, self.registry, self.registry_uri, self.tmp = server, registry, registry_uri, tmp
-        self.client = Client(server.url)
-
-    def create_rtj(self, ns: str, name: str, model: str, **spec: Any) -> dict[str, Any]:
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "model": model,
-                "dataset": {"uri": "s3://data/set", "eras": ERAS},
-                "resources": {"gpus": 1},
-                "promotion": {"minImprovement": {"absolute": 0.01}, "maxEraRegression": 0.02},
-                **spec,
-            },
-        }
-        created: dict[str, Any] = self.client.create(rtj_path(ns), body)
-        return created
-
-    def rtj(self, ns: str, name: str) -> dict[str, Any] | None:
-        obj: dict[str, Any] | None = self.client.get_or_none(rtj_path(ns, name))
-        return obj
-
-    def status(self, ns: str, name: str) -> dict[str, Any]:
-        return (self.rtj(ns, name) or {}).get("status") or {}
-
-    def jobs(self, ns: str) -> list[dict[str, Any]]:
-        return self.client.list(job_path(ns), f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}")
-
-    def jobs_ever_created(self, ns: str) -> int:
-        """ADDED events of Jobs in `ns` since the emulator started (a re-created Job would count twice)."""
-
-        def count() -> int:
-            log = self.server.emulator.logs[("batch", "v1", "jobs")]
-            return sum(1 for _, e in log if e["type"] == "ADDED" and e["object"]["metadata"]["namespace"] == ns)
-
-        n: int = self.server.call(count)
-        return n
-
-    def events(self, ns: str) -> list[tuple[str, str, str]]:
-        return [
-            (e.get("type"), e["reason"], e.get("message", "")) for e in self.client.list(path("", "v1", "events", ns))
-        ]
-
-    def promotions(self, model: str, version: str) -> int:
-        return sum(
-            1 for h in self.registry.history(model) if h.get("version") == version and h.get("action") == "promote"
-        )
-
-
 @pytest.fixture(scope="module")
 def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    server = EmulatorServer()
-    server.start()
-    client = Client(server.url)
-    client.create(
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        yaml.safe_load((ROOT / "crds" / "retrainjob.yaml").read_text()),
-    )
-    for ns in [*NAMESPACES, "restart"]:
-        client.ensure_namespace(ns)
-    bucket = s3.new_bucket("reg")
-    store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
-    uri = f"s3://{bucket}/registry"
-    try:
-        yield Cluster(server, Registry(store, uri), uri, tmp_path_factory.mktemp("weights"))
-    finally:
-        server.stop()
+    with running_cluster(s3, tmp_path_factory.mktemp("weights"), NAMESPACES) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    env = {**s3.env(), "KRETRAIN_REGISTRY": cluster.registry_uri, "KRETRAIN_S3_ENDPOINT": s3.endpoint}
-    op = OperatorProcess(cluster.server.url, tmp_path_factory.mktemp("op") / "operator.log", NAMESPACES, env)
+    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", NAMESPACES)
     op.start().wait_ready()
     yield op
     op.stop()
     assert "Traceback" not in op.log.read_text(), op.tail(200)
-
-
-def started(cluster: Cluster, op: OperatorProcess, ns: str, name: str) -> dict[str, Any]:
-    """Wait until the operator created the Job and recorded it; return the status."""
-    status: dict[str, Any] = wait_for(
-        f"{ns}/{name} to have a Job", lambda: (s := cluster.status(ns, name)).get("jobName") and s, op=op
-    )
-    return status
-
-
-def settled(cluster: Cluster, op: OperatorProcess, ns: str, name: str, timeout: float = 20) -> dict[str, Any]:
-    status: dict[str, Any] = wait_for(
-        f"{ns}/{name} to reach a terminal state",
-        lambda: (s := cluster.status(ns, name)).get("state") in ("Promoted", "Rejected", "Failed") and s,
-        timeout,
-        op,
-    )
-    return status
-
-
-def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in status.get("conditions", [])}
 
 
 def test_success_is_promoted(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -264,7 +156,7 @@ def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None
     cluster.client.patch(rtj_path("suspend", "run"), {"spec": {"suspend": True}})
     wait_for("suspend", lambda: cluster.status("suspend", "run").get("state") == "Suspended", op=operator)
     assert cluster.jobs("suspend")[0]["spec"]["suspend"] is True
-    assert cluster.jobs_ever_created("suspend") == 1
+    assert cluster.jobs_created_for(cluster.rtj("suspend", "run")["metadata"]["uid"]) == 1
     reasons = [r for _, r, _ in cluster.events("suspend")]
     assert "Resumed" in reasons and reasons.count("Suspended") >= 2
 
