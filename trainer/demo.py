@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
-from kretrain.trainer.local import LocalOutcome, run_spec
+from kretrain.trainer.local import LocalOutcome, LocalRunError, run_spec
 from kretrain.trainer.synthetic import DEFAULT_CLASSES, demo_eras, generate_dataset, upload_dataset
 
 from kretrain.api import RetrainJobSpec
@@ -47,7 +47,11 @@ def demo_spec(step: str, size: DemoSize) -> RetrainJobSpec:
         "storage": {"registry": REGISTRY_URI},
         "promotion": {"metric": "mAP50-95", "maxEraRegression": 0.05, "minImprovement": {"absolute": 0.0}},
     }
-    train: dict[str, Any] = {"imgsz": size.imgsz, "batch": 16, "hyperparameters": {"workers": 0, "seed": 0, "deterministic": True}}
+    train: dict[str, Any] = {
+        "imgsz": size.imgsz,
+        "batch": 16,
+        "hyperparameters": {"workers": 0, "seed": 0, "deterministic": True},
+    }
     if step == "first":
         dataset: dict[str, Any] = {"uri": DATASET_URI, "eras": ["era1"]}
         strategy: dict[str, Any] = {"type": "full", "baseWeights": "yolov8n.yaml", "epochs": size.first_epochs, **train}
@@ -129,10 +133,17 @@ def run_demo(workdir: Path, size: DemoSize = DemoSize(), out: TextIO = sys.stdou
         outcomes: list[tuple[str, LocalOutcome]] = []
         for step, title in steps:
             out.write(title + "\n")
-            outcome = run_spec(demo_spec(step, size), workdir=workdir / "runs", run_id=f"demo-{step}",
-                               actor="kretrain-demo", out=out, env=env)  # fmt: skip
+            try:
+                outcome = run_spec(demo_spec(step, size), workdir=workdir / "runs", run_id=f"demo-{step}",
+                                   actor="kretrain-demo", out=out, env=env)  # fmt: skip
+            except LocalRunError as exc:
+                out.write(f"demo step '{step}' failed: {exc}\n")
+                return 1
             outcomes.append((step, outcome))
             out.write("\n")
+            if step == "first" and not outcome.decision.promoted:
+                out.write("The first model was not promoted (see the reasons above); the demo cannot go on.\n")
+                return 1
 
         registry = Registry(store, REGISTRY_URI)
         history = registry.history(MODEL)

@@ -89,7 +89,12 @@ def run_spec(
     spec = resolve_spec(spec, env)
     assert spec.storage.registry is not None
     run_id = run_id or f"local-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
-    store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
+    store = ObjectStore(
+        endpoint_url=spec.storage.endpoint,
+        region=spec.storage.region,
+        access_key=env.get("AWS_ACCESS_KEY_ID"),
+        secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+    )
     registry = Registry(store, spec.storage.registry)
     incumbent = registry.incumbent(spec.model)
 
