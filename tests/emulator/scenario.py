@@ -125,15 +125,16 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_cluster(s3: Any, tmp: Path, namespaces: list[str]) -> Iterator[Cluster]:
-    """An emulator with the RetrainJob CRD and `namespaces`, and a fresh registry bucket in the SeaweedFS fixture."""
+def running_cluster(s3: Any, tmp: Path, namespaces: list[str], crd: bool = True) -> Iterator[Cluster]:
+    """An emulator with `namespaces` (and the RetrainJob CRD unless crd=False), and a fresh registry bucket."""
     server = EmulatorServer()
     server.start()
     client = Client(server.url)
-    client.create(
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        yaml.safe_load((ROOT / "crds" / "retrainjob.yaml").read_text()),
-    )
+    if crd:
+        client.create(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            yaml.safe_load((ROOT / "crds" / "retrainjob.yaml").read_text()),
+        )
     for ns in namespaces:
         client.ensure_namespace(ns)
     bucket = s3.new_bucket("reg")

@@ -214,6 +214,22 @@ def prune(obj: Any, schema: dict[str, Any]) -> Any:
     return obj
 
 
+def apply_defaults(obj: Any, schema: dict[str, Any]) -> None:
+    """Fill `default`s of the structural schema into absent fields whose parent exists (as the API server does)."""
+    if isinstance(obj, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                apply_defaults(obj[key], sub)
+    elif isinstance(obj, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for value in obj.values():
+            apply_defaults(value, schema["additionalProperties"])
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for item in obj:
+            apply_defaults(item, schema["items"])
+
+
 def human_age(seconds: float) -> str:
     """Age the way kubectl prints it."""
     s = int(max(seconds, 0))
@@ -465,6 +481,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
             return obj
         meta = obj.get("metadata")
         pruned = prune({k: v for k, v in obj.items() if k != "metadata"}, res.schema)
+        apply_defaults(pruned, res.schema)
         pruned["metadata"] = meta
         errors = sorted(
             jsonschema.Draft4Validator({**res.schema, "properties": {**res.schema.get("properties", {}),
