@@ -280,6 +280,7 @@ class RunHooks:
     start_epoch: int = 0
     """Epochs already done when this attempt started."""
     _t0: float | None = field(default=None, repr=False)
+    _saved_epoch: int | None = field(default=None, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _futures: list[Future[None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock | None = field(default=None, repr=False)
@@ -321,7 +322,10 @@ class RunHooks:
         return self._registry().run_uri(self.model, self.run_id).rstrip("/") + "/last.pt"
 
     def _upload(self, snapshot: Path) -> None:
-        self._store().upload_file(snapshot, self.last_uri())
+        store, uri = self._store(), self.last_uri()
+        digest = sha256_file(snapshot)
+        store.upload_file(snapshot, uri)
+        store.put_bytes(uri + ".sha256", f"{digest}  last.pt\n".encode())  # a resume verifies against it
         snapshot.unlink(missing_ok=True)
 
     def _write_progress(self, progress: dict[str, Any]) -> None:
@@ -340,6 +344,7 @@ class RunHooks:
 
     def on_model_save(self, trainer: Any) -> None:
         """Snapshot last.pt and queue its upload."""
+        self._saved_epoch = int(trainer.epoch)
         if _rank() > 0 or not self.registry_uri:
             return
         self.local_dir.mkdir(parents=True, exist_ok=True)
@@ -349,8 +354,8 @@ class RunHooks:
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         """Log one JSON line and queue progress.json (after the epoch's last.pt upload)."""
-        if _rank() > 0:
-            return
+        if _rank() > 0 or self._saved_epoch != int(trainer.epoch):
+            return  # Ultralytics calls it once more after the final validation of best.pt (epoch + 1): skip that
         now = time.time()
         t0 = self._t0 or now
         done = int(trainer.epoch) + 1

@@ -1,0 +1,264 @@
+"""The training pod's whole run: data, training with checkpoint/resume, checks, mixed-era evaluation, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kretrain.trainer import offline
+
+from kretrain.api import Compute, ModelRef, RetrainJobSpec, RunReport, TrainingSummary
+
+log = logging.getLogger("kretrain.trainer")
+
+
+@dataclass
+class PodEnv:
+    """The pod contract's environment (docs/internals.md)."""
+
+    run_id: str
+    """KRETRAIN_RUN_ID."""
+    incumbent_version: str | None
+    """KRETRAIN_INCUMBENT_VERSION: a version, '' for none, None when unset (then asked from the registry)."""
+    workdir: Path
+    """KRETRAIN_WORKDIR (default /scratch)."""
+    cache_dir: Path
+    """KRETRAIN_CACHE_DIR (default /cache)."""
+    termination_log: Path
+    """KRETRAIN_TERMINATION_LOG (default /dev/termination-log)."""
+
+    @classmethod
+    def from_env(
+        cls,
+        env: dict[str, str] | None = None,
+        run_id: str | None = None,
+        workdir: Path | None = None,
+        cache_dir: Path | None = None,
+    ) -> PodEnv:
+        """Read the contract's variables; explicit arguments (from the command line) win."""
+        e = dict(os.environ if env is None else env)
+        rid = run_id or e.get("KRETRAIN_RUN_ID") or ""
+        if not rid:
+            raise ValueError("no run id: set KRETRAIN_RUN_ID or pass --run-id")
+        return cls(
+            run_id=rid,
+            incumbent_version=e.get("KRETRAIN_INCUMBENT_VERSION"),
+            workdir=Path(workdir or e.get("KRETRAIN_WORKDIR") or "/scratch"),
+            cache_dir=Path(cache_dir or e.get("KRETRAIN_CACHE_DIR") or "/cache"),
+            termination_log=Path(e.get("KRETRAIN_TERMINATION_LOG") or "/dev/termination-log"),
+        )
+
+
+def write_termination(path: Path, text: str) -> None:
+    """Write the termination message (best effort: a missing /dev path outside Kubernetes is not an error)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        log.warning("could not write termination log %s: %s", path, exc)
+
+
+def _event(**fields: Any) -> None:
+    print(json.dumps(fields, default=str), file=sys.stderr, flush=True)
+
+
+def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
+    """Download the run's last.pt (verified against last.pt.sha256) if a previous attempt left one."""
+    from kretrain.trainer.train import sha256_file
+
+    if not store.exists(hooks_last_uri):
+        return None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    store.download_file(hooks_last_uri, dest)
+    try:
+        expected = store.get_bytes(hooks_last_uri + ".sha256").decode().split()[0]
+    except FileNotFoundError:
+        expected = ""
+    actual = sha256_file(dest)
+    if expected != actual:
+        _event(event="checkpoint-ignored", uri=hooks_last_uri, reason="sha256 sidecar missing or different")
+        dest.unlink(missing_ok=True)
+        return None
+    return dest
+
+
+def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
+    """Run the whole training pod: returns the registered run's report (raises on failure)."""
+    from kretrain.trainer.report import build_report, termination_summary
+
+    from kretrain.registry import Lineage, Registry
+    from kretrain.store import ObjectStore
+
+    t_wall = time.time()
+    if not spec.storage.registry:
+        raise ValueError("storage.registry is not set in the spec: no model registry to write to")
+    store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
+    registry = Registry(store, spec.storage.registry)
+    done = registry.read_run_report(spec.model, pod.run_id)
+    if done is not None and done.candidate is not None:
+        _event(event="already-finished", runId=pod.run_id)
+        write_termination(pod.termination_log, termination_summary(done, spec.promotion.metric))
+        return done
+
+    pod.workdir.mkdir(parents=True, exist_ok=True)
+    offline.configure(Path(os.environ.get("YOLO_CONFIG_DIR") or pod.workdir / "yolo-config"))
+    from kretrain.trainer import checks as chk
+    from kretrain.trainer.data import prepare
+    from kretrain.trainer.evaluate import evaluate
+    from kretrain.trainer.train import (
+        RunHooks,
+        build_train_args,
+        check_train_args,
+        device_for,
+        read_results,
+        resolve_start_weights,
+        train,
+    )
+
+    project = (pod.workdir / "ultralytics").resolve()
+    # Ultralytics' own checks on every argument before anything runs (data pull included).
+    check_train_args(build_train_args(spec, pod.workdir / "data.yaml", project))
+
+    data = prepare(spec, store, pod.workdir, pod.cache_dir)
+    _event(event="data-ready", runId=pod.run_id, trainImages=data.summary.train_images, eras=list(spec.dataset.eras))
+
+    incumbent_version = pod.incumbent_version
+    if incumbent_version is None:
+        ref = registry.incumbent(spec.model)
+        incumbent_version = ref.version if ref else ""
+    incumbent_ref: ModelRef | None = None
+    if incumbent_version:
+        info = registry.version_info(spec.model, incumbent_version)
+        incumbent_ref = ModelRef(version=incumbent_version, uri=str(info["uri"]), sha256=str(info["sha256"]))
+
+    args = build_train_args(spec, data.data_yaml, project)
+    check_train_args(args)
+    hooks = RunHooks(
+        model=spec.model,
+        run_id=pod.run_id,
+        epochs=spec.strategy.epochs,
+        local_dir=(pod.workdir / "hooks").resolve(),
+        registry_uri=spec.storage.registry,
+        endpoint=spec.storage.endpoint,
+        region=spec.storage.region,
+    )
+    resume = _checkpoint(store, hooks.last_uri(), pod.workdir / "resume" / "last.pt")
+    start = None
+    if resume is not None:
+        _event(event="resume", runId=pod.run_id, checkpoint=hooks.last_uri())
+        start_desc = spec.strategy.effective_base_weights
+    else:
+        start = resolve_start_weights(spec, pod.workdir / "weights", registry, store, incumbent_version or "")
+        start_desc = start.description
+    outcome = train(args, start, hooks, resume_from=resume)
+    rows = read_results(outcome.results_csv)
+
+    imgsz = spec.strategy.imgsz
+    device = device_for(min(spec.resources.gpus, 1))
+    val_batch = min(spec.strategy.batch, 64)
+    workers = spec.strategy.hyperparameters.get("workers")
+    checks = [chk.finite_loss_check(rows)]
+    checks.append(
+        chk.generalization_gap_check(
+            outcome.best, data.data_yaml, outcome.final_metrics.get("mAP50", 0.0), pod.workdir / "checks",
+            imgsz, val_batch, device,
+        )
+    )  # fmt: skip
+    test_images = sorted(Path(p) for p in data.test_eras)
+    checks.append(chk.fusion_check(outcome.best, test_images, imgsz))
+
+    eval_dir = pod.workdir / "eval"
+    cand_eval, cand_stats = evaluate(
+        outcome.best, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, None, workers
+    )
+    checks.append(
+        chk.predicts_something_check(
+            cand_stats.predictions_above(chk.DEFAULT_THRESHOLDS.predict_conf), len(cand_stats.files)
+        )
+    )
+    inc_eval = None
+    if incumbent_version:
+        inc_weights = registry.fetch_weights(spec.model, incumbent_version, pod.workdir / "incumbent")
+        inc_eval, _ = evaluate(
+            inc_weights, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, incumbent_version, workers
+        )
+
+    wall = time.time() - t_wall
+    gpus = spec.resources.gpus if _cuda() else 0
+    compute = Compute(
+        wall_seconds=round(wall, 3),
+        train_seconds=round(outcome.train_seconds, 3),
+        gpu_seconds=round(outcome.train_seconds * gpus, 3) if gpus else None,
+        image_epochs=data.summary.train_images * outcome.epochs_completed,
+    )
+    training = TrainingSummary(
+        strategy=spec.strategy.type,
+        base_weights=start_desc,
+        epochs_planned=spec.strategy.epochs,
+        epochs_completed=outcome.epochs_completed,
+        best_epoch=outcome.best_epoch,
+        resumed_from_epoch=outcome.resumed_from_epoch,
+        final_metrics=outcome.final_metrics,
+        args=outcome.args,
+    )
+    report = build_report(
+        run_id=pod.run_id,
+        spec=spec,
+        data=data.summary,
+        training=training,
+        compute=compute,
+        checks=checks,
+        candidate_evaluation=cand_eval,
+        incumbent_evaluation=inc_eval,
+        incumbent=incumbent_ref,
+    )
+    lineage = Lineage(
+        parent=incumbent_version or None,
+        eras=list(spec.dataset.eras),
+        era_hashes=dict(data.summary.era_hashes),
+        strategy=spec.strategy.type,
+        compute=compute.dump(),
+    )
+    ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage)
+    report = report.model_copy(update={"candidate": ref})
+    registry.write_run_report(spec.model, pod.run_id, report)
+    summary = termination_summary(report, spec.promotion.metric)
+    write_termination(pod.termination_log, summary)
+    _event(event="finished", runId=pod.run_id, summary=json.loads(summary))
+    return report
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def main(spec_file: Path, pod: PodEnv) -> int:
+    """Run the pod from a spec file; on failure write a one-paragraph reason to the termination log."""
+    from kretrain.trainer.report import failure_summary
+
+    try:
+        spec = RetrainJobSpec.model_validate(json.loads(Path(spec_file).read_text()))
+    except Exception as exc:
+        write_termination(pod.termination_log, failure_summary(pod.run_id, f"invalid spec {spec_file}: {exc}"))
+        _event(event="failed", runId=pod.run_id, reason=str(exc))
+        return 2
+    try:
+        run(spec, pod)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        write_termination(pod.termination_log, failure_summary(pod.run_id, reason))
+        _event(event="failed", runId=pod.run_id, reason=reason, traceback=traceback.format_exc(limit=8))
+        return 1
+    return 0
