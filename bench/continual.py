@@ -526,7 +526,8 @@ def run(
         flush=True,
     )
     with LocalS3Server(workdir / "s3") as server:
-        env = {**os.environ, **server.env(), "KRETRAIN_REGISTRY": REGISTRY_URI}
+        os.environ.update(server.env())  # this process plays the operator: it reads reports and decides
+        env = {**os.environ, "KRETRAIN_REGISTRY": REGISTRY_URI}
         s3 = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
                           aws_secret_access_key=server.secret_key, region_name="us-east-1")  # fmt: skip
         for bucket in ("datasets", "models"):

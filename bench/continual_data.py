@@ -41,7 +41,7 @@ class Size:
 FULL = Size(images=300, imgsz=64, first_epochs=30, epochs=20)
 """Full mode: sized for under 30 minutes on 2 CPU cores."""
 
-QUICK = Size(images=40, imgsz=32, first_epochs=2, epochs=1, batch=8)
+QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=1, batch=8)
 """Quick mode for CI: seconds per step; the numbers mean nothing, the structure is what is tested."""
 
 

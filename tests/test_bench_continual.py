@@ -186,3 +186,30 @@ def test_quick_run_output_is_consistent(tmp_path: Path) -> None:
     assert set(doc["checks"]) == {"rejects_naive", "accepts_full"}
     assert doc["goal"] is None  # no replay strategy was run
     assert "Accuracy matrix, naive" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ({"type": "full"}, {"e1": 50, "e2": 40, "e3": 30}),
+        ({"type": "incremental", "replay": {"enabled": False}}, {"e1": 0, "e2": 0, "e3": 30}),
+        ({"type": "incremental", "replay": {"fraction": 0.1}}, {"e1": 5, "e2": 4, "e3": 30}),
+        ({"type": "incremental"}, {"e1": 15, "e2": 12, "e3": 30}),  # the default replay fraction, 0.3
+    ],
+)
+def test_training_selection_of_each_benchmarked_strategy(strategy: dict, expected: dict) -> None:
+    """The benchmark's strategies differ only by what the data pipeline selects: check that selection."""
+    from kretrain.trainer.data.trainset import select_train
+    from kretrain.trainer.data.validation import ImageRecord
+
+    from kretrain.api import StrategySpec
+
+    train = {
+        era: [
+            ImageRecord(era=era, key=f"images/{i}.png", path=Path(f"/x/{era}/{i}.png"), label_path=None)
+            for i in range(n)
+        ]
+        for era, n in (("e1", 50), ("e2", 40), ("e3", 30))
+    }
+    got = select_train(train, StrategySpec.model_validate(strategy), new_eras=["e3"])
+    assert {e: len(v) for e, v in got.items()} == expected

@@ -59,13 +59,16 @@ def select_train(
 
     `full`: every era's train split. `incremental`: the new eras' train split plus, from each older
     era, `replay.fraction` of its own train split (era-balanced: every older era contributes the
-    same share, sampled per era, so none is left out by chance).
+    same share, sampled per era, so none is left out by chance); with `replay.enabled: false`, the
+    new eras only (naive incremental).
     """
     replay = strategy.effective_replay
     out: dict[str, list[ImageRecord]] = {}
     for era, recs in train.items():
-        if replay is None or era in new_eras:
+        if strategy.type == "full" or era in new_eras:
             out[era] = list(recs)
+        elif replay is None:
+            out[era] = []  # naive incremental: no older images
         else:
             out[era] = replay_sample(recs, replay.fraction, replay.seed, era)
     return out
