@@ -85,9 +85,9 @@ def strategies(low_lr: float = 0.002, freeze: int = 10) -> list[Strategy]:
         Strategy("replay10", "incremental + 10% replay", {"type": "incremental", "replay": {"fraction": 0.1}}),
         Strategy("replay30", "incremental + 30% replay", {"type": "incremental", "replay": {"fraction": 0.3}}),
         Strategy(
-            "replay30-lowlr-freeze",
-            f"incremental + 30% replay, SGD lr0 {low_lr:g}, freeze {freeze}",
-            {"type": "incremental", "replay": {"fraction": 0.3}, "optimizer": "SGD", "lr0": low_lr, "freeze": freeze},
+            "replay10-lowlr-freeze",
+            f"incremental + 10% replay, SGD lr0 {low_lr:g}, freeze {freeze}",
+            {"type": "incremental", "replay": {"fraction": 0.1}, "optimizer": "SGD", "lr0": low_lr, "freeze": freeze},
         ),
     ]
 
@@ -443,7 +443,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     p.add_argument("--low-lr", type=float, default=0.002, help="lr0 of the low-lr + freeze strategy")
     p.add_argument("--freeze", type=int, default=10, help="layers frozen by the low-lr + freeze strategy")
-    p.add_argument("--strategies", help="comma-separated subset of: full,naive,replay10,replay30,replay30-lowlr-freeze")
+    p.add_argument("--strategies", help="comma-separated subset of: full,naive,replay10,replay30,replay10-lowlr-freeze")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results", help="results folder")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, removed at the end)")
     p.add_argument("--verbose", action="store_true", help="stream every run's progress and decision")

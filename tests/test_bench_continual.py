@@ -135,10 +135,10 @@ def test_strategy_result_gate_and_goal_checks() -> None:
 def test_specs_chain_and_use_default_gate_in_dry_run() -> None:
     size = continual.QUICK
     strategies = {s.name: s for s in continual.strategies(low_lr=0.003, freeze=5)}
-    spec = continual.step_spec(strategies["replay30-lowlr-freeze"], ERAS, "bench-x-era2", size, 0, 0)
+    spec = continual.step_spec(strategies["replay10-lowlr-freeze"], ERAS, "bench-x-era2", size, 0, 0)
     assert spec.strategy.base_weights == "bench-x-era2"
     assert spec.strategy.lr0 == 0.003 and spec.strategy.freeze == 5
-    assert spec.strategy.effective_replay is not None and spec.strategy.effective_replay.fraction == 0.3
+    assert spec.strategy.effective_replay is not None and spec.strategy.effective_replay.fraction == 0.1
     assert spec.promotion.mode == "dryRun"
     default = continual.PromotionSpec()
     assert spec.promotion.model_dump(exclude={"mode"}) == default.model_dump(exclude={"mode"})
