@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kretrain.api import DatasetSpec
 
@@ -47,7 +47,7 @@ def era_hash(entries: list[tuple[str, str, int]]) -> str:
     return h.hexdigest()
 
 
-def _read_manifest(path: Path) -> dict[str, dict[str, object]]:
+def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
