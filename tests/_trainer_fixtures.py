@@ -56,3 +56,55 @@ def make_local_dataset(root: Path, images: int = 120, seed: int = 0, eras: list[
         yamls[e] = data_yaml(e, paths[e]["train"], paths[e]["val"])
     test_eras = {f: e for e in names for f in lists[e]["test"]}
     return {"classes": classes, "eras": names, "lists": paths, "yaml": yamls, "test_eras": test_eras}
+
+
+TINY_ERAS = [
+    EraConfig(name="era1", images=60, classes=["circle", "square"], background=(30, 30, 40), scale=(0.3, 0.5),
+              objects=(1, 2), seed=0),
+    EraConfig(name="era2", images=60, classes=["circle", "square"], background=(200, 200, 190), scale=(0.25, 0.4),
+              objects=(1, 2), seed=1, texture=0.3),
+]  # fmt: skip
+"""Two small eras a yolov8n learns in about 10 epochs at imgsz 64 on CPU."""
+
+TINY_TRAIN_ARGS = dict(
+    imgsz=64, batch=16, nbs=16, epochs=10, optimizer="AdamW", lr0=0.005, warmup_epochs=0.5, mosaic=0.0,
+    workers=0, plots=False, exist_ok=True, verbose=False, seed=0, patience=0,
+)  # fmt: skip
+
+
+def shared_dir(base: Path) -> Path:
+    """A folder shared by every test of the session (pytest's base temp)."""
+    d = base / "trainer-shared"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def tiny_dataset(base: Path) -> dict:
+    """The tiny two-era dataset, generated once per session."""
+    root = shared_dir(base) / "tiny"
+    marker = root / ".done"
+    d = make_local_dataset(root, eras=TINY_ERAS) if not marker.exists() else None
+    if d is None:
+        import json
+
+        return json.loads(marker.read_text(), object_hook=_paths)
+    import json
+
+    marker.write_text(json.dumps(d, default=str))
+    return json.loads(marker.read_text(), object_hook=_paths)
+
+
+def _paths(obj: dict) -> dict:
+    return obj
+
+
+def tiny_model(base: Path) -> Path:
+    """best.pt of a yolov8n trained on the tiny dataset, trained once per session (file lock free: pytest is serial)."""
+    from ultralytics import YOLO
+
+    d = tiny_dataset(base)
+    project = shared_dir(base) / "runs"
+    best = project / "tiny" / "weights" / "best.pt"
+    if not best.exists():
+        YOLO("yolov8n.yaml").train(data=str(d["yaml"]["all"]), project=str(project), name="tiny", **TINY_TRAIN_ARGS)
+    return best
