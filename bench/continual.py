@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -446,6 +447,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strategies", help="comma-separated subset of: full,naive,replay10,replay30,replay10-lowlr-freeze")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results", help="results folder")
     p.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, removed at the end)")
+    p.add_argument(
+        "--parallel", type=int, default=1, help="strategies trained side by side (each chain stays sequential)"
+    )
     p.add_argument("--verbose", action="store_true", help="stream every run's progress and decision")
     return p.parse_args(argv)
 
@@ -548,8 +552,7 @@ def run(
         if not decision.promoted:
             raise SystemExit(f"the era-1 model was not promoted: {decision.summary}")
 
-        results: dict[str, dict[str, Any]] = {}
-        for strategy in chosen:
+        def chain(strategy: Strategy) -> dict[str, Any]:
             steps: list[StepResult] = []
             base = FIRST_RUN
             for k in range(2, len(eras) + 1):
@@ -565,7 +568,13 @@ def run(
                     + f"; gate {'passed' if step.passed else 'rejected'}",
                     flush=True,
                 )
-            results[strategy.name] = strategy_result(strategy, steps, first, eras)
+            return strategy_result(strategy, steps, first, eras)
+
+        # Each strategy's chain is sequential; different strategies are independent (own run ids, dry-run
+        # gate, the pointer never moves) and may run side by side (wall seconds then include the sharing).
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            done = list(pool.map(chain, chosen))
+        results: dict[str, dict[str, Any]] = {r["name"]: r for r in done}
 
     doc: dict[str, Any] = {
         "benchmark": "continual",
@@ -577,6 +586,7 @@ def run(
         "classes": CLASSES,
         "size": asdict(size),
         "device": f"cuda x{gpus}" if gpus else "cpu",
+        "parallel": args.parallel,
         "cpu_count": os.cpu_count(),
         "scheme": (
             "era-1 model promoted as incumbent; each strategy chains its steps with baseWeights = previous step's "

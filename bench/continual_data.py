@@ -38,7 +38,7 @@ class Size:
     """Early-stopping patience of the retraining steps (None: the API default; 0: off)."""
 
 
-FULL = Size(images=240, imgsz=64, first_epochs=30, epochs=15)
+FULL = Size(images=200, imgsz=64, first_epochs=25, epochs=12)
 """Full mode: sized for under 30 minutes on 2 CPU cores."""
 
 QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=1, batch=8)
