@@ -362,11 +362,9 @@ def finish(
     decision.decided_at = now
     candidate_version = report.candidate.version if report.candidate else report.run_id
     incumbent_ref: ModelRef | None = report.incumbent
-    expected = (
-        incumbent_ref.version
-        if incumbent_ref
-        else report.incumbent_evaluation and report.incumbent_evaluation.model_version
-    )
+    expected: str | None = incumbent_ref.version if incumbent_ref else None
+    if expected is None and report.incumbent_evaluation is not None:
+        expected = report.incumbent_evaluation.model_version
     reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
     if decision.promoted:
         registry = deps.registry_for(resolved)
