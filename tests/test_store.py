@@ -103,12 +103,22 @@ def test_put_get_list_head(store: ObjectStore, bucket: str) -> None:
         store.get_bytes(join_uri(base, "nope"))
 
 
-def test_list_paginates(store: ObjectStore, bucket: str) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
+def test_list_paginates(s3_env, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(fast_path=fast)
     base = f"s3://{bucket}/many"
     store._parallel(range(53), lambda i: store.put_bytes(join_uri(base, f"k{i:05d}"), b"x"), lambda *_: None)
+    store.put_bytes(join_uri(base, "odd key+with spaces&=%.txt"), b"x")
     calls: list[str] = []
     store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
+    if fast:
+        real_send = store._send
+        store._send = lambda *a, **kw: calls.append("list") or real_send(*a, **kw)  # type: ignore[method-assign]
     keys = [o.key for o in store.list(base, page_size=10)]
+    assert keys.pop(-1) == "odd key+with spaces&=%.txt"
+    assert store.get_bytes(join_uri(base, "odd key+with spaces&=%.txt")) == b"x"
+    out = store.download_file(join_uri(base, "odd key+with spaces&=%.txt"), tmp_path / "odd.txt")
+    assert out.read_bytes() == b"x"
     assert keys == [f"k{i:05d}" for i in range(53)]
     assert len(calls) == 6  # 6 pages of at most 10
 
@@ -176,7 +186,9 @@ def _seed(store: ObjectStore, base: str, n: int, prefix: str = "era1") -> None:
     )
 
 
-def test_sync_down_skips_unchanged_and_fetches_changes(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
+def test_sync_down_skips_unchanged_and_fetches_changes(s3_env, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(max_workers=8, fast_path=fast)
     base = f"s3://{bucket}/ds"
     _seed(store, base, 40)
     r1 = store.sync_down(base, tmp_path)
