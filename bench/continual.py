@@ -367,6 +367,47 @@ def tables(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The summary table and the accuracy matrices as Markdown (for docs/strategies.md)."""
+    eras: list[str] = doc["eras"]
+    results: dict[str, dict[str, Any]] = {r["name"]: r for r in doc["strategies"]}
+    full = results.get("full")
+
+    def row(cells: list[Any]) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    headers = [
+        "strategy", f"pooled {METRIC}", "vs full", *eras, *(f"forgetting {e}" for e in eras[:-1]),
+        "image-epochs", "vs full", "wall s", "gate (era2, era3)",
+    ]  # fmt: skip
+    lines = [row(headers), row(["---"] * len(headers))]
+    for r in results.values():
+        ie = r["compute"]["image_epochs"]
+        lines.append(
+            row(
+                [
+                    f"`{r['name']}`",
+                    _num(r["pooled"]),
+                    _pct(r["pooled"] / full["pooled"]) if full and full["pooled"] > 0 else "-",
+                    *(_num(r["final"].get(e)) for e in eras),
+                    *(_num(r["forgetting"].get(e)) for e in eras[:-1]),
+                    ie,
+                    _pct(ie / full["compute"]["image_epochs"]) if full and full["compute"]["image_epochs"] else "-",
+                    f"{r['compute']['wall_seconds']:.0f}",
+                    ", ".join("pass" if g["passed"] else "reject" for g in r["gate"]),
+                ]
+            )
+        )
+    lines.append("")
+    for r in results.values():
+        lines += [f"`{r['name']}` ({r['label']}):", "", row(["model", *eras]), row(["---"] * (len(eras) + 1))]
+        lines += [
+            row([label, *(_num(v) for v in vals)]) for label, vals in zip(r["matrix_rows"], r["matrix"], strict=True)
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def charts(doc: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     """Accuracy-matrix heatmaps per strategy, and pooled metric vs image-epochs; returns the PNG paths."""
     import matplotlib
@@ -380,14 +421,14 @@ def charts(doc: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     paths = []
 
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.0, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1.0, 3.6), squeeze=False, layout="constrained")
     for ax, r in zip(axes[0], results, strict=True):
         m = np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]], dtype=float)
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 text = "n/a" if np.isnan(m[i, j]) else f"{m[i, j]:.2f}"
-                colour = "black" if not np.isnan(m[i, j]) and m[i, j] > 0.6 else "white"
+                colour = "grey" if np.isnan(m[i, j]) else "black" if m[i, j] > 0.6 else "white"
                 ax.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
         ax.set_xticks(range(len(eras)), eras)
         ax.set_yticks(range(len(r["matrix_rows"])), r["matrix_rows"], fontsize=8)
@@ -501,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(doc, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(doc) + "\n")
     pngs = charts(doc, args.out, stem)
     print()
     print(tables(doc))
