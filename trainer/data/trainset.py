@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def select_train(
 
 def _write_list(path: Path, records: Sequence[ImageRecord]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{r.path.resolve()}\n" for r in records))
+    path.write_text("".join(f"{os.path.abspath(r.path)}\n" for r in records))
     return path
 
 
@@ -123,7 +124,7 @@ def build_training_set(
         test_lists=test_lists,
         test_list=test_list,
         test_yaml=test_yaml,
-        test_eras={str(r.path.resolve()): r.era for r in all_test},
+        test_eras={os.path.abspath(r.path): r.era for r in all_test},
         train_by_era={e: len(v) for e, v in train.items()},
         val_by_era={e: len(v) for e, v in by_split["val"].items()},
         test_by_era={e: len(v) for e, v in by_split["test"].items()},
