@@ -12,7 +12,8 @@ from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
 from pydantic import ValidationError
 
-from kretrain.api import TERMINAL_STATES, Decision, ModelRef, RetrainJobSpec, RunReport, compare
+from kretrain.api import TERMINAL_STATES, ModelRef, RetrainJobSpec, RunReport
+from kretrain.promotion import conclude
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
@@ -343,10 +344,10 @@ def poll(body: Mapping[str, Any], deps: Deps) -> Outcome:
 def finish(
     body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, report: RunReport | None, deps: Deps
 ) -> Outcome:
-    """Apply the promotion policy to the run's report, promote at most once, record the decision."""
-    from kretrain.policy import decide
-    from kretrain.registry import IncumbentChanged
+    """Apply the promotion policy to the run's report, promote at most once, record the decision.
 
+    The decision and the conditional promotion are kretrain.promotion.conclude, the code `kretrain run` uses.
+    """
     meta, status = body["metadata"], dict(body.get("status") or {})
     now = deps.now()
     if status.get("decision"):
@@ -356,41 +357,17 @@ def finish(
         msg = f"Job {status.get('jobName')} succeeded but runs/{run}/report.json is missing from the registry"
         return failed(body, "NoReport", msg, now)
     metric = spec.promotion.metric
-    decision: Decision = decide(
-        report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
+    conclusion = conclude(
+        deps.registry_for(resolved),
+        report,
+        spec,
+        actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
+        now=now,
     )
-    decision.decided_at = now
-    candidate_version = report.candidate.version if report.candidate else report.run_id
+    decision, reason, comparison = conclusion.decision, conclusion.reason, conclusion.comparison
+    candidate_version = conclusion.candidate_version
     incumbent_ref: ModelRef | None = report.incumbent
-    expected: str | None = incumbent_ref.version if incumbent_ref else None
-    if expected is None and report.incumbent_evaluation is not None:
-        expected = report.incumbent_evaluation.model_version
-    reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
-    if decision.promoted:
-        registry = deps.registry_for(resolved)
-        current = registry.incumbent(spec.model)
-        if current is not None and current.version == candidate_version:
-            decision.reasons.append(f"{candidate_version} is already the incumbent (an earlier attempt promoted it).")
-        else:
-            try:
-                registry.promote(
-                    spec.model,
-                    candidate_version,
-                    expected=expected,
-                    reason=decision.summary or "passed the promotion gate",
-                    actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
-                )
-            except IncumbentChanged as exc:
-                decision.promoted = False
-                decision.reasons.append(
-                    f"Not promoted: the incumbent changed from {expected or 'none'} to "
-                    f"{exc.current or 'none'} while the run was evaluated; "
-                    "the decision was made against the old incumbent, so it is not applied."
-                )
-                decision.summary = "not promoted: incumbent changed"
-                reason = "IncumbentChanged"
     state = "Promoted" if decision.promoted else "Rejected"
-    comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, metric)
     build = StatusBuilder(body, now).set(
         state=state,
         decision=decision.dump(),
