@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import stat
 import threading
 import time
 import uuid
@@ -67,12 +68,8 @@ def join_uri(base: str, *parts: str) -> str:
     return out
 
 
-def safe_local_path(root: Path, key: str) -> Path:
-    """The path of `key` under `root`; UnsafeKeyError if the key could escape it or is malformed.
-
-    Rejected: empty keys, absolute keys (leading `/`), backslashes, NUL bytes, empty segments (`a//b`),
-    `.` and `..` segments, and Windows drive prefixes (`C:`).
-    """
+def _check_key(root: Path, key: str) -> None:
+    """Raise UnsafeKeyError if the key is malformed or could escape `root` lexically."""
     problem = None
     if not key:
         problem = "is empty"
@@ -92,6 +89,32 @@ def safe_local_path(root: Path, key: str) -> Path:
             problem = "has a '.' or '..' segment"
     if problem:
         raise UnsafeKeyError(f"unsafe object key {key!r}: it {problem}; refusing to map it under {root}")
+
+
+def safe_local_paths(root: Path, keys: Iterable[str]) -> dict[str, Path]:
+    """`safe_local_path` for many keys: each directory is resolved once (symlink check), not each file."""
+    base = Path(root).resolve()
+    checked: dict[str, bool] = {}
+    out: dict[str, Path] = {}
+    for key in keys:
+        _check_key(root, key)
+        parent, _, _ = key.rpartition("/")
+        if parent not in checked:
+            resolved = base.joinpath(*parent.split("/")).resolve() if parent else base
+            checked[parent] = resolved == base or base in resolved.parents
+        if not checked[parent]:
+            raise UnsafeKeyError(f"unsafe object key {key!r}: its folder resolves outside {base}")
+        out[key] = base.joinpath(*key.split("/"))
+    return out
+
+
+def safe_local_path(root: Path, key: str) -> Path:
+    """The path of `key` under `root`; UnsafeKeyError if the key could escape it or is malformed.
+
+    Rejected: empty keys, absolute keys (leading `/`), backslashes, NUL bytes, empty segments (`a//b`),
+    `.` and `..` segments, and Windows drive prefixes (`C:`).
+    """
+    _check_key(root, key)
     base = Path(root).resolve()
     path = base.joinpath(*key.split("/"))
     # Defence in depth: a symlink already in the cache must not lead outside it either.
@@ -260,11 +283,17 @@ class ObjectStore:
             raise FileNotFoundError(f"no such object: {what}")
         raise StoreError(f"S3 GET {what} failed: HTTP {resp.status_code} {code} {message}".rstrip())
 
-    def _fast_list(self, bucket: str, pfx: str, page_size: int) -> list[tuple[str, int, str]]:
+    def _fast_list(
+        self, bucket: str, pfx: str, page_size: int, delimiter: str = ""
+    ) -> tuple[list[tuple[str, int, str]], list[str]]:
+        """(key, size, etag) of every object under pfx, and the common prefixes when a delimiter is given."""
         out: list[tuple[str, int, str]] = []
+        prefixes: list[str] = []
         token: str | None = None
         while True:
             query = {"list-type": "2", "prefix": pfx, "encoding-type": "url", "max-keys": str(page_size)}
+            if delimiter:
+                query["delimiter"] = delimiter
             if token:
                 query["continuation-token"] = token
             resp = self._send(bucket, query=query)
@@ -275,11 +304,21 @@ class ObjectStore:
             for c in root.iter(f"{ns}Contents"):
                 key = unquote_plus(c.findtext(f"{ns}Key") or "")
                 out.append((key, int(c.findtext(f"{ns}Size") or 0), _etag(c.findtext(f"{ns}ETag"))))
+            for cp in root.iter(f"{ns}CommonPrefixes"):
+                prefixes.append(unquote_plus(cp.findtext(f"{ns}Prefix") or ""))
             token = root.findtext(f"{ns}NextContinuationToken")
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true" or not token:
-                return out
+                return out, prefixes
 
-    # ---------------------------------------------------------------- reading
+    def _fast_list_tree(self, bucket: str, pfx: str, page_size: int) -> list[tuple[str, int, str]]:
+        """List the first level with a delimiter, then every sub-prefix in parallel (wall time of the largest)."""
+        objects, prefixes = self._fast_list(bucket, pfx, page_size, delimiter="/")
+        if len(prefixes) <= 1:
+            return objects + [o for p in prefixes for o in self._fast_list(bucket, p, page_size)[0]]
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prefixes)), thread_name_prefix="s3ls") as pool:
+            for sub, _ in pool.map(lambda p: self._fast_list(bucket, p, page_size), prefixes):
+                objects += sub
+        return objects
 
     def list(self, uri: str, *, page_size: int = 1000) -> list[ObjectInfo]:
         """Every object under the URI's prefix (recursive, paginated), keys relative to the prefix, sorted."""
@@ -288,7 +327,7 @@ class ObjectStore:
         out: list[ObjectInfo] = []
         raw: list[tuple[str, int, str]] = []
         if self._fast:
-            raw = self._fast_list(bucket, pfx, page_size)
+            raw = self._fast_list_tree(bucket, pfx, page_size)
         else:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=bucket, Prefix=pfx, PaginationConfig={"PageSize": page_size}):
@@ -511,7 +550,9 @@ class ObjectStore:
         for obj in objects:
             if obj.key == MANIFEST_NAME or obj.key.endswith(PART_SUFFIX):
                 raise UnsafeKeyError(f"object key {obj.key!r} under {uri} collides with the sync's own files")
-            path = safe_local_path(local_dir, obj.key)
+        paths = safe_local_paths(local_dir, [o.key for o in objects])
+        for obj in objects:
+            path = paths[obj.key]
             files[obj.key] = path
             entry = manifest.get(obj.key)
             if entry and entry.get("etag") == obj.etag and entry.get("size") == obj.size and _size(path) == obj.size:
@@ -588,10 +629,12 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def _size(path: Path) -> int:
+    """Size of a regular file (not following symlinks); -1 for anything else, so it is downloaded again."""
     try:
-        return path.stat().st_size
+        st = path.lstat()
     except OSError:
         return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,7 @@ from kretrain.store import (
     join_uri,
     parse_s3_uri,
     safe_local_path,
+    safe_local_paths,
 )
 
 
@@ -81,6 +82,11 @@ def test_safe_local_path_rejects_symlink_escape(tmp_path: Path) -> None:
     (root / "link").symlink_to(outside)
     with pytest.raises(UnsafeKeyError, match="outside"):
         safe_local_path(root, "link/file")
+    with pytest.raises(UnsafeKeyError, match=r"'link/file'.*outside"):
+        safe_local_paths(root, ["ok/a", "link/file"])
+    assert safe_local_paths(root, ["ok/a", "b"]) == {"ok/a": root.resolve() / "ok/a", "b": root.resolve() / "b"}
+    with pytest.raises(UnsafeKeyError, match=r"'a/\.\./\.\./x'"):
+        safe_local_paths(root, ["a/../../x"])
 
 
 # ------------------------------------------------------------------ against SeaweedFS
