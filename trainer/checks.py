@@ -172,7 +172,8 @@ def load_batch(images: list[Path], imgsz: int) -> Any:
     arrs = []
     for p in images:
         im = np.asarray(Image.open(p).convert("RGB"))[:, :, ::-1]  # BGR like cv2
-        arrs.append(lb(image=im)[:, :, ::-1].transpose(2, 0, 1).copy())
+        boxed: Any = lb(image=im)  # an ndarray when called with image= only
+        arrs.append(boxed[:, :, ::-1].transpose(2, 0, 1).copy())
     return torch.from_numpy(np.stack(arrs)).float() / 255.0
 
 

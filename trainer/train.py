@@ -501,7 +501,7 @@ def train(
     if hooks is not None:
         hooks.flush()
     train_seconds = time.time() - t0
-    trainer = yolo.trainer
+    trainer: Any = yolo.trainer
     save_dir = Path(trainer.save_dir)
     rows = read_results(save_dir / "results.csv")
     best_epoch = None
