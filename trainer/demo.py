@@ -23,6 +23,7 @@ from kretrain.tables import render_table
 DATASET_URI = "s3://datasets/shapes"
 REGISTRY_URI = "s3://models/registry"
 MODEL = "shapes-detector"
+SPLIT = {"val": 0.2, "test": 0.2, "seed": 0}
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,12 @@ class DemoSize:
 
     images: int = 240
     imgsz: int = 64
-    first_epochs: int = 30
-    incremental_epochs: int = 15
-    full_epochs: int = 30
+    first_epochs: int = 25
+    incremental_epochs: int = 12
+    full_epochs: int = 25
 
 
-QUICK = DemoSize(images=120, imgsz=64, first_epochs=12, incremental_epochs=8, full_epochs=12)
+QUICK = DemoSize(images=160, imgsz=64, first_epochs=15, incremental_epochs=8, full_epochs=12)
 
 
 def demo_spec(step: str, size: DemoSize) -> RetrainJobSpec:
@@ -53,22 +54,20 @@ def demo_spec(step: str, size: DemoSize) -> RetrainJobSpec:
         "hyperparameters": {"workers": 0, "seed": 0, "deterministic": True},
     }
     if step == "first":
-        dataset: dict[str, Any] = {"uri": DATASET_URI, "eras": ["era1"]}
+        dataset: dict[str, Any] = {"uri": DATASET_URI, "eras": ["era1"], "split": SPLIT}
         strategy: dict[str, Any] = {"type": "full", "baseWeights": "yolov8n.yaml", "epochs": size.first_epochs, **train}
     elif step == "incremental":
-        dataset = {"uri": DATASET_URI, "eras": ["era1", "era2"], "newEras": 1}
+        dataset = {"uri": DATASET_URI, "eras": ["era1", "era2"], "newEras": 1, "split": SPLIT}
         strategy = {
             "type": "incremental",
             "replay": {"enabled": False},
             "baseWeights": "incumbent",
-            "epochs": size.incremental_epochs,
-            "optimizer": "SGD",
-            "lr0": 0.01,
-            "patience": 5,
             **train,
+            "epochs": size.incremental_epochs,
+            "patience": 5,
         }
     elif step == "full":
-        dataset = {"uri": DATASET_URI, "eras": ["era1", "era2"], "newEras": 1}
+        dataset = {"uri": DATASET_URI, "eras": ["era1", "era2"], "newEras": 1, "split": SPLIT}
         strategy = {"type": "full", "baseWeights": "incumbent", "epochs": size.full_epochs, **train}
     else:
         raise ValueError(f"unknown demo step {step!r}")
