@@ -219,3 +219,11 @@ def test_every_field_has_a_description() -> None:
 
     assert walk(schema["properties"]["spec"], "spec") == []
     assert walk(schema["properties"]["status"], "status") == []
+
+
+def test_storage_fields_can_be_assigned_by_name() -> None:
+    """validate_assignment re-runs the inline-credentials guard with field names, not aliases."""
+    spec = RetrainJob.from_manifest(VALID).spec
+    spec.storage.registry = "s3://models/registry"
+    spec.storage.credentials_secret = "other-secret"
+    assert spec.storage.dump()["credentialsSecret"] == "other-secret"

@@ -317,7 +317,8 @@ class StorageSpec(ApiModel):
     @classmethod
     def _no_inline_credentials(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            inline = sorted(k for k in data if k != "credentialsSecret" and CREDENTIAL_KEYS.search(str(k)))
+            allowed = {"credentialsSecret", "credentials_secret"}
+            inline = sorted(k for k in data if k not in allowed and CREDENTIAL_KEYS.search(str(k)))
             if inline:
                 raise ValueError(
                     f"credentials must not be inlined in the spec (found {', '.join(inline)}); "
