@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from kretrain.api import GROUP, KIND, PLURAL, VERSION, RetrainJobSpec, RetrainJobStatus
 from kretrain.api.resource import SHORT_NAMES, SINGULAR
@@ -65,11 +66,25 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def openapi_schema(model: type[Any]) -> dict[str, Any]:
+def _object_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """`default: {}` on nested objects the models build by default, so the API server fills their defaults
+    (a RetrainJob without `strategy` is stored with `strategy.type: full`, as the models read it)."""
+    for name, info in model.model_fields.items():
+        prop = schema.get("properties", {}).get(info.alias or name)
+        sub = info.annotation
+        if prop is None or not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            continue
+        if info.default_factory is not None:
+            prop["default"] = {}
+        _object_defaults(sub, prop)
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a pydantic model, as Kubernetes accepts it."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     result: dict[str, Any] = _inline(raw, defs)
+    _object_defaults(model, result)
     return result
 
 
