@@ -100,7 +100,9 @@ def test_versions_and_missing(registry: Registry, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "a\\b"])
-def test_names_are_checked(registry: Registry, tmp_path: Path, bad: str) -> None:
+def test_names_are_checked(tmp_path: Path, bad: str) -> None:
+    # Names are checked before any request, so no server (and no bucket) is needed.
+    registry = Registry(ObjectStore(endpoint_url="http://127.0.0.1:9", region="us-east-1"), "s3://unused/models")
     with pytest.raises(RegistryError, match="invalid"):
         registry.register(bad, "v1", weights_file(tmp_path, "v1"), report("v1"), {}, LINEAGE)
     with pytest.raises(RegistryError, match="invalid version"):
