@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -516,6 +517,8 @@ def size_from(args: argparse.Namespace) -> Size:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 when it completed (the checks are reported, not enforced)."""
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the local S3 server and the scratch folder are cleaned up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     size = size_from(args)
     if size.imgsz % 32:
         raise SystemExit(f"--imgsz must be a multiple of 32, got {size.imgsz}")

@@ -150,42 +150,50 @@ def test_specs_chain_and_use_default_gate_in_dry_run() -> None:
 
 @pytest.mark.slow
 def test_quick_run_output_is_consistent(tmp_path: Path) -> None:
-    """A real --quick run (real trainer subprocesses against SeaweedFS) writes consistent JSON and charts."""
+    """A real --quick run (trainer subprocesses against SeaweedFS) writes consistent JSON, tables and charts.
+
+    One strategy keeps the test inside its time budget: three real runs (era-1 model, two steps).
+    """
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-P", str(BENCH / "continual.py"), "--quick", "--out", str(out),
-         "--workdir", str(tmp_path / "work"), "--strategies", "full,naive"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cmd = [sys.executable, "-P", str(BENCH / "continual.py"), "--quick", "--out", str(out),
+           "--workdir", str(tmp_path / "work"), "--strategies", "naive"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the benchmark stops its S3 server on SIGTERM
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     doc = json.loads((out / "continual-quick.json").read_text())
     for png in ("continual-quick-matrix.png", "continual-quick-compute.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["eras"] == ERAS and doc["mode"] == "quick"
-    assert [s["name"] for s in doc["strategies"]] == ["full", "naive"]
-    for s in doc["strategies"]:
-        m = s["matrix"]
-        assert len(m) == 3 and all(len(row) == 3 for row in m)
-        assert m[0][0] is not None and m[0][2] is not None  # the era-1 model, evaluated on every era
-        assert m[1][2] is None  # after era2 the model is not evaluated on era3
-        assert all(v is not None and 0.0 <= v <= 1.0 for v in (m[1][0], m[1][1], *m[2]))
-        for j, era in enumerate(ERAS[:-1]):
-            assert s["forgetting"][era] == pytest.approx(max(m[i][j] for i in range(j, 2)) - m[2][j])
-        assert s["forgetting"]["era3"] is None
-        assert s["final"] == dict(zip(ERAS, m[2], strict=True))
-        steps = s["steps"]
-        assert [st["eras"] for st in steps] == [ERAS[:2], ERAS]
-        assert steps[0]["base_weights"] == "bench-era1" and steps[1]["base_weights"] == steps[0]["run_id"]
-        assert all(st["image_epochs"] > 0 and st["wall_seconds"] > 0 and st["train_images"] > 0 for st in steps)
-        assert s["compute"]["image_epochs"] == sum(st["image_epochs"] for st in steps)
-        assert s["pooled"] == steps[-1]["pooled"]
-        assert all(st["incumbent"] and set(st["incumbent"]) == set(st["eras"]) for st in steps)
-    full, naive = doc["strategies"]
-    # naive trains on the new era only: less data than the full retrain at the same epochs
-    assert naive["steps"][1]["train_images"] < full["steps"][1]["train_images"]
-    assert set(doc["checks"]) == {"rejects_naive", "accepts_full"}
-    assert doc["goal"] is None  # no replay strategy was run
-    assert "Accuracy matrix, naive" in proc.stdout
+    assert [s["name"] for s in doc["strategies"]] == ["naive"]
+    (s,) = doc["strategies"]
+    m = s["matrix"]
+    assert len(m) == 3 and all(len(row) == 3 for row in m)
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in m[0])  # the era-1 model, evaluated on every era
+    assert m[0][0] == pytest.approx(doc["first_model"]["eras"]["era1"])  # same model, same test images
+    assert m[1][2] is None  # after era2 the model is not evaluated on era3
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in (m[1][0], m[1][1], *m[2]))
+    for j, era in enumerate(ERAS[:-1]):
+        assert s["forgetting"][era] == pytest.approx(max(m[i][j] for i in range(j, 2)) - m[2][j])
+    assert s["forgetting"]["era3"] is None
+    assert s["final"] == dict(zip(ERAS, m[2], strict=True))
+    steps = s["steps"]
+    assert [st["eras"] for st in steps] == [ERAS[:2], ERAS]
+    assert steps[0]["base_weights"] == "bench-era1" and steps[1]["base_weights"] == steps[0]["run_id"]
+    for st in steps:
+        assert st["image_epochs"] > 0 and st["wall_seconds"] > 0 and st["train_images"] > 0
+        assert st["image_epochs"] == st["train_images"] * st["epochs_completed"]
+        assert set(st["incumbent"]) == set(st["eras"])  # gated against the era-1 model on the same eras
+        assert st["summary"]
+    assert s["compute"]["image_epochs"] == sum(st["image_epochs"] for st in steps) > 0
+    assert s["pooled"] == steps[-1]["pooled"]
+    assert set(doc["checks"]) == {"rejects_naive"}
+    assert doc["goal"] is None  # neither the full retrain nor a replay strategy was run
+    assert "Accuracy matrix, naive" in stdout
+    assert (out / "continual-quick.md").read_text().startswith("| strategy |")
 
 
 @pytest.mark.parametrize(
