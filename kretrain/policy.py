@@ -192,8 +192,10 @@ def _summary(
     vs = f" vs {_f(incumbent.pooled.get(metric))}" if incumbent is not None else " (first model)"
     head = f"{metric} {_f(cand)}{vs}"
     if not passed:
+        # Forgetting is the reason an operator most needs to see first (in the printer column).
+        headline = next((f for f in failures if "(forgetting)" in f), failures[0])
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
-        return f"Rejected: {failures[0]}{more}"
+        return f"Rejected: {headline}{more}"
     if promoted:
         return f"Promoted: {head}"
     return f"Passed (dry run, not promoted): {head}"

@@ -320,3 +320,18 @@ def test_decide_is_pure_and_deterministic() -> None:
     b = decide(cand, inc, ok_checks(), PromotionSpec(), ERAS)
     assert a == b and a.decided_at is None
     assert (cand.model_dump(), inc.model_dump()) == before
+
+
+def test_summary_leads_with_forgetting_when_pooled_also_fails() -> None:
+    """The printer column shows the forgotten era first, even when the pooled bound failed too."""
+    from kretrain.api import Evaluation, Metrics, PromotionSpec
+    from kretrain.policy import decide
+
+    def ev(e1: float, e2: float, pooled: float) -> Evaluation:
+        m = lambda v: Metrics.model_validate({"mAP50-95": v, "mAP50": v, "precision": v, "recall": v})  # noqa: E731
+        return Evaluation(pooled=m(pooled), eras={"e1": m(e1), "e2": m(e2)})
+
+    d = decide(ev(0.3, 0.5, 0.4), ev(0.8, 0.1, 0.45), [], PromotionSpec(required_checks=[]), ["e1", "e2"])
+    assert not d.passed
+    assert d.summary.startswith("Rejected: Era 'e1' regressed"), d.summary
+    assert "(+1 more)" in d.summary
