@@ -334,4 +334,4 @@ def test_summary_leads_with_forgetting_when_pooled_also_fails() -> None:
     d = decide(ev(0.3, 0.5, 0.4), ev(0.8, 0.1, 0.45), [], PromotionSpec(required_checks=[]), ["e1", "e2"])
     assert not d.passed
     assert d.summary.startswith("Rejected: Era 'e1' regressed"), d.summary
-    assert "(+1 more)" in d.summary
+    assert "(+2 more)" in d.summary  # the absolute and the relative bound
