@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kretrain.trainer.synthetic import DEFAULT_CLASSES, EraConfig, demo_eras, generate_era, write_classes
-
 from kretrain.api import RetrainJobSpec
 from kretrain.s3server import LocalS3Server
 from kretrain.store import ObjectStore
+from kretrain.trainer.synthetic import DEFAULT_CLASSES, EraConfig, demo_eras, generate_era, write_classes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "data_prepare.json"
 

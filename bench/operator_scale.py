@@ -20,9 +20,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from emulator import Client, EmulatorServer, rtj_path  # noqa: E402
 from emulator.operator import OperatorProcess  # noqa: E402
-from kretrain.operator import jobs  # noqa: E402
-
 from kretrain.api import API_VERSION, KIND  # noqa: E402
+from kretrain.operator import jobs  # noqa: E402
 from kretrain.s3server import LocalS3Server  # noqa: E402
 
 

@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kretrain.trainer import offline
-from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
-
 from kretrain.s3server import LocalS3Server
 from kretrain.store import ObjectStore
+from kretrain.trainer import offline
+from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
 
 
 def main() -> int:
@@ -37,10 +36,10 @@ def main() -> int:
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="kretrain-bench-"))
     offline.configure(root / "yolo-config")
-    from kretrain.trainer.evaluate import evaluate
     from ultralytics import YOLO
 
     from kretrain.registry import Registry
+    from kretrain.trainer.evaluate import evaluate
 
     classes = ["circle", "square"]
     eras = [

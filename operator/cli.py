@@ -25,6 +25,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import logging
 
     import kopf
+
     from kretrain.operator.settings import get_settings
 
     if args.namespace:

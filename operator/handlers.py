@@ -8,11 +8,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import kopf
+
+from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
 from kretrain.operator import lifecycle, metrics
 from kretrain.operator.kube import Kube
 from kretrain.operator.settings import get_settings
-
-from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry

@@ -6,9 +6,8 @@ import hashlib
 import json
 from typing import Any
 
-from kretrain.operator.settings import OperatorSettings
-
 from kretrain.api import RetrainJobSpec
+from kretrain.operator.settings import OperatorSettings
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"

@@ -7,12 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kretrain.operator import jobs
-from kretrain.operator.kube import KubeError
-from kretrain.operator.settings import OperatorSettings
 from pydantic import ValidationError
 
 from kretrain.api import TERMINAL_STATES, ModelRef, RetrainJobSpec, RunReport
+from kretrain.operator import jobs
+from kretrain.operator.kube import KubeError
+from kretrain.operator.settings import OperatorSettings
 from kretrain.promotion import conclude
 
 if TYPE_CHECKING:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from kretrain.trainer.synthetic import EraConfig, demo_eras, generate_dataset
 
 

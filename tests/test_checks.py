@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _trainer_fixtures import tiny_dataset, tiny_model
+
 from kretrain.trainer import checks
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from kretrain.api import RetrainJobSpec
+from kretrain.store import ObjectStore
 from kretrain.trainer.data import DataValidationError, PreparedData
 from kretrain.trainer.data import prepare as _prepare
 from kretrain.trainer.data.pull import era_hash
@@ -22,9 +25,6 @@ from kretrain.trainer.synthetic import (
     generate_era,
     upload_dataset,
 )
-
-from kretrain.api import RetrainJobSpec
-from kretrain.store import ObjectStore
 
 IMGSZ = 32
 

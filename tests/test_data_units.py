@@ -7,6 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from kretrain.api import StrategySpec
 from kretrain.trainer.data import validation
 from kretrain.trainer.data.split import split_of
 from kretrain.trainer.data.stats import compute_stats, jensen_shannon
@@ -19,9 +22,6 @@ from kretrain.trainer.data.validation import (
     parse_labels,
     read_class_names,
 )
-from PIL import Image
-
-from kretrain.api import StrategySpec
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+
 from emulator import path, rtj_path
 from emulator.operator import OperatorProcess
 from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
 from harness.kubelet import Kubelet
-from kretrain.trainer.synthetic import demo_eras, generate_dataset, upload_dataset
-
 from kretrain.store import ObjectStore
+from kretrain.trainer.synthetic import demo_eras, generate_dataset, upload_dataset
 
 NS = "e2e"
 CLASSES = ["circle", "square", "triangle"]

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
-from kretrain.trainer.train import read_results
 
 from kretrain.api import CHECK_NAMES, RetrainJobSpec
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
+from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
+from kretrain.trainer.train import read_results
 
 pytestmark = pytest.mark.slow
 

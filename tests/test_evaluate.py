@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _trainer_fixtures import tiny_dataset, tiny_model
+
 from kretrain.trainer.evaluate import PerImageStats, evaluate, group_metrics
 
 

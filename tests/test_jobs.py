@@ -7,10 +7,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from kretrain.operator import jobs
-from kretrain.operator.settings import OperatorSettings
 
 from kretrain.api import RetrainJobSpec
+from kretrain.operator import jobs
+from kretrain.operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(
     registry="s3://models/registry", s3_endpoint="http://s3.local:8333", trainer_image="trainer:test", metrics_port=0

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from emulator import sim
 from emulator.operator import OperatorProcess
 from emulator.scenario import ERAS, ROOT, Cluster, operator_for, running_cluster, settled, started, wait_for

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import yaml
-from kretrain.trainer.local import LocalRunError, resolve_spec, run_manifest
-from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
 
 from kretrain.api import RetrainJobSpec
 from kretrain.cli import main
 from kretrain.store import ObjectStore
 from kretrain.tables import comparison_table
+from kretrain.trainer.local import LocalRunError, resolve_spec, run_manifest
+from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
 
 SPEC: dict[str, Any] = {"model": "m", "dataset": {"uri": "s3://data/x", "eras": ["a"]}}
 

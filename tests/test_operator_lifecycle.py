@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from emulator import path, rtj_path, sim
 from emulator.operator import OperatorProcess
 from emulator.scenario import ERAS, Cluster, conditions, operator_for, running_cluster, settled, started, wait_for

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from emulator import sim
 from emulator.scenario import Cluster, operator_for, running_cluster, settled, started
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kretrain.operator import jobs, lifecycle
-from kretrain.operator.kube import KubeError
-from kretrain.operator.settings import OperatorSettings
 from pydantic import ValidationError
 
 from kretrain.api import ModelRef, RetrainJobSpec
+from kretrain.operator import jobs, lifecycle
+from kretrain.operator.kube import KubeError
+from kretrain.operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(registry="s3://models/reg", metrics_port=0)
 NOW = "2026-01-01T00:00:00Z"

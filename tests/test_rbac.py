@@ -16,6 +16,7 @@ import helm_python
 import kopf
 import pytest
 import yaml
+
 from kretrain.operator import kube as kube_mod
 from kretrain.operator.settings import OperatorSettings
 

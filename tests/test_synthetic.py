@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from kretrain.trainer.synthetic import DEFAULT_CLASSES, Defects, EraConfig, demo_eras, generate_dataset, generate_era
 from PIL import Image
+
+from kretrain.trainer.synthetic import DEFAULT_CLASSES, Defects, EraConfig, demo_eras, generate_dataset, generate_era
 
 
 def _digest(root: Path) -> dict[str, str]:

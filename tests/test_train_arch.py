@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from _trainer_fixtures import TINY_TRAIN_ARGS, tiny_dataset, tiny_model
+
 from kretrain.trainer.checks import fusion_check
 from kretrain.trainer.train import StartWeights, train
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kretrain.trainer.train import TrainingError, build_train_args, check_train_args, device_for
 
 from kretrain.api import RetrainJobSpec
+from kretrain.trainer.train import TrainingError, build_train_args, check_train_args, device_for
 
 
 def spec(**strategy: Any) -> RetrainJobSpec:

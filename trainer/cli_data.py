@@ -80,10 +80,10 @@ def load_spec_document(path: Path) -> dict[str, Any]:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Run the data pipeline and print a summary; exit 1 with the reason if the data is unusable."""
-    from kretrain.trainer.data import DataValidationError, prepare, prepare_pulled, scan_local
     from pydantic import ValidationError
 
     from kretrain.api import RetrainJobSpec
+    from kretrain.trainer.data import DataValidationError, prepare, prepare_pulled, scan_local
 
     try:
         spec = RetrainJobSpec.model_validate(load_spec_document(args.spec))

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
-from kretrain.trainer.local import LocalOutcome, LocalRunError, run_spec
-from kretrain.trainer.synthetic import DEFAULT_CLASSES, demo_eras, generate_dataset, upload_dataset
 
 from kretrain.api import Evaluation, RetrainJobSpec
 from kretrain.registry import Registry
 from kretrain.s3server import LocalS3Server
 from kretrain.store import ObjectStore
 from kretrain.tables import render_table
+from kretrain.trainer.local import LocalOutcome, LocalRunError, run_spec
+from kretrain.trainer.synthetic import DEFAULT_CLASSES, demo_eras, generate_dataset, upload_dataset
 
 DATASET_URI = "s3://datasets/shapes"
 REGISTRY_URI = "s3://models/registry"

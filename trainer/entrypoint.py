@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kretrain.trainer import offline
-
 from kretrain.api import Compute, ModelRef, RetrainJobSpec, RunReport, TrainingSummary
+from kretrain.trainer import offline
 
 log = logging.getLogger("kretrain.trainer")
 
@@ -91,10 +90,9 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
 
 def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
     """Run the whole training pod: returns the registered run's report (raises on failure)."""
-    from kretrain.trainer.report import build_report, termination_summary
-
     from kretrain.registry import Lineage, Registry
     from kretrain.store import ObjectStore
+    from kretrain.trainer.report import build_report, termination_summary
 
     t_wall = time.time()
     if not spec.storage.registry:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kretrain.operator import jobs
 
 from emulator.client import Client, job_path, path, rtj_path
 from emulator.operator import OperatorProcess
 from emulator.server import EmulatorServer
 from kretrain.api import API_VERSION, KIND
+from kretrain.operator import jobs
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
 

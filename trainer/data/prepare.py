@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kretrain.api import DataSummary, RetrainJobSpec
 from kretrain.trainer.data.pull import PulledDataset, pull_dataset
 from kretrain.trainer.data.stats import DRIFT_THRESHOLD, compute_stats
 from kretrain.trainer.data.trainset import build_training_set
@@ -19,8 +20,6 @@ from kretrain.trainer.data.validation import (
     read_class_names,
     validate_eras,
 )
-
-from kretrain.api import DataSummary, RetrainJobSpec
 
 if TYPE_CHECKING:
     from kretrain.store import ObjectStore

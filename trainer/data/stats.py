@@ -9,6 +9,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+
 from kretrain.trainer.data.validation import ImageRecord
 
 DRIFT_THRESHOLD = 0.1

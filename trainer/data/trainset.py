@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from kretrain.trainer.data.split import hash_unit
-from kretrain.trainer.data.validation import ImageRecord
 
 from kretrain.api import StrategySpec
+from kretrain.trainer.data.split import hash_unit
+from kretrain.trainer.data.validation import ImageRecord
 
 
 @dataclass

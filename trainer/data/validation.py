@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from kretrain.trainer.data.split import Split, split_of
 from PIL import Image, ImageStat, UnidentifiedImageError
+
+from kretrain.trainer.data.split import Split, split_of
 
 IMAGE_EXTENSIONS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm"})
 """Image file extensions Ultralytics loads (lower case)."""
