@@ -8,8 +8,9 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from kretrain.tables import render_table
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
@@ -104,22 +105,6 @@ def _actor(args: argparse.Namespace) -> str:
     return f"{user}@{socket.gethostname()} (kretrain models)"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}"
-        return str(v)
-
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in text]
-    return "\n".join(lines)
-
-
 def _run(fn: Any, args: argparse.Namespace) -> int:
     from kretrain.registry import IncumbentChanged, RegistryError
     from kretrain.store import StoreError
@@ -161,7 +146,9 @@ def _list(args: argparse.Namespace) -> int:
         ]
         for v in versions
     ]
-    print(_table(["", "version", "registered", "strategy", "parent", "eras", "mAP50-95", "sha256"], rows))
+    print(
+        render_table(["", "version", "registered", "strategy", "parent", "eras", "mAP50-95", "sha256"], rows, digits=4)
+    )
     return 0
 
 
@@ -200,10 +187,10 @@ def _show(args: argparse.Namespace) -> int:
     p = ev.pooled
     rows.append(["pooled", p.images, p.map50_95, p.map50, p.precision, p.recall])
     print()
-    print(_table(["era", "images", "mAP50-95", "mAP50", "precision", "recall"], rows))
+    print(render_table(["era", "images", "mAP50-95", "mAP50", "precision", "recall"], rows, digits=4))
     if report.checks:
         print()
-        print(_table(["check", "passed", "value", "threshold"], [[c.name, c.passed, c.value, c.threshold] for c in report.checks]))  # fmt: skip
+        print(render_table(["check", "passed", "value", "threshold"], [[c.name, c.passed, c.value, c.threshold] for c in report.checks], digits=4))  # fmt: skip
     return 0
 
 
@@ -251,5 +238,5 @@ def _history(args: argparse.Namespace) -> int:
         print(f"no promotions of {args.model!r} yet")
         return 0
     rows = [[h.get("seq"), h.get("action"), h.get("version"), h.get("previous"), h.get("at"), h.get("actor"), h.get("reason")] for h in history]  # fmt: skip
-    print(_table(["seq", "action", "version", "previous", "at", "actor", "reason"], rows))
+    print(render_table(["seq", "action", "version", "previous", "at", "actor", "reason"], rows, digits=4))
     return 0

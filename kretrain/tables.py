@@ -8,22 +8,22 @@ from typing import Any
 from kretrain.api import Comparison, Decision
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A fixed-width text table; floats are shown with 3 decimals."""
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """A fixed-width text table; None is shown as `-`, floats with `digits` decimals."""
 
     def cell(v: Any) -> str:
         if v is None:
             return "-"
         if isinstance(v, float):
-            return f"{v:.3f}"
+            return f"{v:.{digits}f}"
         return str(v)
 
     text = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text]
-    return "\n".join(out)
+    widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in text]
+    return "\n".join(lines)
 
 
 def comparison_table(comparison: Comparison) -> str:
