@@ -15,12 +15,29 @@ from pathlib import Path
 from types import TracebackType
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (all held open together while choosing)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+# `weed mini` runs master, volume, filer, S3 and admin servers, each with an HTTP and a gRPC port; any
+# left at its default (8888, 9333, ...) collides with a second server on the same machine.
+_PORT_FLAGS = (
+    "s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+    "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
+)  # fmt: skip
 
 
 def weed_binary() -> str:
@@ -41,7 +58,8 @@ class LocalS3Server:
         self.data_dir = Path(data_dir)
         self.access_key = access_key
         self.secret_key = secret_key
-        self.port = free_port()
+        self.ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+        self.port = self.ports["s3.port"]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path = self.data_dir / "weed.log"
@@ -67,8 +85,8 @@ class LocalS3Server:
         cmd = [
             weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
-            "-s3.port.lance=0", f"-s3.port={self.port}", "-s3.autoCreateBucket=false",
-            "-s3.allowDeleteBucketNotEmpty=false",
+            "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
+            *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]  # fmt: skip
         log = self._log.open("ab")
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
