@@ -422,8 +422,8 @@ def charts(doc: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     paths = []
 
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1.0, 3.6), squeeze=False, layout="constrained")
-    for ax, r in zip(axes[0], results, strict=True):
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n + 1.8, 3.6), squeeze=False, layout="constrained")
+    for k, (ax, r) in enumerate(zip(axes[0], results, strict=True)):
         m = np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]], dtype=float)
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         for i in range(m.shape[0]):
@@ -432,7 +432,7 @@ def charts(doc: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
                 colour = "grey" if np.isnan(m[i, j]) else "black" if m[i, j] > 0.6 else "white"
                 ax.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
         ax.set_xticks(range(len(eras)), eras)
-        ax.set_yticks(range(len(r["matrix_rows"])), r["matrix_rows"], fontsize=8)
+        ax.set_yticks(range(len(r["matrix_rows"])), r["matrix_rows"] if k == 0 else [], fontsize=8)
         ax.set_title(f"{r['name']}\npooled {r['pooled']:.3f}", fontsize=9)
         ax.set_xlabel("test era", fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=METRIC)
@@ -559,11 +559,11 @@ def run(
 ) -> dict[str, Any]:
     """Start S3, generate and upload the eras, train the era-1 model, then every strategy's chain of steps."""
     import boto3
-    from kretrain.trainer.offline import configure
-    from kretrain.trainer.synthetic import generate_dataset, upload_dataset
 
     from kretrain.s3server import LocalS3Server
     from kretrain.store import ObjectStore
+    from kretrain.trainer.offline import configure
+    from kretrain.trainer.synthetic import generate_dataset, upload_dataset
 
     started = time.monotonic()
     configure(workdir / "yolo-config")

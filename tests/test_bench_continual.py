@@ -207,10 +207,9 @@ def test_quick_run_output_is_consistent(tmp_path: Path) -> None:
 )
 def test_training_selection_of_each_benchmarked_strategy(strategy: dict, expected: dict) -> None:
     """The benchmark's strategies differ only by what the data pipeline selects: check that selection."""
+    from kretrain.api import StrategySpec
     from kretrain.trainer.data.trainset import select_train
     from kretrain.trainer.data.validation import ImageRecord
-
-    from kretrain.api import StrategySpec
 
     train = {
         era: [
