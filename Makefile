@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest crd bench clean
+.PHONY: venv demo test lint typecheck pytest crd clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -P -m venv $(VENV)

@@ -128,7 +128,16 @@ def run_spec(
             stderr=subprocess.STDOUT,
             cwd=rundir,
         )
-        _watch(proc, registry, spec.model, run_id, out)
+        try:
+            _watch(proc, registry, spec.model, run_id, out)
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C, an exception): never leave the trainer behind
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     if proc.returncode != 0:
         reason = termination.read_text().strip() if termination.exists() else ""
         raise LocalRunError(f"trainer exited with {proc.returncode}: {reason or 'see ' + str(log)}")
