@@ -24,6 +24,27 @@ class Conclusion:
     expected_incumbent: str | None
 
 
+def wants_fallback(spec: RetrainJobSpec, conclusion: Conclusion) -> bool:
+    """Whether a full retrain must follow: an incremental candidate failed the gate and fallbackToFull is on."""
+    strategy = spec.strategy
+    return strategy.type == "incremental" and strategy.fallback_to_full and conclusion.reason == "GateFailed"
+
+
+def fallback_spec(spec: RetrainJobSpec) -> RetrainJobSpec:
+    """The full-retrain spec that follows a rejected incremental run: same data, gate, knobs and start
+    weights (the incumbent, unless the spec named others), every era's training split, no replay, and no
+    further fallback."""
+    strategy = spec.strategy.model_copy(
+        update={
+            "type": "full",
+            "replay": None,
+            "fallback_to_full": False,
+            "base_weights": spec.strategy.effective_base_weights,
+        }
+    )
+    return spec.model_copy(update={"strategy": strategy})
+
+
 def expected_incumbent(report: RunReport) -> str | None:
     """The incumbent version the run was evaluated against (the promotion's If-Match)."""
     if report.incumbent is not None:

@@ -45,6 +45,11 @@ def run_id(namespace: str, name: str, uid: str) -> str:
     return _shorten(f"{namespace}-{name}-{uid[:8]}", MAX_RUN_ID)
 
 
+def fallback_run_id(run: str) -> str:
+    """The run id of the full retrain that follows a rejected incremental run (fallbackToFull)."""
+    return _shorten(f"{run}-full", MAX_RUN_ID)
+
+
 def job_name(run: str) -> str:
     """The Job (and ConfigMap) name of a run: the run id, shortened to 63 characters when longer."""
     return _shorten(run, MAX_JOB_NAME)

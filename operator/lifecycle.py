@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from kretrain.api import TERMINAL_STATES, ModelRef, RetrainJobSpec, RunReport
+from kretrain.api import TERMINAL_STATES, Fallback, ModelRef, RetrainJobSpec, RunReport
 from kretrain.operator import jobs
 from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
-from kretrain.promotion import conclude
+from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
@@ -198,6 +198,37 @@ def metric_text(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+class JobRejected(Exception):
+    """The API server refused the run's Job or ConfigMap for good (400, 403, 422)."""
+
+
+def create_run_objects(
+    ns: str, uid: str, run: str, jname: str, resolved: RetrainJobSpec, incumbent: ModelRef | None, deps: Deps
+) -> bool:
+    """Create a run's spec ConfigMap and Job, adopted by the RetrainJob; False when the Job already existed
+    (409). Raises JobRejected when the API server refuses them, KubeError when it should be retried."""
+    object_labels = jobs.labels(uid, jname)
+    configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
+    job = jobs.build_job(
+        name=jname,
+        namespace=ns,
+        run=run,
+        spec=resolved,
+        incumbent_version=incumbent.version if incumbent else None,
+        object_labels=object_labels,
+        settings=deps.settings,
+    )
+    deps.adopt([configmap, job])
+    try:
+        deps.kube.create(configmap)
+        _, created = deps.kube.create(job)
+    except KubeError as exc:
+        if exc.status in (400, 403, 422):
+            raise JobRejected(f"the API server rejected Job {jname}: {exc.message}") from exc
+        raise
+    return created
+
+
 # ---- steps -------------------------------------------------------------------------------------------
 def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     """Validate, resolve the incumbent and create the run's ConfigMap and Job (once, whatever happens)."""
@@ -234,24 +265,11 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         waiting = StatusBuilder(body, now).set(state="Pending", runId=run)
         waiting.condition("Training", "False", "WaitingForRegistry", msg[:2000])
         return Outcome(status=waiting.build() if status.get("state") != "Pending" else {}, retry=msg)
-    object_labels = jobs.labels(uid, jname)
-    configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
-    job = jobs.build_job(
-        name=jname,
-        namespace=ns,
-        run=run,
-        spec=resolved,
-        incumbent_version=incumbent.version if incumbent else None,
-        object_labels=object_labels,
-        settings=deps.settings,
-    )
-    deps.adopt([configmap, job])
     try:
-        deps.kube.create(configmap)
-        _, created = deps.kube.create(job)
+        created = create_run_objects(ns, uid, run, jname, resolved, incumbent, deps)
+    except JobRejected as exc:
+        return failed(body, "JobRejected", str(exc), now, True)
     except KubeError as exc:
-        if exc.status in (400, 403, 422):
-            return failed(body, "JobRejected", f"the API server rejected Job {jname}: {exc.message}", now, True)
         return Outcome(retry=f"cannot create Job {jname}: {exc}")
     against = f"incumbent {incumbent.version}" if incumbent else "no incumbent (first model of the line)"
     build = StatusBuilder(body, now).set(
@@ -364,6 +382,8 @@ def finish(
         actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
         now=now,
     )
+    if wants_fallback(spec, conclusion) and not status.get("fallback"):
+        return start_fallback(body, spec, resolved, conclusion, deps)
     decision, reason, comparison = conclusion.decision, conclusion.reason, conclusion.comparison
     candidate_version = conclusion.candidate_version
     incumbent_ref: ModelRef | None = report.incumbent
@@ -392,3 +412,46 @@ def finish(
             "Normal" if reason == "DryRun" else "Warning", reason, f"Not promoted {candidate_version}: {text}"
         )
     return Outcome(status=build.build(), events=[event], decision_reason=reason)
+
+
+def start_fallback(
+    body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, conclusion: Conclusion, deps: Deps
+) -> Outcome:
+    """fallbackToFull: record why the incremental candidate was rejected and start the full retrain's Job.
+
+    Idempotent like `start`: after a restart the same Job name is created again and 409 means it exists.
+    The full run's result becomes the RetrainJob's decision; it never falls back again.
+    """
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    ns, uid, now = meta["namespace"], meta["uid"], deps.now()
+    first_run, first_job = str(status.get("runId")), status.get("jobName")
+    run = jobs.fallback_run_id(first_run)
+    jname = jobs.job_name(run)
+    try:
+        incumbent = deps.registry_for(resolved).incumbent(spec.model)
+    except Exception as exc:  # S3 unreachable: wait, do not start blind
+        return Outcome(retry=f"cannot read the incumbent of model {spec.model}: {exc}")
+    try:
+        create_run_objects(ns, uid, run, jname, fallback_spec(resolved), incumbent, deps)
+    except JobRejected as exc:
+        return failed(body, "JobRejected", str(exc), now, True)
+    except KubeError as exc:
+        return Outcome(retry=f"cannot create Job {jname}: {exc}")
+    rejected = conclusion.decision
+    fallback = Fallback(run_id=first_run, job_name=first_job, decision=rejected)
+    against = f"incumbent {incumbent.version}" if incumbent else "no incumbent"
+    build = StatusBuilder(body, now).set(
+        runId=run,
+        jobName=jname,
+        state="Training",
+        fallback=fallback.dump(),
+        progress=None,
+        incumbent=incumbent.dump() if incumbent else None,
+    )
+    message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
+    build.condition("Training", "True", "FallbackToFull", message[:32000])
+    events = [
+        Event("Warning", "GateFailed", f"Not promoted {first_run}: {' '.join(rejected.reasons)}"[:1024]),
+        Event("Normal", "FallbackToFull", f"Created Job {jname}: full retrain of run {run} against {against}"),
+    ]
+    return Outcome(status=build.build(), events=events)

@@ -17,7 +17,7 @@ from kretrain.operator.kube import API_CALLS
 
 ROOT = Path(__file__).resolve().parent.parent
 INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
-NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced"]
+NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced", "fallback"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,45 @@ def test_forgetting_is_rejected(cluster: Cluster, operator: OperatorProcess) -> 
     assert conditions(status)["Promoted"]["reason"] == "GateFailed"
     assert cluster.registry.incumbent(model).version == "seed-1"
     assert ("Warning", "GateFailed") in [(t, r) for t, r, _ in cluster.events("reject")]
+
+
+def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-fallback"
+    sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    cluster.create_rtj(
+        "fallback", "run", model, strategy={"type": "incremental", "fallbackToFull": True, "replay": {"fraction": 0.2}}
+    )
+    first = started(cluster, operator, "fallback", "run")
+    # The incremental candidate forgets era e1: rejected, and a full retrain starts instead of a verdict.
+    sim.train(cluster.registry, model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, "fallback", first["jobName"])
+    status = wait_for(
+        "the fallback Job",
+        lambda: (s := cluster.status("fallback", "run")).get("fallback") and s,
+        op=operator,
+    )
+    full_run = f"{first['runId']}-full"
+    assert status["runId"] == full_run and status["jobName"] == full_run and status["state"] == "Training"
+    assert status["fallback"]["runId"] == first["runId"] and status["fallback"]["decision"]["passed"] is False
+    assert any("Era 'e1' regressed" in r for r in status["fallback"]["decision"]["reasons"])
+    assert "decision" not in status and conditions(status)["Training"]["reason"] == "FallbackToFull"
+    jobs_now = {j["metadata"]["name"]: j for j in cluster.jobs("fallback")}
+    assert set(jobs_now) == {first["jobName"], full_run}
+    full_spec = yaml.safe_load(
+        cluster.client.get(path("", "v1", "configmaps", "fallback", full_run))["data"]["spec.json"]
+    )
+    assert full_spec["strategy"]["type"] == "full" and "replay" not in full_spec["strategy"]
+    assert full_spec["strategy"]["baseWeights"] == "incumbent" and not full_spec["strategy"]["fallbackToFull"]
+
+    sim.train(cluster.registry, model, full_run, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, "fallback", full_run)
+    status = settled(cluster, operator, "fallback", "run")
+    assert status["state"] == "Promoted" and status["candidate"]["version"] == full_run
+    assert cluster.registry.incumbent(model).version == full_run
+    assert cluster.promotions(model, full_run) == 1 and cluster.promotions(model, first["runId"]) == 0
+    assert len(cluster.jobs("fallback")) == 2
+    reasons = [r for _, r, _ in cluster.events("fallback")]
+    assert "FallbackToFull" in reasons and "Promoted" in reasons
 
 
 def test_dry_run_decides_but_does_not_promote(cluster: Cluster, operator: OperatorProcess) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kretrain.api import Comparison, Decision, RetrainJob, RetrainJobSpec, RunReport
-from kretrain.promotion import conclude
+from kretrain.promotion import conclude, fallback_spec, wants_fallback
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
 from kretrain.tables import comparison_table, decision_text
@@ -32,6 +32,8 @@ class LocalOutcome:
     decision: Decision
     comparison: Comparison
     workdir: Path
+    fallback: bool = False
+    """A full retrain must follow (incremental candidate rejected, fallbackToFull on)."""
 
 
 def resolve_spec(spec: RetrainJobSpec, env: dict[str, str]) -> RetrainJobSpec:
@@ -150,7 +152,9 @@ def run_spec(
     (rundir / "decision.json").write_text(outcome.decision.model_dump_json(by_alias=True, indent=2))
     out.write(comparison_table(outcome.comparison) + "\n")
     out.write(decision_text(outcome.decision) + "\n")
-    return LocalOutcome(run_id, report, outcome.decision, outcome.comparison, rundir)
+    return LocalOutcome(
+        run_id, report, outcome.decision, outcome.comparison, rundir, fallback=wants_fallback(spec, outcome)
+    )
 
 
 def run_manifest(path: Path, *, workdir: Path, out: TextIO = sys.stdout) -> list[LocalOutcome]:
@@ -165,11 +169,8 @@ def run_manifest(path: Path, *, workdir: Path, out: TextIO = sys.stdout) -> list
         job = RetrainJob.from_manifest(doc)
         outcome = run_spec(job.spec, workdir=workdir, actor=f"kretrain-run/{job.metadata.name}", out=out)
         outcomes.append(outcome)
-        strategy = job.spec.strategy
-        if strategy.type == "incremental" and strategy.fallback_to_full and not outcome.decision.passed:
+        if outcome.fallback:
             out.write("incremental candidate failed the gate; fallbackToFull: running a full retrain\n")
-            full = job.spec.model_copy(
-                update={"strategy": strategy.model_copy(update={"type": "full", "replay": None})}
-            )
+            full = fallback_spec(job.spec)
             outcomes.append(run_spec(full, workdir=workdir, actor=f"kretrain-run/{job.metadata.name}", out=out))
     return outcomes

@@ -156,7 +156,8 @@ class StrategySpec(ApiModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     """Any other Ultralytics train argument by its Ultralytics name; checked against Ultralytics' own list."""
     fallback_to_full: bool = False
-    """When an incremental candidate fails the promotion gate, run a full retrain automatically."""
+    """When an incremental candidate fails the promotion gate, run a full retrain automatically (every era,
+    no replay, same knobs, starting from the same weights); its result is the run's decision."""
 
     @field_validator("hyperparameters")
     @classmethod

@@ -89,6 +89,17 @@ class Decision(ApiModel):
     """When the decision was made (RFC 3339)."""
 
 
+class Fallback(ApiModel):
+    """The incremental run whose rejection started the full retrain (strategy.fallbackToFull)."""
+
+    run_id: str
+    """Run id (= registry version) of the rejected incremental candidate."""
+    job_name: str | None = None
+    """Its Job."""
+    decision: Decision
+    """Why the incremental candidate was rejected."""
+
+
 class RetrainJobStatus(ApiModel):
     """Observed state of a RetrainJob."""
 
@@ -118,3 +129,5 @@ class RetrainJobStatus(ApiModel):
     """Post-training checks."""
     decision: Decision | None = None
     """The promotion decision."""
+    fallback: Fallback | None = None
+    """Set when a rejected incremental candidate was followed by a full retrain (fallbackToFull)."""
