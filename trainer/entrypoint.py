@@ -146,6 +146,7 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
         registry_uri=spec.storage.registry,
         endpoint=spec.storage.endpoint,
         region=spec.storage.region,
+        checkpoint_interval=float(spec.strategy.checkpoint_interval_seconds),
     )
     resume = _checkpoint(store, hooks.last_uri(), pod.workdir / "resume" / "last.pt")
     start = None

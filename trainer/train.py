@@ -256,9 +256,9 @@ def epoch_metrics(trainer: Any) -> dict[str, float]:
 class RunHooks:
     """Ultralytics callbacks of one run: picklable (DDP carries them to rank 0 with cloudpickle).
 
-    After every epoch: last.pt is copied and uploaded to `runs/<run-id>/last.pt`, then progress.json is
-    written, both in one background thread in that order (a progress.json for epoch N means last.pt of
-    epoch N is in S3), so training does not wait for S3. One JSON log line per epoch goes to stderr at once.
+    After every epoch (or at most every `checkpoint_interval` seconds): last.pt is copied and uploaded to
+    `runs/<run-id>/last.pt`; then progress.json is written (its `checkpointEpoch` is the epoch of the last
+    queued upload), both in one background thread in that order, so training does not wait for S3. One JSON log line per epoch goes to stderr at once.
     """
 
     model: str
@@ -279,15 +279,20 @@ class RunHooks:
     """Training seconds spent by earlier attempts of this run (resume)."""
     start_epoch: int = 0
     """Epochs already done when this attempt started."""
+    checkpoint_interval: float = 0.0
+    """Upload last.pt at most every this many seconds (0: after every epoch)."""
+    _last_upload: float | None = field(default=None, repr=False)
+    _checkpoint_epoch: int = field(default=0, repr=False)
     _t0: float | None = field(default=None, repr=False)
     _saved_epoch: int | None = field(default=None, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _futures: list[Future[None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock | None = field(default=None, repr=False)
+    _registry_obj: Registry | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_pool=None, _futures=[], _lock=None)
+        state.update(_pool=None, _futures=[], _lock=None, _registry_obj=None)
         return state
 
     def install(self, yolo: Any) -> None:
@@ -307,15 +312,18 @@ class RunHooks:
             self._futures.append(self._pool.submit(fn, *args))
 
     def _registry(self) -> Registry:
+        """One registry (and one boto3 client) per run, not one per epoch."""
         from kretrain.registry import Registry
-
-        assert self.registry_uri is not None
-        return Registry(self._store(), self.registry_uri)
-
-    def _store(self) -> ObjectStore:
         from kretrain.store import ObjectStore
 
-        return ObjectStore(endpoint_url=self.endpoint, region=self.region)
+        assert self.registry_uri is not None
+        if self._registry_obj is None:
+            store = ObjectStore(endpoint_url=self.endpoint, region=self.region)
+            self._registry_obj = Registry(store, self.registry_uri)
+        return self._registry_obj
+
+    def _store(self) -> ObjectStore:
+        return self._registry().store
 
     def last_uri(self) -> str:
         """S3 URI of this run's last.pt."""
@@ -340,13 +348,20 @@ class RunHooks:
     def on_train_start(self, trainer: Any) -> None:
         """Remember when training (this attempt) started."""
         self._t0 = time.time()
+        self._last_upload = time.monotonic()
         self.start_epoch = int(getattr(trainer, "start_epoch", 0) or 0)
+        self._checkpoint_epoch = self.start_epoch
 
     def on_model_save(self, trainer: Any) -> None:
-        """Snapshot last.pt and queue its upload."""
+        """Snapshot last.pt and queue its upload (at most every `checkpoint_interval` seconds)."""
         self._saved_epoch = int(trainer.epoch)
         if _rank() > 0 or not self.registry_uri:
             return
+        now = time.monotonic()
+        if self.checkpoint_interval > 0 and now - (self._last_upload or now) < self.checkpoint_interval:
+            return
+        self._last_upload = now
+        self._checkpoint_epoch = int(trainer.epoch) + 1
         self.local_dir.mkdir(parents=True, exist_ok=True)
         snap = self.local_dir / f"last-{trainer.epoch + 1}.pt"
         shutil.copyfile(trainer.last, snap)
@@ -368,6 +383,7 @@ class RunHooks:
             "metrics": epoch_metrics(trainer),
             "elapsedSeconds": round(self.elapsed_before + now - t0, 3),
             "etaSeconds": round(per_epoch * max(epochs - done, 0), 3),
+            "checkpointEpoch": self._checkpoint_epoch,
             "updatedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
         print(json.dumps({"event": "epoch", "runId": self.run_id, **progress}), file=sys.stderr, flush=True)

@@ -155,6 +155,9 @@ class StrategySpec(ApiModel):
     """Augmentation knobs."""
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     """Any other Ultralytics train argument by its Ultralytics name; checked against Ultralytics' own list."""
+    checkpoint_interval_seconds: int = Field(default=60, ge=0, le=86400)
+    """Upload the run's last.pt at most this often (seconds; 0 = after every epoch). A restarted pod resumes
+    from the last uploaded checkpoint; longer intervals cost less while training, more after a restart."""
     fallback_to_full: bool = False
     """When an incremental candidate fails the promotion gate, run a full retrain automatically (every era,
     no replay, same knobs, starting from the same weights); its result is the run's decision."""
