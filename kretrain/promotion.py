@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.policy import decide
-from kretrain.registry import IncumbentChanged, Registry
+from kretrain.registry import IncumbentChanged, Registry, now_rfc3339
 
 Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged"]
 
@@ -66,7 +65,7 @@ def conclude(
     decision = decide(
         report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
     )
-    decision.decided_at = now or datetime.now(UTC).isoformat(timespec="seconds")
+    decision.decided_at = now or now_rfc3339()
     candidate = report.candidate.version if report.candidate else report.run_id
     expected = expected_incumbent(report)
     reason: Reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")

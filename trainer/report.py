@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from kretrain.api import (
@@ -16,14 +15,10 @@ from kretrain.api import (
     RunReport,
     TrainingSummary,
 )
+from kretrain.registry import now_rfc3339
 
 TERMINATION_LIMIT = 4096
 """Kubernetes truncates termination messages at 4096 bytes; the summary stays below it."""
-
-
-def now_rfc3339() -> str:
-    """Current UTC time, RFC 3339 with a Z."""
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def build_report(
@@ -42,7 +37,7 @@ def build_report(
     return RunReport(
         run_id=run_id,
         model=spec.model,
-        spec=spec.dump() if hasattr(spec, "dump") else spec.model_dump(by_alias=True, exclude_none=True),
+        spec=spec.dump(),
         data=data,
         training=training,
         compute=compute,

@@ -13,12 +13,12 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kretrain.api import RetrainJobSpec
 from kretrain.api.ultralytics_args import ULTRALYTICS_TRAIN_ARGS
+from kretrain.registry import now_rfc3339
 
 if TYPE_CHECKING:  # pragma: no cover
     from kretrain.registry import Registry
@@ -384,7 +384,7 @@ class RunHooks:
             "elapsedSeconds": round(self.elapsed_before + now - t0, 3),
             "etaSeconds": round(per_epoch * max(epochs - done, 0), 3),
             "checkpointEpoch": self._checkpoint_epoch,
-            "updatedAt": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "updatedAt": now_rfc3339(),
         }
         print(json.dumps({"event": "epoch", "runId": self.run_id, **progress}), file=sys.stderr, flush=True)
         self._submit(self._write_progress, progress)
