@@ -4,35 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import random
 import re
 import stat
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Container, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import quote, unquote_plus, urlencode
+from typing import Any, BinaryIO
+from urllib.parse import unquote_plus
 
 import boto3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError
-from botocore.httpsession import URLLib3Session
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from kretrain.s3fast import FastS3, Response, S3HTTPError, proxied
 
 # Name of the small manifest (key -> etag, size) that `sync_down` keeps in the local directory.
 MANIFEST_NAME = ".kretrain-sync.json"
+# Sub-prefix listings that run at once (listing is server CPU; downloads should not wait behind it).
+LIST_CONCURRENCY = 4
 # Suffix of in-flight downloads; they are renamed into place only when complete.
 PART_SUFFIX = ".kretrain-part"
+# Failures while reading a response body (after botocore's own retries of the request).
+_STREAM_ERRORS = (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionClosedError)
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class StoreError(Exception):
@@ -189,13 +197,15 @@ class ObjectStore:
     errors) with `max_attempts` tries; `retry_mode="adaptive"` adds client-side rate limiting.
     Downloads of objects whose ETag is a plain MD5 (single-part uploads) are verified against it.
 
-    Fast path: with an explicit endpoint (SeaweedFS, MinIO, any path-style S3), bulk listing and the
-    object GETs of `download_file`/`sync_down` are sent as SigV4-signed requests straight over
-    botocore's urllib3 session, with the XML listing parsed by ElementTree. The client CPU per small
-    object is about half of a boto3 `get_object` call, and listing is about 20x cheaper than
-    botocore's generic response parser; on a small machine that CPU is what limits a pull. Those
-    requests are retried the same way (exponential backoff with full jitter on 429/5xx/connection
-    errors, `max_attempts` tries). Without an endpoint (AWS), or with `fast_path=False`, boto3 is used.
+    Fast path: with an explicit endpoint (SeaweedFS, MinIO, any path-style S3) that is not reached
+    through a proxy, bulk listing and the object GETs of `download_file`/`sync_down` go through
+    `kretrain.s3fast.FastS3`: SigV4 signed by botocore, sent over pooled keep-alive `http.client`
+    connections, listings parsed with ElementTree. A small object then costs about a third of the
+    client CPU of a boto3 `get_object`, and listing about 20x less than botocore's response parser; on
+    a small machine that CPU is what limits a pull. Those requests are retried the same way
+    (exponential backoff with full jitter on 429/5xx and connection errors, `max_attempts` tries);
+    HTTPS endpoints are verified against `AWS_CA_BUNDLE` or the system store. Without an endpoint
+    (AWS), or with `fast_path=False`, boto3 is used for everything.
     """
 
     def __init__(
@@ -216,7 +226,7 @@ class ObjectStore:
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         self.endpoint_url = endpoint
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": max_attempts},  # type: ignore[arg-type]
+            retries={"mode": retry_mode, "total_max_attempts": max(1, max_attempts)},  # type: ignore[arg-type]
             max_pool_connections=self.max_workers + 4,
             connect_timeout=10,
             read_timeout=60,
@@ -234,54 +244,39 @@ class ObjectStore:
         )
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
         self.max_attempts = max(1, max_attempts)
-        self._fast = bool(fast_path and endpoint)
-        self._credentials = session.get_credentials() if self._fast else None
-        self._region = self.client.meta.region_name or "us-east-1"
-        self._base = str(self.client.meta.endpoint_url).rstrip("/")
-        self._http: URLLib3Session | None = None
-        if self._fast:
-            timeouts: Any = (10, 60)  # (connect, read); botocore's stub only admits one number
-            self._http = URLLib3Session(timeout=timeouts, max_pool_connections=self.max_workers + 4)
+        self._fast: FastS3 | None = None
+        credentials = session.get_credentials() if fast_path and endpoint else None
+        if endpoint and credentials is not None and not proxied(endpoint):
+            self._fast = FastS3(
+                str(self.client.meta.endpoint_url),
+                credentials,
+                self.client.meta.region_name or "us-east-1",
+                max_connections=self.max_workers + 4,
+                max_attempts=self.max_attempts,
+                ca_bundle=os.environ.get("AWS_CA_BUNDLE") or None,
+            )
 
     # ---------------------------------------------------------------- fast path (signed raw requests)
 
-    def _send(
-        self, bucket: str, key: str = "", query: dict[str, str] | None = None, stream: bool = False
-    ) -> AWSResponse:
-        """A signed GET of /bucket/key?query, retried on 429/5xx and connection errors."""
-        assert self._http is not None and self._credentials is not None
-        url = f"{self._base}/{quote(bucket)}/{quote(key, safe='/~')}" if key else f"{self._base}/{quote(bucket)}"
-        if query:
-            url += "?" + urlencode(sorted(query.items()), quote_via=quote, safe="~")
-        delay = 0.1
-        for attempt in range(1, self.max_attempts + 1):
-            request = AWSRequest(method="GET", url=url)
-            request.stream_output = stream
-            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
-            try:
-                resp = self._http.send(request.prepare())
-            except HTTPClientError:
-                if attempt == self.max_attempts:
-                    raise
-            else:
-                if resp.status_code not in _RETRY_STATUS or attempt == self.max_attempts:
-                    return resp
-                if stream:
-                    resp.raw.release_conn()
-            time.sleep(random.uniform(0, delay))  # full jitter
-            delay = min(delay * 2, 20.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _fast_get(
+        self, bucket: str, key: str = "", query: dict[str, str] | None = None, into: _HashingFile | None = None
+    ) -> Response:
+        assert self._fast is not None
+        try:
+            return self._fast.get(bucket, key, query, into=into)
+        except S3HTTPError as exc:
+            raise StoreError(str(exc)) from exc
 
     @staticmethod
-    def _raise_for(resp: AWSResponse, what: str) -> None:
-        body = resp.content
+    def _raise_for(resp: Response, what: str) -> None:
+        body = resp.body
         code = message = ""
         with contextlib.suppress(ET.ParseError):
             root = ET.fromstring(body or b"<x/>")
             code, message = root.findtext("Code") or "", root.findtext("Message") or ""
-        if resp.status_code == 404 and code in ("NoSuchKey", ""):
+        if resp.status == 404 and code in ("NoSuchKey", ""):
             raise FileNotFoundError(f"no such object: {what}")
-        raise StoreError(f"S3 GET {what} failed: HTTP {resp.status_code} {code} {message}".rstrip())
+        raise StoreError(f"S3 GET {what} failed: HTTP {resp.status} {code} {message}".rstrip())
 
     def _fast_list(
         self, bucket: str, pfx: str, page_size: int, delimiter: str = ""
@@ -296,10 +291,10 @@ class ObjectStore:
                 query["delimiter"] = delimiter
             if token:
                 query["continuation-token"] = token
-            resp = self._send(bucket, query=query)
-            if resp.status_code != 200:
+            resp = self._fast_get(bucket, query=query)
+            if resp.status != 200:
                 self._raise_for(resp, f"s3://{bucket}/{pfx} (list)")
-            root = ET.fromstring(resp.content)
+            root = ET.fromstring(resp.body)
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             for c in root.iter(f"{ns}Contents"):
                 key = unquote_plus(c.findtext(f"{ns}Key") or "")
@@ -310,33 +305,45 @@ class ObjectStore:
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true" or not token:
                 return out, prefixes
 
-    def _fast_list_tree(self, bucket: str, pfx: str, page_size: int) -> list[tuple[str, int, str]]:
-        """List the first level with a delimiter, then every sub-prefix in parallel (wall time of the largest)."""
+    def _list_chunks(self, uri: str, page_size: int = 1000, known: Container[str] = ()) -> Iterator[list[ObjectInfo]]:
+        """Every object under the URI's prefix (keys relative to it, unsorted), in chunks as listings complete.
+
+        The fast path lists the first level with a delimiter, then the sub-prefixes `LIST_CONCURRENCY`
+        at a time, and yields each sub-prefix as soon as its listing is done, so a caller can start on
+        it while the others are still being listed. First-level folders not in `known` (new eras, the
+        likely downloads) are listed first. boto3 yields one chunk per page.
+        """
+        bucket, prefix = parse_s3_uri(uri)
+        pfx = f"{prefix}/" if prefix else ""
+
+        def relative(raw: list[tuple[str, int, str]]) -> list[ObjectInfo]:
+            # Directory markers (`a/`) and the prefix itself are not objects of the tree.
+            return [ObjectInfo(k[len(pfx) :], size, etag) for k, size, etag in raw if k[len(pfx) :] and k[-1] != "/"]
+
+        if self._fast is None:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=pfx, PaginationConfig={"PageSize": page_size}):
+                yield relative(
+                    [(o["Key"], int(o.get("Size", 0)), _etag(o.get("ETag"))) for o in page.get("Contents", [])]
+                )
+            return
         objects, prefixes = self._fast_list(bucket, pfx, page_size, delimiter="/")
-        if len(prefixes) <= 1:
-            return objects + [o for p in prefixes for o in self._fast_list(bucket, p, page_size)[0]]
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(prefixes)), thread_name_prefix="s3ls") as pool:
-            for sub, _ in pool.map(lambda p: self._fast_list(bucket, p, page_size), prefixes):
-                objects += sub
-        return objects
+        yield relative(objects)
+        if not prefixes:
+            return
+        prefixes.sort(key=lambda p: p[len(pfx) :].rstrip("/") in known)  # stable: new folders first
+        with ThreadPoolExecutor(max_workers=min(LIST_CONCURRENCY, len(prefixes)), thread_name_prefix="s3ls") as pool:
+            futures = [pool.submit(self._fast_list, bucket, p, page_size) for p in prefixes]
+            try:
+                for fut in as_completed(futures):
+                    yield relative(fut.result()[0])
+            finally:
+                for fut in futures:
+                    fut.cancel()
 
     def list(self, uri: str, *, page_size: int = 1000) -> list[ObjectInfo]:
         """Every object under the URI's prefix (recursive, paginated), keys relative to the prefix, sorted."""
-        bucket, prefix = parse_s3_uri(uri)
-        pfx = f"{prefix}/" if prefix else ""
-        out: list[ObjectInfo] = []
-        raw: list[tuple[str, int, str]] = []
-        if self._fast:
-            raw = self._fast_list_tree(bucket, pfx, page_size)
-        else:
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=pfx, PaginationConfig={"PageSize": page_size}):
-                raw += [(o["Key"], int(o.get("Size", 0)), _etag(o.get("ETag"))) for o in page.get("Contents", [])]
-        for key, size, etag in raw:
-            rel = key[len(pfx) :]
-            if not rel or rel.endswith("/"):
-                continue  # directory markers
-            out.append(ObjectInfo(key=rel, size=size, etag=etag))
+        out = [obj for chunk in self._list_chunks(uri, page_size) for obj in chunk]
         out.sort(key=lambda o: o.key)
         return out
 
@@ -355,24 +362,52 @@ class ObjectStore:
         """Whether the object exists."""
         return self.head(uri) is not None
 
-    def _get(self, uri: str) -> tuple[bytes, str]:
-        bucket, key = parse_s3_uri(uri)
-        try:
-            resp = self.client.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise FileNotFoundError(f"no such object: {uri}") from exc
-            raise
-        data = resp["Body"].read()
-        etag = _etag(resp.get("ETag"))
-        self._check_md5(uri, data, etag)
-        return data, etag
+    def _fetch(self, uri: str, sink: _HashingFile) -> str:
+        """Stream the object into `sink` and check it; returns its ETag. FileNotFoundError if it is missing.
 
-    def _check_md5(self, uri: str, data: bytes, etag: str) -> None:
-        if self.verify_md5 and _MD5_ETAG.match(etag):
-            digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-            if digest != etag:
-                raise StoreError(f"corrupt download of {uri}: MD5 {digest} does not match its ETag {etag}")
+        A body cut short is fetched again (up to `max_attempts` tries). The content is checked against
+        the object's length and, for single-part uploads (plain MD5 ETags), its MD5.
+        """
+        bucket, key = parse_s3_uri(uri)
+        if self._fast is not None:
+            resp = self._fast_get(bucket, key, into=sink)
+            if resp.status != 200:
+                self._raise_for(resp, uri)
+            etag = _etag(resp.headers.get("ETag"))
+        else:
+            etag = self._boto_fetch(uri, sink)
+        digest = sink.md5.hexdigest()
+        if self.verify_md5 and _MD5_ETAG.match(etag) and digest != etag:
+            raise StoreError(f"corrupt download of {uri}: MD5 {digest} does not match its ETag {etag}")
+        return etag
+
+    def _boto_fetch(self, uri: str, sink: _HashingFile) -> str:
+        bucket, key = parse_s3_uri(uri)
+        delay = 0.1
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                obj = self.client.get_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if _is_missing(exc):
+                    raise FileNotFoundError(f"no such object: {uri}") from exc
+                raise
+            sink.reset()
+            try:
+                for chunk in obj["Body"].iter_chunks(1024 * 1024):
+                    sink.write(chunk)
+                return _etag(obj.get("ETag"))
+            except _STREAM_ERRORS:
+                # botocore retries the request, not the read of its body.
+                if attempt == self.max_attempts:
+                    raise
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 20.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get(self, uri: str) -> tuple[bytes, str]:
+        buffer = io.BytesIO()
+        etag = self._fetch(uri, _HashingFile(buffer))
+        return buffer.getvalue(), etag
 
     def get_bytes(self, uri: str) -> bytes:
         """The object's content; FileNotFoundError if it does not exist."""
@@ -454,78 +489,76 @@ class ObjectStore:
         return info.etag if info else ""
 
     def download_file(self, uri: str, path: Path) -> Path:
-        """Download one object to `path` atomically (temp file in the same folder, then rename)."""
-        bucket, key = parse_s3_uri(uri)
+        """Download one object to `path` atomically (temp file in the same folder, then rename).
+
+        The content is checked against the object's length and, for single-part uploads, its MD5
+        ETag; a failed check raises StoreError and leaves `path` as it was.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
         try:
-            md5 = hashlib.md5(usedforsecurity=False)
-            if self._fast:
-                raw = self._send(bucket, key, stream=True)
-                try:
-                    if raw.status_code != 200:
-                        self._raise_for(raw, uri)
-                    etag = _etag(raw.headers.get("ETag"))
-                    with tmp.open("wb") as fh:
-                        for chunk in raw.raw.stream(1024 * 1024):
-                            fh.write(chunk)
-                            md5.update(chunk)
-                    expected_size = raw.headers.get("Content-Length")
-                    if expected_size is not None and tmp.stat().st_size != int(expected_size):
-                        raise StoreError(f"truncated download of {uri}: {tmp.stat().st_size} of {expected_size} bytes")
-                finally:
-                    raw.raw.release_conn()
-            else:
-                try:
-                    resp = self.client.get_object(Bucket=bucket, Key=key)
-                except ClientError as exc:
-                    if _is_missing(exc):
-                        raise FileNotFoundError(f"no such object: {uri}") from exc
-                    raise
-                etag = _etag(resp.get("ETag"))
-                body = resp["Body"]
-                with tmp.open("wb") as fh:
-                    for chunk in iter(lambda: body.read(1024 * 1024), b""):
-                        fh.write(chunk)
-                        md5.update(chunk)
-            if self.verify_md5 and _MD5_ETAG.match(etag) and md5.hexdigest() != etag:
-                raise StoreError(f"corrupt download of {uri}: MD5 {md5.hexdigest()} does not match its ETag {etag}")
+            with tmp.open("wb") as fh:
+                self._fetch(uri, _HashingFile(fh))
             os.replace(tmp, path)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
         return path
 
     def _parallel(self, items: Iterable[Any], fn: Callable[[Any], Any], on_done: Callable[[Any, Any], None]) -> None:
         """Run fn over items on the pool; on_done(item, result) in the caller's thread for each success.
 
-        On the first error, work not yet started is cancelled, transfers already running are allowed to
-        finish (and reported to on_done, so a sync manifest records them), then the first error is raised.
+        `items` is consumed lazily, at most 4 x max_workers ahead of the workers, so a generator can feed
+        the pool while it is still producing (a listing still under way). On the first error (of fn, of
+        on_done or of the iterator itself), nothing new is started and queued work is cancelled;
+        transfers already running finish and are reported to on_done (so a sync manifest records them);
+        then the first error is raised.
         """
+        source = iter(items)
+        window = 4 * self.max_workers
+        pending: dict[Future[Any], Any] = {}
         first_error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="s3") as pool:
-            pending: dict[Future[Any], Any] = {pool.submit(fn, item): item for item in items}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    item = pending.pop(fut)
-                    if fut.cancelled():
-                        continue
-                    exc = fut.exception()
-                    if exc is not None:
-                        if first_error is None:
-                            first_error = exc
-                            for other in pending:
-                                other.cancel()
-                        continue
-                    try:
-                        on_done(item, fut.result())
-                    except BaseException as cb_exc:
-                        if first_error is None:
-                            first_error = cb_exc
-                            for other in pending:
-                                other.cancel()
+
+        def fail(exc: BaseException) -> None:
+            nonlocal first_error
+            if first_error is None:
+                first_error = exc
+                for other in pending:
+                    other.cancel()
+
+        try:
+            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="s3") as pool:
+                while True:
+                    while first_error is None and len(pending) < window:
+                        try:
+                            item = next(source)
+                        except StopIteration:
+                            break
+                        except BaseException as source_exc:
+                            fail(source_exc)
+                            break
+                        pending[pool.submit(fn, item)] = item
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        item = pending.pop(fut)
+                        if fut.cancelled():
+                            continue
+                        fn_exc = fut.exception()
+                        if fn_exc is not None:
+                            fail(fn_exc)
+                            continue
+                        try:
+                            on_done(item, fut.result())
+                        except BaseException as cb_exc:
+                            fail(cb_exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # a generator stopped early releases what it holds (a listing pool)
         if first_error is not None:
             raise first_error
 
@@ -535,40 +568,42 @@ class ObjectStore:
         A manifest (`.kretrain-sync.json`: key -> etag, size) in `local_dir` records every object that
         was fully downloaded; objects whose ETag and size match it (and whose local file still has that
         size) are skipped. The manifest is rewritten atomically every second during a sync and at the
-        end (also on failure), so an interrupted sync resumes where it stopped. Files recorded in the
-        manifest whose objects were deleted remotely are removed locally. Every key is mapped with
-        `safe_local_path`; an unsafe key fails the sync before anything is downloaded.
+        end (also on failure), so an interrupted sync resumes where it stopped. Once the whole listing
+        is in, files recorded in the manifest whose objects were deleted remotely are removed locally.
+
+        Listing and downloading overlap: each sub-prefix (an era) is downloaded as soon as its listing
+        arrives, while the others are still being listed. Every key of a listing is mapped with
+        `safe_local_paths` before anything from that listing is downloaded; an unsafe key stops the sync
+        with UnsafeKeyError, and nothing is ever written outside `local_dir`.
         """
         local_dir = Path(local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
-        objects = self.list(uri)
         manifest_path = local_dir / MANIFEST_NAME
         manifest = _read_manifest(manifest_path)
         files: dict[str, Path] = {}
-        todo: list[tuple[ObjectInfo, Path]] = []
-        skipped = 0
-        for obj in objects:
-            if obj.key == MANIFEST_NAME or obj.key.endswith(PART_SUFFIX):
-                raise UnsafeKeyError(f"object key {obj.key!r} under {uri} collides with the sync's own files")
-        paths = safe_local_paths(local_dir, [o.key for o in objects])
-        for obj in objects:
-            path = paths[obj.key]
-            files[obj.key] = path
-            entry = manifest.get(obj.key)
-            if entry and entry.get("etag") == obj.etag and entry.get("size") == obj.size and _size(path) == obj.size:
-                skipped += 1
-            else:
-                todo.append((obj, path))
-        remote = {o.key for o in objects}
-        deleted = 0
-        for key in [k for k in manifest if k not in remote]:
-            with contextlib.suppress(FileNotFoundError, UnsafeKeyError):
-                safe_local_path(local_dir, key).unlink()
-                deleted += 1
-            manifest.pop(key, None)
+        counts = {"downloaded": 0, "skipped": 0, "bytes": 0, "deleted": 0}
+        saved = time.monotonic()
 
-        lock = threading.Lock()
-        state = {"downloaded": 0, "bytes": 0, "saved": time.monotonic()}
+        def plan() -> Iterator[tuple[ObjectInfo, Path]]:
+            """What to download, listing chunk by listing chunk; records every listed key in `files`."""
+            known = {key.partition("/")[0] for key in manifest}
+            for chunk in self._list_chunks(uri, known=known):
+                for obj in chunk:
+                    if obj.key == MANIFEST_NAME or obj.key.endswith(PART_SUFFIX):
+                        raise UnsafeKeyError(f"object key {obj.key!r} under {uri} collides with the sync's own files")
+                paths = safe_local_paths(local_dir, [o.key for o in chunk])
+                for obj in chunk:
+                    path = files[obj.key] = paths[obj.key]
+                    entry = manifest.get(obj.key)
+                    if (
+                        entry
+                        and entry.get("etag") == obj.etag
+                        and entry.get("size") == obj.size
+                        and _size(path) == obj.size
+                    ):
+                        counts["skipped"] += 1
+                    else:
+                        yield obj, path
 
         def fetch(item: tuple[ObjectInfo, Path]) -> int:
             obj, path = item
@@ -576,25 +611,30 @@ class ObjectStore:
             return obj.size
 
         def done(item: tuple[ObjectInfo, Path], size: int) -> None:
+            nonlocal saved
             obj, _ = item
-            with lock:
-                manifest[obj.key] = {"etag": obj.etag, "size": obj.size}
-                state["downloaded"] += 1
-                state["bytes"] += size
-                if time.monotonic() - state["saved"] > 1.0:
-                    _write_manifest(manifest_path, manifest)
-                    state["saved"] = time.monotonic()
+            manifest[obj.key] = {"etag": obj.etag, "size": obj.size}
+            counts["downloaded"] += 1
+            counts["bytes"] += size
+            if time.monotonic() - saved > 1.0:
+                _write_manifest(manifest_path, manifest)
+                saved = time.monotonic()
 
         try:
-            self._parallel(todo, fetch, done)
+            self._parallel(plan(), fetch, done)
+            for key in [k for k in manifest if k not in files]:
+                with contextlib.suppress(FileNotFoundError, UnsafeKeyError):
+                    safe_local_path(local_dir, key).unlink()
+                    counts["deleted"] += 1
+                manifest.pop(key, None)
         finally:
             _write_manifest(manifest_path, manifest)
         return SyncResult(
-            downloaded=int(state["downloaded"]),
-            skipped=skipped,
-            bytes=int(state["bytes"]),
+            downloaded=counts["downloaded"],
+            skipped=counts["skipped"],
+            bytes=counts["bytes"],
             files=files,
-            deleted=deleted,
+            deleted=counts["deleted"],
         )
 
     def upload_dir(self, local_dir: Path, uri: str) -> int:
@@ -622,6 +662,23 @@ class ObjectStore:
 
         self._parallel(paths, put, done)
         return count
+
+
+class _HashingFile:
+    """A file being downloaded into, with the MD5 of what was written; `reset` starts both over."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.md5 = hashlib.md5(usedforsecurity=False)
+
+    def write(self, data: bytes, /) -> int:
+        self.md5.update(data)
+        return self.fh.write(data)
+
+    def reset(self) -> None:
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.md5 = hashlib.md5(usedforsecurity=False)
 
 
 def _json_bytes(obj: Any) -> bytes:

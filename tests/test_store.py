@@ -118,8 +118,9 @@ def test_list_paginates(s3_env, bucket: str, tmp_path: Path, fast: bool) -> None
     calls: list[str] = []
     store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
     if fast:
-        real_send = store._send
-        store._send = lambda *a, **kw: calls.append("list") or real_send(*a, **kw)  # type: ignore[method-assign]
+        assert store._fast is not None
+        real_get = store._fast.get
+        store._fast.get = lambda *a, **kw: calls.append("list") or real_get(*a, **kw)  # type: ignore[method-assign]
     keys = [o.key for o in store.list(base, page_size=10)]
     assert len(calls) == 6  # 6 pages of at most 10
     assert keys.pop(-1) == "odd key+with spaces&=%.txt"
@@ -249,8 +250,8 @@ def test_sync_down_refuses_unsafe_key(store: ObjectStore, bucket: str, tmp_path:
     store.put_bytes(join_uri(base, "ok.txt"), b"ok")
     # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so a hostile listing stands in for a
     # server (or a compromised bucket) that does return such keys.
-    real_list = store.list
-    store.list = lambda uri, **kw: [*real_list(uri, **kw), ObjectInfo("../../escape.txt", 1, "x")]  # type: ignore[method-assign]
+    hostile = [*store.list(base), ObjectInfo("../../escape.txt", 1, "x")]
+    store._list_chunks = lambda uri, *a, **kw: iter([hostile])  # type: ignore[method-assign]
     with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
         store.sync_down(base, tmp_path / "cache")
     assert not (tmp_path / "cache" / "ok.txt").exists()  # refused before anything was downloaded
@@ -274,3 +275,97 @@ def test_explicit_credentials_are_used(s3, bucket: str) -> None:  # type: ignore
     bad = ObjectStore(endpoint_url=s3.endpoint, access_key="wrong", secret_key="wrong", max_attempts=1)
     with pytest.raises(Exception, match=r"(?i)access|signature|denied|403"):
         bad.get_bytes(f"s3://{bucket}/k")
+
+
+# ------------------------------------------------------------------ pipelining
+
+
+def _offline_store(workers: int) -> ObjectStore:
+    return ObjectStore(endpoint_url="http://127.0.0.1:9", access_key="a", secret_key="b", max_workers=workers)
+
+
+@pytest.mark.parametrize(
+    ("fail_source_at", "fail_fn_at"),
+    [
+        (None, None),  # everything runs; the source is never more than the window ahead of the results
+        (60, None),  # the source breaks: nothing more is taken from it; work running finishes, reported
+        (None, 30),  # a task fails: queued work is cancelled and the source is closed early
+    ],
+)
+def test_parallel_is_lazy_bounded_and_drains_on_error(fail_source_at: int | None, fail_fn_at: int | None) -> None:
+    store = _offline_store(2)
+    window = 4 * store.max_workers
+    produced: list[int] = []
+    done: list[int] = []
+    gaps: list[int] = []
+    closed = threading.Event()
+
+    def source():  # type: ignore[no-untyped-def]
+        try:
+            for i in range(100):
+                if i == fail_source_at:
+                    raise RuntimeError("listing failed")
+                gaps.append(len(produced) - len(done))
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    def fn(i: int) -> int:
+        if i == fail_fn_at:
+            raise ValueError("download failed")
+        return i * 2
+
+    if fail_source_at is None and fail_fn_at is None:
+        store._parallel(source(), fn, lambda i, r: done.append(r))
+    else:
+        with pytest.raises((RuntimeError, ValueError), match="failed"):
+            store._parallel(source(), fn, lambda i, r: done.append(r))
+    assert closed.is_set()
+    assert max(gaps) <= window
+    assert set(done) <= {i * 2 for i in produced}
+    if fail_source_at is None and fail_fn_at is None:
+        assert len(done) == 100
+    elif fail_source_at is not None:
+        assert len(produced) == fail_source_at and len(done) >= fail_source_at - window
+    else:
+        assert len(produced) < 100 and fail_fn_at is not None and fail_fn_at * 2 not in done
+
+
+def test_list_chunks_lists_new_folders_first(s3_env, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("kretrain.store.LIST_CONCURRENCY", 1)
+    store = ObjectStore(max_workers=4)
+    base = f"s3://{bucket}/order"
+    for key in ("top.txt", "a/1", "b/1", "b/2", "c/1", "d/1"):
+        store.put_bytes(join_uri(base, key), b"x")
+    chunks = [sorted(o.key for o in chunk) for chunk in store._list_chunks(base, known={"a", "c"})]
+    assert chunks == [["top.txt"], ["b/1", "b/2"], ["d/1"], ["a/1"], ["c/1"]]
+
+
+def test_sync_down_downloads_new_folders_while_others_are_still_listed(s3_env, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(max_workers=4)
+    base = f"s3://{bucket}/overlap"
+    for i in range(5):
+        store.put_bytes(join_uri(base, f"old/{i}.jpg"), b"old" * 10)
+    assert store.sync_down(base, tmp_path).downloaded == 5
+    for i in range(5):
+        store.put_bytes(join_uri(base, f"new/{i}.jpg"), b"new" * 10)
+
+    new_downloaded = threading.Event()
+    real_list, real_download = store._fast_list, store.download_file
+
+    def slow_list(bucket: str, pfx: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if pfx.endswith("/old/"):  # the known folder's listing only returns once new/ is arriving
+            assert new_downloaded.wait(10), "nothing from new/ was downloaded while old/ was being listed"
+        return real_list(bucket, pfx, *args, **kwargs)
+
+    def download(uri: str, path: Path) -> Path:
+        out = real_download(uri, path)
+        if "/new/" in uri:
+            new_downloaded.set()
+        return out
+
+    store._fast_list = slow_list  # type: ignore[method-assign]
+    store.download_file = download  # type: ignore[method-assign]
+    result = store.sync_down(base, tmp_path)
+    assert (result.downloaded, result.skipped) == (5, 5)

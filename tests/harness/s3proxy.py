@@ -1,0 +1,149 @@
+"""A fault-injecting HTTP(S) proxy in front of a real S3 server: throttling, 5xx, dropped and cut-short responses.
+
+Requests are forwarded unchanged (the Host header too, so SigV4 signatures made for the proxy's address
+still verify upstream). `fail_next(...)` queues faults; each request takes the next one whose method
+matches, or is forwarded when none is queued:
+
+- `"503"`, `"500"`, `"429"`: answer with that status and an S3 error document (SlowDown, InternalError);
+- `"drop"`: close the connection without answering;
+- `"truncate"`: forward, but send only half the body (with the full Content-Length) and close;
+- `"close-after"`: forward, then close the connection without saying so (a server that ends idle
+  keep-alive connections), so the client's next request on it finds it dead.
+
+With `tls=(certfile, keyfile)` the proxy speaks HTTPS.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import socket
+import ssl
+import threading
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+_ERRORS = {
+    "429": ("SlowDown", "Please reduce your request rate."),
+    "500": ("InternalError", "We encountered an internal error. Please try again."),
+    "503": ("SlowDown", "Please reduce your request rate."),
+}
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+class FaultProxy:
+    """A threaded proxy to `upstream` (http://host:port) on a free 127.0.0.1 port; use as a context manager."""
+
+    def __init__(self, upstream: str, tls: tuple[str, str] | None = None) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._faults: list[tuple[str, str | None]] = []
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()  # method -> requests seen
+        self.faults_served: list[str] = []
+        self.connections = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fault = proxy._take(self.command)
+                if fault == "drop":
+                    self.close_connection = True
+                    return
+                if fault in _ERRORS:
+                    code, message = _ERRORS[fault]
+                    doc = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                    data = doc.encode()
+                    self.send_response(int(fault))
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers), body)
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if fault == "truncate":
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                if fault == "close-after":
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+        tls_context: ssl.SSLContext | None = None
+        if tls is not None:
+            tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls_context.load_cert_chain(*tls)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self) -> tuple[socket.socket, Any]:
+                sock, addr = self.socket.accept()
+                with proxy._lock:
+                    proxy.connections += 1  # counted before the TLS handshake, which may fail
+                if tls_context is not None:
+                    sock.settimeout(10)
+                    sock = tls_context.wrap_socket(sock, server_side=True)
+                return sock, addr
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+
+    def fail_next(self, *faults: str, method: str | None = None) -> None:
+        """Queue faults for the next requests (of `method`, or of any method)."""
+        with self._lock:
+            self._faults += [(fault, method) for fault in faults]
+
+    def pending(self) -> int:
+        """Faults queued and not yet served."""
+        with self._lock:
+            return len(self._faults)
+
+    def _take(self, method: str) -> str | None:
+        with self._lock:
+            self.requests[method] += 1
+            for i, (fault, only) in enumerate(self._faults):
+                if only is None or only == method:
+                    del self._faults[i]
+                    self.faults_served.append(fault)
+                    return fault
+            return None
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            conn.request(method, path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,204 @@
+"""Object store under faults: retries on throttling, 5xx, dropped and cut-short responses; stale keep-alives; TLS."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from harness.s3proxy import FaultProxy
+from kretrain.store import ObjectStore, StoreError, join_uri
+
+PATHS = [True, False]
+PATH_IDS = ["fast-path", "boto3"]
+
+
+@pytest.fixture
+def proxy(s3) -> Iterator[FaultProxy]:  # type: ignore[no-untyped-def]
+    with FaultProxy(s3.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    return s3.new_bucket("faults")
+
+
+def _store(s3, endpoint: str, fast: bool, **kw: object) -> ObjectStore:  # type: ignore[no-untyped-def]
+    return ObjectStore(
+        endpoint_url=endpoint,
+        access_key=s3.server.access_key,
+        secret_key=s3.server.secret_key,
+        region="us-east-1",
+        fast_path=fast,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize(
+    "faults",
+    [("503",), ("429",), ("500",), ("drop",), ("truncate",), ("503", "drop", "truncate", "429")],
+    ids=lambda f: "+".join(f),
+)
+def test_reads_are_retried(
+    s3, proxy: FaultProxy, bucket: str, tmp_path: Path, fast: bool, faults: tuple[str, ...]
+) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, fast, max_attempts=6)
+    payload = bytes(range(256)) * 80
+    uri = f"s3://{bucket}/obj.bin"
+    store.put_bytes(uri, payload)
+
+    proxy.fail_next(*faults, method="GET")
+    assert store.download_file(uri, tmp_path / "obj.bin").read_bytes() == payload
+    assert proxy.pending() == 0
+
+    proxy.fail_next(*faults, method="GET")
+    assert store.get_bytes(uri) == payload
+    assert proxy.pending() == 0
+
+    proxy.fail_next(*[f for f in faults if f != "truncate"], method="GET")
+    assert [o.key for o in store.list(f"s3://{bucket}")] == ["obj.bin"]
+    assert proxy.pending() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["obj.bin"]  # no temp files left behind
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+def test_writes_are_retried(s3, proxy: FaultProxy, bucket: str, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, fast, max_attempts=5)
+    proxy.fail_next("503", "drop", "500", method="PUT")
+    store.put_bytes(f"s3://{bucket}/w.bin", b"written")
+    assert proxy.pending() == 0
+    assert store.get_bytes(f"s3://{bucket}/w.bin") == b"written"
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+def test_gives_up_after_max_attempts_and_leaves_nothing(
+    s3, proxy: FaultProxy, bucket: str, tmp_path: Path, fast: bool
+) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, fast, max_attempts=3)
+    uri = f"s3://{bucket}/gone.bin"
+    store.put_bytes(uri, b"x" * 1000)
+    (tmp_path / "gone.bin").write_bytes(b"previous version")
+    before = proxy.requests["GET"]
+    proxy.fail_next(*["503"] * 5, method="GET")
+    with pytest.raises(Exception, match=r"(?i)503|SlowDown|reduce your request rate") as info:
+        store.download_file(uri, tmp_path / "gone.bin")
+    if fast:
+        assert isinstance(info.value, StoreError) and "gone.bin" in str(info.value)
+    assert proxy.requests["GET"] - before == 3  # exactly max_attempts tries
+    assert (tmp_path / "gone.bin").read_bytes() == b"previous version"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone.bin"]
+
+
+def test_connection_failures_name_the_endpoint(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    with FaultProxy(s3.endpoint) as p:
+        dead = p.endpoint  # nothing listens there once the proxy is gone
+    store = _store(s3, dead, True, max_attempts=2)
+    with pytest.raises(StoreError, match=rf"{dead}.*failed after 2 attempts"):
+        store.get_bytes(f"s3://{bucket}/k")
+
+
+def test_stale_keep_alive_connections_are_replaced_without_using_attempts(
+    s3, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, True, max_attempts=1, max_workers=1)
+    uris = [f"s3://{bucket}/k{i}" for i in range(5)]
+    for uri in uris:
+        store.put_bytes(uri, uri.encode())
+    # The server ends every connection after its answer without saying so: each later request
+    # first meets a dead pooled connection, and must still succeed with a single attempt allowed.
+    proxy.fail_next(*["close-after"] * 5, method="GET")
+    for i, uri in enumerate(uris):
+        assert store.download_file(uri, tmp_path / f"k{i}").read_bytes() == uri.encode()
+    assert proxy.pending() == 0
+
+
+def test_sync_down_survives_faults_mid_pull(s3, proxy: FaultProxy, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, True, max_workers=4)
+    base = f"s3://{bucket}/ds"
+    for era in ("era1", "era2"):
+        for i in range(15):
+            store.put_bytes(join_uri(base, f"{era}/images/{i:03d}.jpg"), f"{era}-{i}".encode() * 100)
+    proxy.fail_next("503", "truncate", "drop", "429", "truncate", "500", method="GET")
+    result = store.sync_down(base, tmp_path)
+    assert (result.downloaded, proxy.pending()) == (30, 0)
+    assert all(p.read_bytes() == f"{p.parts[-3]}-{int(p.stem)}".encode() * 100 for p in result.files.values())
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kretrain test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+def test_https_endpoint_verified_against_ca_bundle(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:  # type: ignore[no-untyped-def]
+    ca, cert, key = _tls_files(tmp_path)
+    with FaultProxy(s3.endpoint, tls=(str(cert), str(key))) as proxy:
+        assert proxy.endpoint.startswith("https://")
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+        store = _store(s3, proxy.endpoint, fast)
+        assert (store._fast is not None) == fast
+        store.put_bytes(f"s3://{bucket}/tls/a.bin", b"over tls")
+        result = store.sync_down(f"s3://{bucket}/tls", tmp_path / "out")
+        assert result.files["a.bin"].read_bytes() == b"over tls"
+
+
+def test_https_endpoint_with_untrusted_certificate_fails_at_once(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, cert, key = _tls_files(tmp_path)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    with FaultProxy(s3.endpoint, tls=(str(cert), str(key))) as proxy:
+        store = _store(s3, proxy.endpoint, True, max_attempts=8)
+        with pytest.raises(StoreError, match=r"certificate.*not trusted.*AWS_CA_BUNDLE"):
+            store.download_file(f"s3://{bucket}/x", tmp_path / "x")
+        assert proxy.connections == 1  # not retried: another try cannot make the certificate trusted
