@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import unquote_plus
 
 import boto3
@@ -76,8 +77,14 @@ def join_uri(base: str, *parts: str) -> str:
     return out
 
 
+# Keys that need a closer look: empty, NUL, backslash, a drive prefix, or an empty, "." or ".." segment.
+_SUSPECT_KEY = re.compile(r"\A\Z|\x00|\\|\A[A-Za-z]:|(?:\A|/)\.{0,2}(?:/|\Z)")
+
+
 def _check_key(root: Path, key: str) -> None:
     """Raise UnsafeKeyError if the key is malformed or could escape `root` lexically."""
+    if not _SUSPECT_KEY.search(key):
+        return
     problem = None
     if not key:
         problem = "is empty"
@@ -102,6 +109,7 @@ def _check_key(root: Path, key: str) -> None:
 def safe_local_paths(root: Path, keys: Iterable[str]) -> dict[str, Path]:
     """`safe_local_path` for many keys: each directory is resolved once (symlink check), not each file."""
     base = Path(root).resolve()
+    prefix = f"{base}/" if str(base) != "/" else "/"
     checked: dict[str, bool] = {}
     out: dict[str, Path] = {}
     for key in keys:
@@ -112,7 +120,7 @@ def safe_local_paths(root: Path, keys: Iterable[str]) -> dict[str, Path]:
             checked[parent] = resolved == base or base in resolved.parents
         if not checked[parent]:
             raise UnsafeKeyError(f"unsafe object key {key!r}: its folder resolves outside {base}")
-        out[key] = base.joinpath(*key.split("/"))
+        out[key] = Path(f"{prefix}{key}")
     return out
 
 
@@ -132,8 +140,7 @@ def safe_local_path(root: Path, key: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """One object as listed: key (relative to the listed prefix), size in bytes, ETag without quotes."""
 
     key: str
@@ -177,9 +184,27 @@ def _is_precondition(exc: ClientError) -> bool:
     )
 
 
+_TEMP_TAG = uuid.uuid4().hex[:8]
+_temp_counter = itertools.count()
+
+
+def _temp_name(name: str) -> str:
+    """A temp-file name beside `name`: unique per process (and fork) without reading randomness each time."""
+    return f".{name}.{_TEMP_TAG}-{os.getpid()}-{next(_temp_counter)}{PART_SUFFIX}"
+
+
+def _create_new(path: Path) -> io.FileIO:
+    """Open a file that must not exist yet (never one planted there, nor a symlink); makes its folder if needed."""
+    try:
+        return io.FileIO(path, "xb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return io.FileIO(path, "xb")
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    tmp = path.with_name(_temp_name(path.name))
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -297,7 +322,9 @@ class ObjectStore:
             root = ET.fromstring(resp.body)
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             for c in root.iter(f"{ns}Contents"):
-                key = unquote_plus(c.findtext(f"{ns}Key") or "")
+                key = c.findtext(f"{ns}Key") or ""
+                if "%" in key or "+" in key:
+                    key = unquote_plus(key)
                 out.append((key, int(c.findtext(f"{ns}Size") or 0), _etag(c.findtext(f"{ns}ETag"))))
             for cp in root.iter(f"{ns}CommonPrefixes"):
                 prefixes.append(unquote_plus(cp.findtext(f"{ns}Prefix") or ""))
@@ -495,10 +522,9 @@ class ObjectStore:
         ETag; a failed check raises StoreError and leaves `path` as it was.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+        tmp = path.with_name(_temp_name(path.name))
         try:
-            with tmp.open("wb") as fh:
+            with _create_new(tmp) as fh:
                 self._fetch(uri, _HashingFile(fh))
             os.replace(tmp, path)
         except BaseException:
@@ -582,6 +608,7 @@ class ObjectStore:
         manifest = _read_manifest(manifest_path)
         files: dict[str, Path] = {}
         counts = {"downloaded": 0, "skipped": 0, "bytes": 0, "deleted": 0}
+        gone: list[str] = []
         saved = time.monotonic()
 
         def plan() -> Iterator[tuple[ObjectInfo, Path]]:
@@ -622,13 +649,16 @@ class ObjectStore:
 
         try:
             self._parallel(plan(), fetch, done)
-            for key in [k for k in manifest if k not in files]:
+            gone = [k for k in manifest if k not in files]
+            for key in gone:
                 with contextlib.suppress(FileNotFoundError, UnsafeKeyError):
                     safe_local_path(local_dir, key).unlink()
                     counts["deleted"] += 1
                 manifest.pop(key, None)
         finally:
-            _write_manifest(manifest_path, manifest)
+            # A sync that changed nothing leaves the manifest as it was (no rewrite of every entry).
+            if counts["downloaded"] or gone or not manifest_path.exists():
+                _write_manifest(manifest_path, manifest)
         return SyncResult(
             downloaded=counts["downloaded"],
             skipped=counts["skipped"],
@@ -670,15 +700,22 @@ class _HashingFile:
     def __init__(self, fh: BinaryIO) -> None:
         self.fh = fh
         self.md5 = hashlib.md5(usedforsecurity=False)
+        self.written = False
 
     def write(self, data: bytes, /) -> int:
+        self.written = True
         self.md5.update(data)
-        return self.fh.write(data)
+        view = memoryview(data)
+        while view:  # an unbuffered file may take less than asked
+            view = view[self.fh.write(view) :]
+        return len(data)
 
     def reset(self) -> None:
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        if self.written:  # a retry after part of a body: start the file over
+            self.fh.seek(0)
+            self.fh.truncate()
+            self.md5 = hashlib.md5(usedforsecurity=False)
+            self.written = False
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -688,7 +725,7 @@ def _json_bytes(obj: Any) -> bytes:
 def _size(path: Path) -> int:
     """Size of a regular file (not following symlinks); -1 for anything else, so it is downloaded again."""
     try:
-        st = path.lstat()
+        st = os.lstat(path)
     except OSError:
         return -1
     return st.st_size if stat.S_ISREG(st.st_mode) else -1
