@@ -21,6 +21,8 @@ from botocore.awsrequest import AWSRequest
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Failures of the connection itself (refused, reset, timed out, closed mid-response).
 _CONNECTION_ERRORS = (OSError, http.client.HTTPException)
+# What a request on a keep-alive connection that the server closed while it sat idle fails with.
+_STALE_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 _CHUNK = 1024 * 1024
 
 
@@ -57,11 +59,13 @@ class FastS3:
     """SigV4-signed GETs of path-style S3 URLs, sent over a LIFO pool of keep-alive connections.
 
     botocore signs each request (`S3SigV4Auth`, with refreshable credentials); the request itself goes
-    over plain `http.client`, which costs about a third of the client CPU of a boto3 `get_object`. Each
-    attempt is retried with exponential backoff and full jitter on 429/5xx and connection errors
-    (including a body cut short), at most `max_attempts` tries; a reused keep-alive connection that the
-    server had already closed is replaced at once without counting as an attempt. HTTPS endpoints are
-    verified against `ca_bundle` (a PEM file) or the system store; `verify=False` turns that off.
+    over plain `http.client`, which costs about a third of the client CPU of a boto3 `get_object`.
+    Requests are retried like botocore's standard mode (exponential backoff with full jitter, 1 s base,
+    20 s cap) on 429/5xx and connection errors (a timeout, a body cut short), at most `max_attempts`
+    tries. A pooled keep-alive connection that the server had closed while idle (reset or closed before
+    any answer) is replaced by a new one once per request without counting as an attempt. HTTPS
+    endpoints are verified (hostname and chain) against `ca_bundle` (a PEM file) or the system store;
+    `verify=False` turns that off.
     """
 
     def __init__(
@@ -114,10 +118,10 @@ class FastS3:
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection (reused=True) or a new one."""
+    def _checkout(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection (reused=True) or, when there is none or `fresh` is asked for, a new one."""
         with self._lock:
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop(), True
         return self._connect(), False
 
@@ -157,48 +161,52 @@ class FastS3:
         """GET bucket/key?query; a 200 body is streamed to `into` (reset before each try) if given.
 
         Returns the final response, which may be an error status (the body then holds the S3 error XML);
-        raises S3HTTPError when the connection failed on every attempt.
+        raises S3HTTPError when the connection failed on every attempt. Errors of `into` itself (a full
+        disk) are raised as they are, not retried.
         """
         target = self.url(bucket, key, query)
-        delay = 0.1
         attempt = 0
+        stale_retry_used = False
+        fresh = False
         while True:
             attempt += 1
-            reused = False
             conn: http.client.HTTPConnection | None = None
+            reused = answered = False
             try:
-                conn, reused = self._checkout()
+                conn, reused = self._checkout(fresh=fresh)
+                fresh = False
                 conn.request("GET", target, headers=self._signed_headers(target))
                 resp = conn.getresponse()
+                answered = True
                 status = resp.status
+                body = b""
                 if status == 200 and into is not None:
-                    into.reset()
-                    received = 0
-                    while chunk := resp.read(_CHUNK):
-                        into.write(chunk)
-                        received += len(chunk)
-                    body = b""
-                    length = resp.headers.get("Content-Length")
-                    if length is not None and received != int(length):
-                        raise http.client.IncompleteRead(b"", int(length) - received)
+                    self._stream(resp, into)
                 else:
                     body = resp.read()
                 keep = not resp.will_close
+            except _SinkError as exc:
+                _close(conn)
+                assert exc.__cause__ is not None
+                raise exc.__cause__ from None
             except ssl.SSLCertVerificationError as exc:
-                if conn is not None:
-                    conn.close()
+                _close(conn)
                 raise S3HTTPError(
                     f"S3 endpoint {self.base} presented a certificate that is not trusted ({exc.verify_message}); "
                     "set AWS_CA_BUNDLE to the PEM file of the CA that signed it"
                 ) from exc
             except _CONNECTION_ERRORS as exc:
-                if conn is not None:
-                    conn.close()
-                if reused:
-                    attempt -= 1  # a stale keep-alive connection: try again on a fresh one
+                _close(conn)
+                if reused and not answered and not stale_retry_used and isinstance(exc, _STALE_ERRORS):
+                    # A keep-alive connection the server had closed while idle: once, on a new connection.
+                    stale_retry_used = fresh = True
+                    attempt -= 1
                     continue
                 if attempt >= self.max_attempts:
                     raise S3HTTPError(f"S3 GET {self.base}{target} failed after {attempt} attempts: {exc!r}") from exc
+            except BaseException:
+                _close(conn)
+                raise
             else:
                 if keep:
                     self._checkin(conn)
@@ -206,5 +214,32 @@ class FastS3:
                     conn.close()
                 if status not in RETRY_STATUS or attempt >= self.max_attempts:
                     return Response(status=status, headers=resp.headers, body=body)
-            time.sleep(random.uniform(0, delay))  # full jitter
-            delay = min(delay * 2, 20.0)
+            # Full jitter, as botocore's standard mode: up to 1 s, 2 s, 4 s ... 20 s.
+            time.sleep(random.uniform(0, min(2.0 ** (attempt - 1), 20.0)))
+
+    @staticmethod
+    def _stream(resp: http.client.HTTPResponse, into: Sink) -> None:
+        """Copy a 200 body into the sink; IncompleteRead if it ends before its Content-Length."""
+        try:
+            into.reset()
+        except BaseException as exc:
+            raise _SinkError() from exc
+        received = 0
+        while chunk := resp.read(_CHUNK):
+            try:
+                into.write(chunk)
+            except BaseException as exc:
+                raise _SinkError() from exc
+            received += len(chunk)
+        length = resp.headers.get("Content-Length")
+        if length is not None and received != int(length):
+            raise http.client.IncompleteRead(b"", int(length) - received)
+
+
+class _SinkError(Exception):
+    """Raised from a failing sink (its cause is the real error), so it is not taken for a network failure."""
+
+
+def _close(conn: http.client.HTTPConnection | None) -> None:
+    if conn is not None:
+        conn.close()

@@ -14,7 +14,7 @@ import stat
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -172,7 +172,8 @@ def _status(exc: ClientError) -> int:
 
 
 def _is_missing(exc: ClientError) -> bool:
-    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")
+    """A missing object (not a missing bucket, which is an error of its own)."""
+    return _code(exc) != "NoSuchBucket" and (_status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound"))
 
 
 def _is_precondition(exc: ClientError) -> bool:
@@ -206,7 +207,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(_temp_name(path.name))
     try:
-        tmp.write_bytes(data)
+        with _create_new(tmp) as fh:
+            fh.write(data)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -281,6 +283,12 @@ class ObjectStore:
                 ca_bundle=os.environ.get("AWS_CA_BUNDLE") or None,
             )
 
+    def close(self) -> None:
+        """Close pooled connections (of the fast path and of boto3); the store can still be used after."""
+        if self._fast is not None:
+            self._fast.close()
+        self.client.close()
+
     # ---------------------------------------------------------------- fast path (signed raw requests)
 
     def _fast_get(
@@ -321,18 +329,23 @@ class ObjectStore:
                 self._raise_for(resp, f"s3://{bucket}/{pfx} (list)")
             root = ET.fromstring(resp.body)
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            # Keys come URL-encoded only if the server says so (some ignore encoding-type).
+            encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             for c in root.iter(f"{ns}Contents"):
                 key = c.findtext(f"{ns}Key") or ""
-                if "%" in key or "+" in key:
+                if encoded and ("%" in key or "+" in key):
                     key = unquote_plus(key)
                 out.append((key, int(c.findtext(f"{ns}Size") or 0), _etag(c.findtext(f"{ns}ETag"))))
             for cp in root.iter(f"{ns}CommonPrefixes"):
-                prefixes.append(unquote_plus(cp.findtext(f"{ns}Prefix") or ""))
+                prefix = cp.findtext(f"{ns}Prefix") or ""
+                prefixes.append(unquote_plus(prefix) if encoded else prefix)
             token = root.findtext(f"{ns}NextContinuationToken")
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true" or not token:
                 return out, prefixes
 
-    def _list_chunks(self, uri: str, page_size: int = 1000, known: Container[str] = ()) -> Iterator[list[ObjectInfo]]:
+    def _list_chunks(
+        self, uri: str, page_size: int = 1000, known: Container[str] = ()
+    ) -> Generator[list[ObjectInfo], None, None]:
         """Every object under the URI's prefix (keys relative to it, unsorted), in chunks as listings complete.
 
         The fast path lists the first level with a delimiter, then the sub-prefixes `LIST_CONCURRENCY`
@@ -359,14 +372,14 @@ class ObjectStore:
         if not prefixes:
             return
         prefixes.sort(key=lambda p: p[len(pfx) :].rstrip("/") in known)  # stable: new folders first
-        with ThreadPoolExecutor(max_workers=min(LIST_CONCURRENCY, len(prefixes)), thread_name_prefix="s3ls") as pool:
+        pool = ThreadPoolExecutor(max_workers=min(LIST_CONCURRENCY, len(prefixes)), thread_name_prefix="s3ls")
+        try:
             futures = [pool.submit(self._fast_list, bucket, p, page_size) for p in prefixes]
-            try:
-                for fut in as_completed(futures):
-                    yield relative(fut.result()[0])
-            finally:
-                for fut in futures:
-                    fut.cancel()
+            for fut in as_completed(futures):
+                yield relative(fut.result()[0])
+        finally:
+            # Stopped early (an error): drop the queued listings; do not wait for the running ones.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def list(self, uri: str, *, page_size: int = 1000) -> list[ObjectInfo]:
         """Every object under the URI's prefix (recursive, paginated), keys relative to the prefix, sorted."""
@@ -396,6 +409,8 @@ class ObjectStore:
         the object's length and, for single-part uploads (plain MD5 ETags), its MD5.
         """
         bucket, key = parse_s3_uri(uri)
+        if not key:
+            raise ValueError(f"S3 URI names no object key: {uri!r}")
         if self._fast is not None:
             resp = self._fast_get(bucket, key, into=sink)
             if resp.status != 200:
@@ -554,34 +569,35 @@ class ObjectStore:
                 for other in pending:
                     other.cancel()
 
+        pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="s3")
         try:
-            with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="s3") as pool:
-                while True:
-                    while first_error is None and len(pending) < window:
-                        try:
-                            item = next(source)
-                        except StopIteration:
-                            break
-                        except BaseException as source_exc:
-                            fail(source_exc)
-                            break
-                        pending[pool.submit(fn, item)] = item
-                    if not pending:
+            while True:
+                while first_error is None and len(pending) < window:
+                    try:
+                        item = next(source)
+                    except StopIteration:
                         break
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        item = pending.pop(fut)
-                        if fut.cancelled():
-                            continue
-                        fn_exc = fut.exception()
-                        if fn_exc is not None:
-                            fail(fn_exc)
-                            continue
-                        try:
-                            on_done(item, fut.result())
-                        except BaseException as cb_exc:
-                            fail(cb_exc)
+                    except BaseException as source_exc:
+                        fail(source_exc)
+                        break
+                    pending[pool.submit(fn, item)] = item
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = pending.pop(fut)
+                    if fut.cancelled():
+                        continue
+                    fn_exc = fut.exception()
+                    if fn_exc is not None:
+                        fail(fn_exc)
+                        continue
+                    try:
+                        on_done(item, fut.result())
+                    except BaseException as cb_exc:
+                        fail(cb_exc)
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # nothing is queued unless we leave on an error
             close = getattr(source, "close", None)
             if close is not None:
                 close()  # a generator stopped early releases what it holds (a listing pool)
@@ -614,7 +630,12 @@ class ObjectStore:
         def plan() -> Iterator[tuple[ObjectInfo, Path]]:
             """What to download, listing chunk by listing chunk; records every listed key in `files`."""
             known = {key.partition("/")[0] for key in manifest}
-            for chunk in self._list_chunks(uri, known=known):
+            with contextlib.closing(self._list_chunks(uri, known=known)) as chunks:
+                yield from plan_chunks(chunks)
+
+        def plan_chunks(chunks: Iterator[list[ObjectInfo]]) -> Iterator[tuple[ObjectInfo, Path]]:
+            folders_ready: set[str] = set()
+            for chunk in chunks:
                 for obj in chunk:
                     if obj.key == MANIFEST_NAME or obj.key.endswith(PART_SUFFIX):
                         raise UnsafeKeyError(f"object key {obj.key!r} under {uri} collides with the sync's own files")
@@ -629,12 +650,34 @@ class ObjectStore:
                         and _size(path) == obj.size
                     ):
                         counts["skipped"] += 1
-                    else:
-                        yield obj, path
+                        continue
+                    folder = obj.key.rpartition("/")[0]
+                    if folder and folder not in folders_ready:
+                        clear_way(folder)
+                        folders_ready.add(folder)
+                    yield obj, path
+
+        def clear_way(folder: str) -> None:
+            """Remove files of earlier syncs that sit where `folder` (or a folder above it) must now be."""
+            parts = folder.split("/")
+            for depth in range(1, len(parts) + 1):
+                key = "/".join(parts[:depth])
+                if key in manifest and key not in files:
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        safe_local_path(local_dir, key).unlink()
+                        counts["deleted"] += 1
+                    manifest.pop(key)
+                    gone.append(key)
 
         def fetch(item: tuple[ObjectInfo, Path]) -> int:
             obj, path = item
-            self.download_file(join_uri(uri, obj.key), path)
+            try:
+                self.download_file(join_uri(uri, obj.key), path)
+            except IsADirectoryError as exc:
+                raise StoreError(
+                    f"cannot write object {obj.key!r} of {uri}: {path} is a folder (objects of an earlier sync "
+                    "were under that key); remove the folder or the object"
+                ) from exc
             return obj.size
 
         def done(item: tuple[ObjectInfo, Path], size: int) -> None:
@@ -649,9 +692,10 @@ class ObjectStore:
 
         try:
             self._parallel(plan(), fetch, done)
-            gone = [k for k in manifest if k not in files]
-            for key in gone:
-                with contextlib.suppress(FileNotFoundError, UnsafeKeyError):
+            stale = [k for k in manifest if k not in files]
+            gone += stale
+            for key in stale:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, UnsafeKeyError):
                     safe_local_path(local_dir, key).unlink()
                     counts["deleted"] += 1
                 manifest.pop(key, None)

@@ -251,7 +251,7 @@ def test_sync_down_refuses_unsafe_key(store: ObjectStore, bucket: str, tmp_path:
     # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so a hostile listing stands in for a
     # server (or a compromised bucket) that does return such keys.
     hostile = [*store.list(base), ObjectInfo("../../escape.txt", 1, "x")]
-    store._list_chunks = lambda uri, *a, **kw: iter([hostile])  # type: ignore[method-assign]
+    store._list_chunks = lambda uri, *a, **kw: (chunk for chunk in [hostile])  # type: ignore[method-assign]
     with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
         store.sync_down(base, tmp_path / "cache")
     assert not (tmp_path / "cache" / "ok.txt").exists()  # refused before anything was downloaded

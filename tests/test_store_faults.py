@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from harness.s3proxy import FaultProxy
+from kretrain.s3fast import FastS3, S3HTTPError
 from kretrain.store import ObjectStore, StoreError, join_uri
 
 PATHS = [True, False]
@@ -64,7 +65,7 @@ def test_reads_are_retried(
     assert store.get_bytes(uri) == payload
     assert proxy.pending() == 0
 
-    proxy.fail_next(*[f for f in faults if f != "truncate"], method="GET")
+    proxy.fail_next(*faults, method="GET")
     assert [o.key for o in store.list(f"s3://{bucket}")] == ["obj.bin"]
     assert proxy.pending() == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obj.bin"]  # no temp files left behind
@@ -119,6 +120,56 @@ def test_stale_keep_alive_connections_are_replaced_without_using_attempts(
     for i, uri in enumerate(uris):
         assert store.download_file(uri, tmp_path / f"k{i}").read_bytes() == uri.encode()
     assert proxy.pending() == 0
+
+
+def test_timeouts_on_reused_connections_count_as_attempts(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, s3.endpoint, True)
+    store.put_bytes(f"s3://{bucket}/k", b"v")
+    with FaultProxy(s3.endpoint, stall_seconds=2.0) as proxy:
+        fast = FastS3(proxy.endpoint, store._fast._credentials, "us-east-1", max_attempts=2, read_timeout=0.5)  # type: ignore[union-attr]
+        assert fast.get(bucket, "k").body == b"v"  # leaves a pooled keep-alive connection behind
+        proxy.fail_next(*["stall"] * 5, method="GET")
+        before = proxy.requests["GET"]
+        with pytest.raises(S3HTTPError, match="failed after 2 attempts"):
+            fast.get(bucket, "k")
+        assert proxy.requests["GET"] - before == 2  # a timeout is no stale connection: no free retries
+        fast.close()
+
+
+def test_local_disk_errors_are_not_retried(s3, proxy: FaultProxy, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, proxy.endpoint, True, max_attempts=5)
+    store.put_bytes(f"s3://{bucket}/k", b"v" * 100)
+
+    class FullDisk:
+        def write(self, data: bytes, /) -> int:
+            raise OSError(28, "No space left on device")
+
+        def reset(self) -> None:
+            pass
+
+    before = proxy.requests["GET"]
+    with pytest.raises(OSError, match="No space left") as info:
+        store._fast.get(bucket, "k", into=FullDisk())  # type: ignore[union-attr]
+    assert not isinstance(info.value, S3HTTPError)
+    assert proxy.requests["GET"] - before == 1
+
+
+def test_a_file_that_became_a_folder_is_replaced(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, s3.endpoint, True)
+    base = f"s3://{bucket}/shape"
+    store.put_bytes(join_uri(base, "labels"), b"a file first")
+    store.sync_down(base, tmp_path)
+    store.delete(join_uri(base, "labels"))
+    store.put_bytes(join_uri(base, "labels/1.txt"), b"now a folder")
+    result = store.sync_down(base, tmp_path)
+    assert (result.downloaded, result.deleted) == (1, 1)
+    assert (tmp_path / "labels" / "1.txt").read_bytes() == b"now a folder"
+    assert store.sync_down(base, tmp_path).skipped == 1
+
+    store.delete(join_uri(base, "labels/1.txt"))
+    store.put_bytes(join_uri(base, "labels"), b"a file again")
+    with pytest.raises(StoreError, match=r"'labels'.*is a folder"):
+        store.sync_down(base, tmp_path)
 
 
 def test_sync_down_survives_faults_mid_pull(s3, proxy: FaultProxy, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,8 @@ matches, or is forwarded when none is queued:
 - `"drop"`: close the connection without answering;
 - `"truncate"`: forward, but send only half the body (with the full Content-Length) and close;
 - `"close-after"`: forward, then close the connection without saying so (a server that ends idle
-  keep-alive connections), so the client's next request on it finds it dead.
+  keep-alive connections), so the client's next request on it finds it dead;
+- `"stall"`: answer nothing for `stall_seconds`, then close (a hung server; the client should time out).
 
 With `tls=(certfile, keyfile)` the proxy speaks HTTPS.
 """
@@ -20,6 +21,7 @@ import http.server
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +37,7 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 class FaultProxy:
     """A threaded proxy to `upstream` (http://host:port) on a free 127.0.0.1 port; use as a context manager."""
 
-    def __init__(self, upstream: str, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, upstream: str, tls: tuple[str, str] | None = None, stall_seconds: float = 3.0) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._faults: list[tuple[str, str | None]] = []
@@ -54,6 +56,10 @@ class FaultProxy:
             def _serve(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fault = proxy._take(self.command)
+                if fault == "stall":
+                    time.sleep(stall_seconds)
+                    self.close_connection = True
+                    return
                 if fault == "drop":
                     self.close_connection = True
                     return
