@@ -86,6 +86,9 @@ class LocalS3Server:
             weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
             "-s3.port.lance=0", "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
+            # Each bucket is a collection that grows several volumes; the volume count is capped at
+            # free disk / volume size, which at the default 128 MB ran out after about 48 buckets.
+            "-master.volumeSizeLimitMB=32",
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]  # fmt: skip
         log = self._log.open("ab")

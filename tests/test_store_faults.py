@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +28,17 @@ def proxy(s3) -> Iterator[FaultProxy]:  # type: ignore[no-untyped-def]
         yield p
 
 
-@pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def _faults_bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    # One bucket for the module: each bucket is a SeaweedFS collection with volumes of its own, and
+    # the session's server has a limited number of them.
     return s3.new_bucket("faults")
+
+
+@pytest.fixture
+def bucket(_faults_bucket: str) -> str:
+    """`<bucket>/<fresh prefix>`: where one test's objects go (used as `s3://{bucket}/...`)."""
+    return f"{_faults_bucket}/{uuid.uuid4().hex[:10]}"
 
 
 def _store(s3, endpoint: str, fast: bool, **kw: object) -> ObjectStore:  # type: ignore[no-untyped-def]
@@ -127,17 +136,19 @@ def test_timeouts_on_reused_connections_count_as_attempts(s3, bucket: str) -> No
     store.put_bytes(f"s3://{bucket}/k", b"v")
     with FaultProxy(s3.endpoint, stall_seconds=2.0) as proxy:
         fast = FastS3(proxy.endpoint, store._fast._credentials, "us-east-1", max_attempts=2, read_timeout=0.5)  # type: ignore[union-attr]
-        assert fast.get(bucket, "k").body == b"v"  # leaves a pooled keep-alive connection behind
+        name, prefix = bucket.split("/")
+        assert fast.get(name, f"{prefix}/k").body == b"v"  # leaves a pooled keep-alive connection behind
         proxy.fail_next(*["stall"] * 5, method="GET")
         before = proxy.requests["GET"]
         with pytest.raises(S3HTTPError, match="failed after 2 attempts"):
-            fast.get(bucket, "k")
+            fast.get(name, f"{prefix}/k")
         assert proxy.requests["GET"] - before == 2  # a timeout is no stale connection: no free retries
         fast.close()
 
 
 def test_local_disk_errors_are_not_retried(s3, proxy: FaultProxy, bucket: str) -> None:  # type: ignore[no-untyped-def]
     store = _store(s3, proxy.endpoint, True, max_attempts=5)
+    name, prefix = bucket.split("/")
     store.put_bytes(f"s3://{bucket}/k", b"v" * 100)
 
     class FullDisk:
@@ -149,7 +160,7 @@ def test_local_disk_errors_are_not_retried(s3, proxy: FaultProxy, bucket: str) -
 
     before = proxy.requests["GET"]
     with pytest.raises(OSError, match="No space left") as info:
-        store._fast.get(bucket, "k", into=FullDisk())  # type: ignore[union-attr]
+        store._fast.get(name, f"{prefix}/k", into=FullDisk())  # type: ignore[union-attr]
     assert not isinstance(info.value, S3HTTPError)
     assert proxy.requests["GET"] - before == 1
 
