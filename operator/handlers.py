@@ -27,7 +27,9 @@ def _registry(endpoint: str | None, region: str, uri: str) -> Registry:
     from kretrain.store import ObjectStore
 
     # Credentials: the operator's own environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
-    return Registry(ObjectStore(endpoint_url=endpoint, region=region), uri)
+    # Few tries per call: a handler must not block on an unreachable registry for half a minute of
+    # backoff; kopf retries the handler itself (TemporaryError) and the status says it is waiting.
+    return Registry(ObjectStore(endpoint_url=endpoint, region=region, max_attempts=3), uri)
 
 
 def _registry_for(spec: RetrainJobSpec) -> Registry:
