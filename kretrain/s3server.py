@@ -92,6 +92,7 @@ class LocalS3Server:
             *(f"-{flag}={port}" for flag, port in self.ports.items()),
         ]  # fmt: skip
         log = self._log.open("ab")
+        cmd = _dies_with_this_process(cmd)
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -125,3 +126,15 @@ class LocalS3Server:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _dies_with_this_process(cmd: list[str]) -> list[str]:
+    """On Linux with util-linux's `setpriv`, the server is SIGKILLed if this process dies (a killed test run).
+
+    The signal is tied to the thread that starts the server, so start it from a thread that lives as
+    long as the server should (the main thread, as every caller here does).
+    """
+    setpriv = shutil.which("setpriv")
+    if sys.platform.startswith("linux") and setpriv:
+        return [setpriv, "--pdeathsig", "KILL", "--", *cmd]
+    return cmd

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import botocore.exceptions
 import pytest
 
@@ -30,3 +38,32 @@ def test_two_servers_run_side_by_side(s3, tmp_path) -> None:  # type: ignore[no-
         client.put_object(Bucket="second", Key="k", Body=b"v")
         assert client.get_object(Bucket="second", Key="k")["Body"].read() == b"v"
     s3.client().list_buckets()  # the session server is unaffected
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waiting for its reaper is dead too
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and shutil.which("setpriv")), reason="needs Linux setpriv")
+def test_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # A test run killed with SIGKILL runs no cleanup; its SeaweedFS must not live on.
+    code = (
+        "import sys, time; from pathlib import Path; from kretrain.s3server import LocalS3Server; "
+        "s = LocalS3Server(Path(sys.argv[1])).start(); print(s._proc.pid, flush=True); time.sleep(120)"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-P", "-c", code, str(tmp_path / "s3")], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    weed = int(parent.stdout.readline())
+    assert _alive(weed)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(weed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(weed), "SeaweedFS outlived the process that started it"
