@@ -47,6 +47,12 @@ class Response:
     body: bytes
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based): full jitter as botocore's standard mode, up
+    to 1 s, 2 s, 4 s ... 20 s."""
+    return random.uniform(0, min(2.0 ** (attempt - 1), 20.0))
+
+
 def proxied(endpoint_url: str) -> bool:
     """Whether the environment (HTTP(S)_PROXY without a NO_PROXY match) sends requests to the endpoint via a proxy."""
     parts = urlsplit(endpoint_url)
@@ -214,8 +220,7 @@ class FastS3:
                     conn.close()
                 if status not in RETRY_STATUS or attempt >= self.max_attempts:
                     return Response(status=status, headers=resp.headers, body=body)
-            # Full jitter, as botocore's standard mode: up to 1 s, 2 s, 4 s ... 20 s.
-            time.sleep(random.uniform(0, min(2.0 ** (attempt - 1), 20.0)))
+            time.sleep(backoff(attempt))
 
     @staticmethod
     def _stream(resp: http.client.HTTPResponse, into: Sink) -> None:

@@ -8,7 +8,6 @@ import io
 import itertools
 import json
 import os
-import random
 import re
 import stat
 import time
@@ -31,7 +30,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from kretrain.s3fast import FastS3, Response, S3HTTPError, proxied
+from kretrain.s3fast import FastS3, Response, S3HTTPError, backoff, proxied
 
 # Name of the small manifest (key -> etag, size) that `sync_down` keeps in the local directory.
 MANIFEST_NAME = ".kretrain-sync.json"
@@ -204,15 +203,15 @@ def _create_new(path: Path) -> io.FileIO:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(_temp_name(path.name))
     try:
         with _create_new(tmp) as fh:
             fh.write(data)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
 
 
 class ObjectStore:
@@ -425,7 +424,6 @@ class ObjectStore:
 
     def _boto_fetch(self, uri: str, sink: _HashingFile) -> str:
         bucket, key = parse_s3_uri(uri)
-        delay = 0.1
         for attempt in range(1, self.max_attempts + 1):
             try:
                 obj = self.client.get_object(Bucket=bucket, Key=key)
@@ -442,8 +440,7 @@ class ObjectStore:
                 # botocore retries the request, not the read of its body.
                 if attempt == self.max_attempts:
                     raise
-            time.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 20.0)
+            time.sleep(backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _get(self, uri: str) -> tuple[bytes, str]:
@@ -663,11 +660,15 @@ class ObjectStore:
             for depth in range(1, len(parts) + 1):
                 key = "/".join(parts[:depth])
                 if key in manifest and key not in files:
-                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                        safe_local_path(local_dir, key).unlink()
-                        counts["deleted"] += 1
-                    manifest.pop(key)
-                    gone.append(key)
+                    forget(key)
+
+        def forget(key: str) -> None:
+            """Delete the local file of a manifest entry that no longer belongs, and the entry."""
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, UnsafeKeyError):
+                safe_local_path(local_dir, key).unlink()
+                counts["deleted"] += 1
+            manifest.pop(key)
+            gone.append(key)
 
         def fetch(item: tuple[ObjectInfo, Path]) -> int:
             obj, path = item
@@ -692,13 +693,8 @@ class ObjectStore:
 
         try:
             self._parallel(plan(), fetch, done)
-            stale = [k for k in manifest if k not in files]
-            gone += stale
-            for key in stale:
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError, UnsafeKeyError):
-                    safe_local_path(local_dir, key).unlink()
-                    counts["deleted"] += 1
-                manifest.pop(key, None)
+            for key in [k for k in manifest if k not in files]:
+                forget(key)
         finally:
             # A sync that changed nothing leaves the manifest as it was (no rewrite of every entry).
             if counts["downloaded"] or gone or not manifest_path.exists():
