@@ -8,14 +8,19 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from kretrain.api.progress import RunProgress
 from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
-from kretrain.store import ObjectStore, PreconditionFailed, join_uri, parse_s3_uri
+from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
+from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, join_uri, parse_s3_uri
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
@@ -189,7 +194,9 @@ class Registry:
 
     def _version_info(self, model: str, version: str) -> dict | None:
         try:
-            info: dict = self.store.get_json(join_uri(self.version_uri(model, version), "version.json"))
+            info: dict = self.store.get_json(
+                join_uri(self.version_uri(model, version), "version.json"), max_bytes=MAX_RECORD_BYTES
+            )
         except FileNotFoundError:
             return None
         return info
@@ -219,7 +226,9 @@ class Registry:
     def read_report(self, model: str, version: str) -> RunReport:
         """The version's report.json; VersionNotFound if the version does not exist."""
         try:
-            data = self.store.get_json(join_uri(self.version_uri(model, version), "report.json"))
+            data = self.store.get_json(
+                join_uri(self.version_uri(model, version), "report.json"), max_bytes=MAX_REPORT_BYTES
+            )
         except FileNotFoundError:
             raise VersionNotFound(f"version {version!r} of model {model!r} has no report.json") from None
         return RunReport.model_validate(data)
@@ -238,7 +247,11 @@ class Registry:
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / "weights.pt"
         try:
-            sidecar = self.store.get_bytes(weights_uri + ".sha256").decode(errors="replace").split()
+            sidecar = (
+                self.store.get_bytes(weights_uri + ".sha256", max_bytes=MAX_RECORD_BYTES)
+                .decode(errors="replace")
+                .split()
+            )
         except FileNotFoundError:
             sidecar = []
         if not sidecar or sidecar[0].lower() != expected:
@@ -267,7 +280,7 @@ class Registry:
     # ---------------------------------------------------------------- incumbent
 
     def _pointer(self, model: str) -> tuple[dict, str] | None:
-        got = self.store.get_json_with_etag(self._incumbent_uri(model))
+        got = self.store.get_json_with_etag(self._incumbent_uri(model), max_bytes=MAX_RECORD_BYTES)
         if got is None:
             return None
         data, etag = got
@@ -389,32 +402,73 @@ class Registry:
         for obj in self.store.list(self._history_uri(model)):
             if re.fullmatch(r"\d+\.json", obj.key):
                 with contextlib.suppress(FileNotFoundError):
-                    entries.append(self.store.get_json(self._model_uri(model, "history", obj.key)))
+                    entries.append(
+                        self.store.get_json(self._model_uri(model, "history", obj.key), max_bytes=MAX_RECORD_BYTES)
+                    )
         entries.sort(key=lambda e: int(e.get("seq", 0)))
         return entries
 
     # ---------------------------------------------------------------- runs
+    # Run records are written by the trainer (a custom image may write anything) and read by the operator:
+    # both are read with a size cap and validated, and every problem is an InvalidRunRecord naming the object.
 
-    def write_progress(self, model: str, run_id: str, progress: dict) -> None:
-        """Write `runs/<run-id>/progress.json` (overwritten every epoch)."""
-        self.store.put_bytes(join_uri(self.run_uri(model, run_id), "progress.json"), _json(progress))
+    def write_progress(self, model: str, run_id: str, progress: RunProgress | Mapping[str, Any]) -> None:
+        """Write `runs/<run-id>/progress.json` (overwritten every epoch); a mapping is validated as RunProgress."""
+        uri = join_uri(self.run_uri(model, run_id), "progress.json")
+        record = progress if isinstance(progress, RunProgress) else _validated(RunProgress, uri, _json(dict(progress)))
+        self.store.put_bytes(uri, _capped(uri, _json(record.dump()), MAX_PROGRESS_BYTES))
 
-    def read_progress(self, model: str, run_id: str) -> dict | None:
-        """The run's progress.json, or None before the first epoch."""
-        try:
-            data: dict = self.store.get_json(join_uri(self.run_uri(model, run_id), "progress.json"))
-        except FileNotFoundError:
-            return None
-        return data
+    def read_progress(self, model: str, run_id: str) -> RunProgress | None:
+        """The run's progress.json, or None before the first epoch; InvalidRunRecord if oversized or malformed."""
+        uri = join_uri(self.run_uri(model, run_id), "progress.json")
+        data = self._read_capped(uri, MAX_PROGRESS_BYTES)
+        return None if data is None else _validated(RunProgress, uri, data)
 
     def write_run_report(self, model: str, run_id: str, report: RunReport) -> None:
-        """Write `runs/<run-id>/report.json`."""
-        self.store.put_bytes(join_uri(self.run_uri(model, run_id), "report.json"), _json(report.dump()))
+        """Write `runs/<run-id>/report.json`; InvalidRunRecord if it is larger than the operator reads."""
+        uri = join_uri(self.run_uri(model, run_id), "report.json")
+        self.store.put_bytes(uri, _capped(uri, _json(report.dump()), MAX_REPORT_BYTES))
 
     def read_run_report(self, model: str, run_id: str) -> RunReport | None:
-        """The run's report.json, or None while the run has not finished."""
+        """The run's report.json, or None while the run has not finished; InvalidRunRecord if oversized or
+        malformed."""
+        uri = join_uri(self.run_uri(model, run_id), "report.json")
+        data = self._read_capped(uri, MAX_REPORT_BYTES)
+        return None if data is None else _validated(RunReport, uri, data)
+
+    def _read_capped(self, uri: str, limit: int) -> bytes | None:
         try:
-            data = self.store.get_json(join_uri(self.run_uri(model, run_id), "report.json"))
+            return self.store.get_bytes(uri, max_bytes=limit)
         except FileNotFoundError:
             return None
-        return RunReport.model_validate(data)
+        except ObjectTooLarge as exc:
+            raise InvalidRunRecord(uri, f"{exc.size} bytes or more, over the cap of {limit} bytes; not read") from None
+
+
+class InvalidRunRecord(RegistryError):
+    """A run record (progress.json, report.json) that is too large or does not validate; `uri` names it."""
+
+    def __init__(self, uri: str, problem: str) -> None:
+        super().__init__(f"{uri}: {problem}")
+        self.uri = uri
+        self.problem = problem
+
+
+_Record = TypeVar("_Record", RunProgress, RunReport)
+
+
+def _validated(model: type[_Record], uri: str, data: bytes) -> _Record:
+    """`data` validated as `model`; InvalidRunRecord naming the first three bad fields otherwise."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise InvalidRunRecord(uri, f"not a valid {model.__name__}: " + "; ".join(parts) + more) from None
+
+
+def _capped(uri: str, data: bytes, limit: int) -> bytes:
+    if len(data) > limit:
+        raise InvalidRunRecord(uri, f"{len(data)} bytes, over the cap of {limit} bytes the operator reads")
+    return data

@@ -17,6 +17,8 @@ from urllib.parse import quote, urlencode, urlsplit
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from kretrain.limits import MAX_ERROR_BODY_BYTES
+
 # Statuses worth another try: throttling and server-side failures.
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Failures of the connection itself (refused, reset, timed out, closed mid-response).
@@ -28,6 +30,15 @@ _CHUNK = 1024 * 1024
 
 class S3HTTPError(Exception):
     """A request that could not be completed after every attempt (connection failures)."""
+
+
+class BodyTooLarge(Exception):
+    """A 200 answer whose Content-Length is over the caller's `max_body`; its body was not read."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"Content-Length {length} is over the limit of {limit} bytes")
+        self.length = length
+        self.limit = limit
 
 
 class Sink(Protocol):
@@ -162,13 +173,21 @@ class FastS3:
         return dict(request.headers.items())
 
     def get(
-        self, bucket: str, key: str = "", query: dict[str, str] | None = None, *, into: Sink | None = None
+        self,
+        bucket: str,
+        key: str = "",
+        query: dict[str, str] | None = None,
+        *,
+        into: Sink | None = None,
+        max_body: int | None = None,
     ) -> Response:
         """GET bucket/key?query; a 200 body is streamed to `into` (reset before each try) if given.
 
-        Returns the final response, which may be an error status (the body then holds the S3 error XML);
-        raises S3HTTPError when the connection failed on every attempt. Errors of `into` itself (a full
-        disk) are raised as they are, not retried.
+        Returns the final response, which may be an error status (the body then holds the first
+        `MAX_ERROR_BODY_BYTES` of the S3 error XML); raises S3HTTPError when the connection failed on every
+        attempt. A 200 answer with a Content-Length over `max_body` raises BodyTooLarge before its body is
+        read (a body without Content-Length is bounded by the sink). Errors of `into` itself (a full disk,
+        a size cap) are raised as they are, not retried.
         """
         target = self.url(bucket, key, query)
         attempt = 0
@@ -186,11 +205,16 @@ class FastS3:
                 answered = True
                 status = resp.status
                 body = b""
+                if status == 200 and max_body is not None:
+                    length = _content_length(resp)
+                    if length is not None and length > max_body:
+                        raise BodyTooLarge(length, max_body)
                 if status == 200 and into is not None:
                     self._stream(resp, into)
+                    keep = not resp.will_close
                 else:
-                    body = resp.read()
-                keep = not resp.will_close
+                    body = resp.read(MAX_ERROR_BODY_BYTES if status != 200 else None)
+                    keep = not resp.will_close and resp.isclosed()  # an error body left unread: drop the connection
             except _SinkError as exc:
                 _close(conn)
                 assert exc.__cause__ is not None
@@ -239,6 +263,14 @@ class FastS3:
         length = resp.headers.get("Content-Length")
         if length is not None and received != int(length):
             raise http.client.IncompleteRead(b"", int(length) - received)
+
+
+def _content_length(resp: http.client.HTTPResponse) -> int | None:
+    raw = resp.headers.get("Content-Length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 class _SinkError(Exception):

@@ -30,7 +30,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from kretrain.s3fast import FastS3, Response, S3HTTPError, backoff, proxied
+from kretrain.s3fast import BodyTooLarge, FastS3, Response, S3HTTPError, backoff, proxied
 
 # Name of the small manifest (key -> etag, size) that `sync_down` keeps in the local directory.
 MANIFEST_NAME = ".kretrain-sync.json"
@@ -53,6 +53,21 @@ class UnsafeKeyError(StoreError, ValueError):
 
 class PreconditionFailed(StoreError):
     """A conditional write (If-Match / If-None-Match) lost: HTTP 412, or 409 on concurrent writes."""
+
+
+class ObjectTooLarge(StoreError):
+    """An object over the size cap a reader passed (`max_bytes`); it was not read into memory.
+
+    `size` is the object's announced size (Content-Length) or, when the server announced none or lied,
+    the bytes received when reading stopped (then more than `limit`).
+    """
+
+    def __init__(self, uri: str, size: int, limit: int, *, announced: bool = True) -> None:
+        what = f"is {size} bytes" if announced else f"sent more than {limit} bytes ({size} received before stopping)"
+        super().__init__(f"object {uri} {what}, over the limit of {limit} bytes for it; not read")
+        self.uri = uri
+        self.size = size
+        self.limit = limit
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -294,10 +309,13 @@ class ObjectStore:
         self, bucket: str, key: str = "", query: dict[str, str] | None = None, into: _HashingFile | None = None
     ) -> Response:
         assert self._fast is not None
+        limit = into.limit if into is not None else None
         try:
-            return self._fast.get(bucket, key, query, into=into)
+            return self._fast.get(bucket, key, query, into=into, max_body=limit)
         except S3HTTPError as exc:
             raise StoreError(str(exc)) from exc
+        except BodyTooLarge as exc:
+            raise ObjectTooLarge(f"s3://{bucket}/{key}", exc.length, exc.limit) from None
 
     @staticmethod
     def _raise_for(resp: Response, what: str) -> None:
@@ -405,7 +423,9 @@ class ObjectStore:
         """Stream the object into `sink` and check it; returns its ETag. FileNotFoundError if it is missing.
 
         A body cut short is fetched again (up to `max_attempts` tries). The content is checked against
-        the object's length and, for single-part uploads (plain MD5 ETags), its MD5.
+        the object's length and, for single-part uploads (plain MD5 ETags), its MD5. With `sink.limit`
+        set, an object whose Content-Length is over it is refused before its body is read, and a body
+        that runs past it (no or a false Content-Length) is cut off: ObjectTooLarge either way.
         """
         bucket, key = parse_s3_uri(uri)
         if not key:
@@ -431,6 +451,10 @@ class ObjectStore:
                 if _is_missing(exc):
                     raise FileNotFoundError(f"no such object: {uri}") from exc
                 raise
+            length = obj.get("ContentLength")
+            if sink.limit is not None and isinstance(length, int) and length > sink.limit:
+                obj["Body"].close()
+                raise ObjectTooLarge(uri, length, sink.limit)
             sink.reset()
             try:
                 for chunk in obj["Body"].iter_chunks(1024 * 1024):
@@ -440,30 +464,40 @@ class ObjectStore:
                 # botocore retries the request, not the read of its body.
                 if attempt == self.max_attempts:
                     raise
+            except ObjectTooLarge:
+                obj["Body"].close()  # the rest of a body that ran past the cap is not read
+                raise
             time.sleep(backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _get(self, uri: str) -> tuple[bytes, str]:
+    def _get(self, uri: str, max_bytes: int | None = None) -> tuple[bytes, str]:
         buffer = io.BytesIO()
-        etag = self._fetch(uri, _HashingFile(buffer))
+        etag = self._fetch(uri, _HashingFile(buffer, limit=_limit(max_bytes), uri=uri))
         return buffer.getvalue(), etag
 
-    def get_bytes(self, uri: str) -> bytes:
-        """The object's content; FileNotFoundError if it does not exist."""
-        return self._get(uri)[0]
+    def get_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's content; FileNotFoundError if it does not exist.
 
-    def get_json(self, uri: str) -> Any:
-        """The object parsed as JSON; FileNotFoundError if it does not exist."""
-        data = self.get_bytes(uri)
+        With `max_bytes`, an object larger than that raises ObjectTooLarge (naming the URI, its size and
+        the cap) without being read into memory; see `kretrain.limits` for the caps of each kind of record.
+        """
+        return self._get(uri, max_bytes)[0]
+
+    def get_json(self, uri: str, *, max_bytes: int | None = None) -> Any:
+        """The object parsed as JSON; FileNotFoundError if it does not exist; `max_bytes` as for get_bytes."""
+        data = self.get_bytes(uri, max_bytes=max_bytes)
         try:
             return json.loads(data)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{uri} is not valid JSON: {exc}") from exc
 
-    def get_json_with_etag(self, uri: str) -> tuple[Any, str] | None:
-        """The object parsed as JSON with its ETag (for a later compare_and_swap), or None if missing."""
+    def get_json_with_etag(self, uri: str, *, max_bytes: int | None = None) -> tuple[Any, str] | None:
+        """The object parsed as JSON with its ETag (for a later compare_and_swap), or None if missing.
+
+        `max_bytes` as for get_bytes.
+        """
         try:
-            data, etag = self._get(uri)
+            data, etag = self._get(uri, max_bytes)
         except FileNotFoundError:
             return None
         try:
@@ -527,17 +561,18 @@ class ObjectStore:
         info = self.head(uri)
         return info.etag if info else ""
 
-    def download_file(self, uri: str, path: Path) -> Path:
+    def download_file(self, uri: str, path: Path, *, max_bytes: int | None = None) -> Path:
         """Download one object to `path` atomically (temp file in the same folder, then rename).
 
         The content is checked against the object's length and, for single-part uploads, its MD5
-        ETag; a failed check raises StoreError and leaves `path` as it was.
+        ETag; a failed check raises StoreError and leaves `path` as it was. With `max_bytes`, an object
+        over it raises ObjectTooLarge and leaves `path` as it was.
         """
         path = Path(path)
         tmp = path.with_name(_temp_name(path.name))
         try:
             with _create_new(tmp) as fh:
-                self._fetch(uri, _HashingFile(fh))
+                self._fetch(uri, _HashingFile(fh, limit=_limit(max_bytes), uri=uri))
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -735,14 +770,23 @@ class ObjectStore:
 
 
 class _HashingFile:
-    """A file being downloaded into, with the MD5 of what was written; `reset` starts both over."""
+    """A file being downloaded into, with the MD5 of what was written; `reset` starts both over.
 
-    def __init__(self, fh: BinaryIO) -> None:
+    With `limit`, a write that would take the content past `limit` bytes raises ObjectTooLarge.
+    """
+
+    def __init__(self, fh: BinaryIO, *, limit: int | None = None, uri: str = "") -> None:
         self.fh = fh
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.written = False
+        self.limit = limit
+        self.uri = uri
+        self.count = 0
 
     def write(self, data: bytes, /) -> int:
+        self.count += len(data)
+        if self.limit is not None and self.count > self.limit:
+            raise ObjectTooLarge(self.uri, self.count, self.limit, announced=False)
         self.written = True
         self.md5.update(data)
         view = memoryview(data)
@@ -756,6 +800,15 @@ class _HashingFile:
             self.fh.truncate()
             self.md5 = hashlib.md5(usedforsecurity=False)
             self.written = False
+        self.count = 0
+
+
+def _limit(max_bytes: int | None) -> int | None:
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
+    return max_bytes
 
 
 def _json_bytes(obj: Any) -> bytes:

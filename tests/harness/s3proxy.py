@@ -9,7 +9,11 @@ matches, or is forwarded when none is queued:
 - `"truncate"`: forward, but send only half the body (with the full Content-Length) and close;
 - `"close-after"`: forward, then close the connection without saying so (a server that ends idle
   keep-alive connections), so the client's next request on it finds it dead;
-- `"stall"`: answer nothing for `stall_seconds`, then close (a hung server; the client should time out).
+- `"stall"`: answer nothing for `stall_seconds`, then close (a hung server; the client should time out);
+- `"chunked"`: forward, but send the body with `Transfer-Encoding: chunked` and no Content-Length (a
+  server that does not say how much is coming);
+- `"inflate"`: forward, but answer a 200 with the body repeated `inflate_factor` times, chunked and without
+  Content-Length (a lying server sending far more than the object holds).
 
 With `tls=(certfile, keyfile)` the proxy speaks HTTPS.
 """
@@ -37,8 +41,15 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 class FaultProxy:
     """A threaded proxy to `upstream` (http://host:port) on a free 127.0.0.1 port; use as a context manager."""
 
-    def __init__(self, upstream: str, tls: tuple[str, str] | None = None, stall_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        tls: tuple[str, str] | None = None,
+        stall_seconds: float = 3.0,
+        inflate_factor: int = 64,
+    ) -> None:
         parts = urlsplit(upstream)
+        self.inflate_factor = inflate_factor
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._faults: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
@@ -74,6 +85,9 @@ class FaultProxy:
                     self.wfile.write(data)
                     return
                 status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers), body)
+                if fault in ("chunked", "inflate") and self.command != "HEAD":
+                    self._send_chunked(status, headers, payload, proxy.inflate_factor if fault == "inflate" else 1)
+                    return
                 self.send_response(status)
                 for name, value in headers:
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
@@ -90,6 +104,23 @@ class FaultProxy:
                 if fault == "close-after":
                     self.wfile.flush()
                     self.close_connection = True
+
+            def _send_chunked(self, status: int, headers: list[tuple[str, str]], payload: bytes, times: int) -> None:
+                self.send_response(status)
+                for name, value in headers:
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for _ in range(times):
+                        if payload:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:  # the client stopped reading (a size cap): what it should do
+                    pass
+                self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
 
