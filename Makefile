@@ -38,6 +38,8 @@ test: lint typecheck pytest
 crd: $(STAMP)
 	$(BIN)/kretrain crd -o crds/retrainjob.yaml
 	$(BIN)/kretrain crd -o charts/kretrain/crds/retrainjob.yaml
+	$(BIN)/kretrain crd --schedule -o crds/retrainschedule.yaml
+	$(BIN)/kretrain crd --schedule -o charts/kretrain/crds/retrainschedule.yaml
 	$(BIN)/kretrain crd --reference -o docs/api.md
 
 clean:

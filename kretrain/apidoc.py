@@ -1,10 +1,10 @@
-"""Render the RetrainJob field reference (docs/api.md) from the generated CRD schema."""
+"""Render the RetrainJob and RetrainSchedule field reference (docs/api.md) from the generated CRD schemas."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kretrain.crd import build_crd
+from kretrain.crd import build_crd, build_schedule_crd
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -60,6 +60,18 @@ def render_reference() -> str:
         "| field | type | default | constraints | description |",
         "|---|---|---|---|---|",
         *_rows(spec, "spec", set(spec.get("required", []))),
+        "",
+    ]
+    schedule = build_schedule_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    lines += [
+        "# RetrainSchedule reference (`kretrain.dev/v1alpha1`, short name `rts`)",
+        "",
+        "A RetrainSchedule stamps out RetrainJobs from `spec.template` (a RetrainJob spec without `dataset.eras`, "
+        "which the schedule fills). Its spec may change at any time; runs already started keep their own spec.",
+        "",
+        "| field | type | default | constraints | description |",
+        "|---|---|---|---|---|",
+        *_rows(schedule, "spec", set(schedule.get("required", []))),
         "",
     ]
     return "\n".join(lines)

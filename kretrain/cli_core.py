@@ -14,6 +14,7 @@ from kretrain.validate import validate_file
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `crd` and `validate` commands."""
     crd = sub.add_parser("crd", help="print or write the RetrainJob CRD generated from the API models")
+    crd.add_argument("--schedule", action="store_true", help="the RetrainSchedule CRD instead of the RetrainJob one")
     crd.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     crd.add_argument("--reference", action="store_true", help="the Markdown field reference instead of the CRD")
     crd.set_defaults(func=cmd_crd)
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_crd(args: argparse.Namespace) -> int:
     """Write the CRD YAML."""
-    text = render_reference() if args.reference else render_crd()
+    text = render_reference() if args.reference else render_crd(schedule=args.schedule)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)

@@ -1,4 +1,4 @@
-"""Generate the RetrainJob CustomResourceDefinition from the pydantic API models."""
+"""Generate the RetrainJob and RetrainSchedule CustomResourceDefinitions from the pydantic API models."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from pydantic import BaseModel
 
 from kretrain.api import GROUP, KIND, PLURAL, VERSION, RetrainJobSpec, RetrainJobStatus
 from kretrain.api.resource import SHORT_NAMES, SINGULAR
+from kretrain.api.schedule import (
+    SCHEDULE_KIND,
+    SCHEDULE_PLURAL,
+    SCHEDULE_SHORT_NAMES,
+    SCHEDULE_SINGULAR,
+    RetrainScheduleSpec,
+    RetrainScheduleStatus,
+)
 
 MUTABLE_SPEC_FIELDS = ("suspend",)
 """Spec fields that may change after creation; everything else is immutable (a new run is a new object)."""
@@ -118,27 +126,44 @@ PRINTER_COLUMNS = [
 ]
 
 
-def build_crd() -> dict[str, Any]:
-    """The RetrainJob CustomResourceDefinition as a dict."""
-    spec_schema = openapi_schema(RetrainJobSpec)
-    spec_schema["x-kubernetes-validations"] = [immutability_rule(spec_schema)]
-    status_schema = openapi_schema(RetrainJobStatus)
+SCHEDULE_PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".spec.template.model"},
+    {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+    {"name": "Latest Era", "type": "string", "jsonPath": ".status.latestEra"},
+    {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun"},
+    {"name": "Decision", "type": "string", "jsonPath": ".status.lastDecision.action"},
+    {"name": "Summary", "type": "string", "jsonPath": ".status.summary"},
+    {"name": "Next", "type": "date", "jsonPath": ".status.nextScheduleTime"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    description: str,
+    spec: Any,
+    status: Any,
+    columns: Any,
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
+            "name": f"{plural}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "kretrain", "app.kubernetes.io/part-of": "kretrain"},
         },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
                 "categories": ["kretrain"],
             },
             "versions": [
@@ -147,20 +172,18 @@ def build_crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "A RetrainJob retrains a YOLO model line on merged eras, evaluates the "
-                            "candidate against the incumbent on every era's test split, and promotes it only "
-                            "when it is better overall and has forgotten no era.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
+                                "spec": spec,
+                                "status": status,
                             },
                         }
                     },
@@ -170,7 +193,40 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render_crd() -> str:
-    """The CRD as the YAML text committed in crds/ and the chart."""
+def build_crd() -> dict[str, Any]:
+    """The RetrainJob CustomResourceDefinition as a dict."""
+    spec_schema = openapi_schema(RetrainJobSpec)
+    spec_schema["x-kubernetes-validations"] = [immutability_rule(spec_schema)]
+    return _crd(
+        KIND,
+        PLURAL,
+        SINGULAR,
+        SHORT_NAMES,
+        "A RetrainJob retrains a YOLO model line on merged eras, evaluates the "
+        "candidate against the incumbent on every era's test split, and promotes it only "
+        "when it is better overall and has forgotten no era.",
+        spec_schema,
+        openapi_schema(RetrainJobStatus),
+        PRINTER_COLUMNS,
+    )
+
+
+def build_schedule_crd() -> dict[str, Any]:
+    """The RetrainSchedule CustomResourceDefinition as a dict (its spec may change, like a CronJob's)."""
+    return _crd(
+        SCHEDULE_KIND,
+        SCHEDULE_PLURAL,
+        SCHEDULE_SINGULAR,
+        SCHEDULE_SHORT_NAMES,
+        "A RetrainSchedule stamps out RetrainJobs from a template when a new complete era lands under "
+        "the dataset URI or on a cron schedule, with a concurrency policy and history limits like a CronJob.",
+        openapi_schema(RetrainScheduleSpec),
+        openapi_schema(RetrainScheduleStatus),
+        SCHEDULE_PRINTER_COLUMNS,
+    )
+
+
+def render_crd(schedule: bool = False) -> str:
+    """The CRD (RetrainJob, or RetrainSchedule with `schedule`) as the YAML text committed in crds/ and the chart."""
     header = "# Generated by `kretrain crd` from kretrain/api; do not edit by hand.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return header + yaml.safe_dump(build_schedule_crd() if schedule else build_crd(), sort_keys=False, width=120)

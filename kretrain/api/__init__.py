@@ -3,6 +3,19 @@
 from kretrain.api.evaluation import Comparison, EraDelta, Evaluation, Metrics, compare
 from kretrain.api.report import Compute, DataSummary, RunReport, TrainingSummary
 from kretrain.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, RetrainJob
+from kretrain.api.schedule import (
+    SCHEDULE_KIND,
+    SCHEDULE_PLURAL,
+    CronTrigger,
+    NewEraTrigger,
+    RetrainJobTemplate,
+    RetrainSchedule,
+    RetrainScheduleSpec,
+    RetrainScheduleStatus,
+    ScheduleDecision,
+    TemplateDatasetSpec,
+    TriggerSpec,
+)
 from kretrain.api.spec import (
     CHECK_NAMES,
     AugmentationSpec,
@@ -34,6 +47,8 @@ __all__ = [
     "GROUP",
     "KIND",
     "PLURAL",
+    "SCHEDULE_KIND",
+    "SCHEDULE_PLURAL",
     "TERMINAL_STATES",
     "VERSION",
     "AugmentationSpec",
@@ -41,6 +56,7 @@ __all__ = [
     "Comparison",
     "Compute",
     "Condition",
+    "CronTrigger",
     "DataSummary",
     "DatasetSpec",
     "Decision",
@@ -50,6 +66,7 @@ __all__ = [
     "Metrics",
     "MinImprovement",
     "ModelRef",
+    "NewEraTrigger",
     "Progress",
     "PromotionSpec",
     "ReplaySpec",
@@ -57,11 +74,18 @@ __all__ = [
     "RetrainJob",
     "RetrainJobSpec",
     "RetrainJobStatus",
+    "RetrainJobTemplate",
+    "RetrainSchedule",
+    "RetrainScheduleSpec",
+    "RetrainScheduleStatus",
     "RunReport",
+    "ScheduleDecision",
     "SplitSpec",
     "StorageSpec",
     "StrategySpec",
+    "TemplateDatasetSpec",
     "Toleration",
     "TrainingSummary",
+    "TriggerSpec",
     "compare",
 ]
