@@ -12,7 +12,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `data` command group (`prepare`, `synth`)."""
+    """Add the `data` command group (`prepare`, `synth`, `import`)."""
     data = sub.add_parser("data", help="prepare a dataset for training, or generate a synthetic one")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
@@ -58,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         synth.add_argument(f"--{flag}", type=int, default=0, help=f"{what} injected into the last era")
     synth.set_defaults(func=cmd_synth)
+
+    from kretrain.trainer.data_import.cli import register as register_import
+
+    register_import(dsub)
 
 
 def load_spec_document(path: Path) -> dict[str, Any]:
