@@ -121,7 +121,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str, bool]] = [
     ("base-weights-http", mutate("spec.strategy.baseWeights", "http://x/y.pt"), "spec.strategy.baseWeights", False),
     (
         "architecture-not-yaml",
-        mutate("spec.strategy.architecture", "s3://m/arch.json"),
+        mutate("spec.strategy.architecture", "s3://models/arch.json@sha256:" + "0" * 64),
         "spec.strategy.architecture",
         False,
     ),

@@ -15,6 +15,11 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"
 ERA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+BUILTIN_YAML_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*\.ya?ml$"
+"""An Ultralytics built-in model YAML name (a bare file name that ships inside the ultralytics package)."""
+PIN_SEPARATOR = "@sha256:"
+"""Separates an s3:// model file from the sha256 of its content: `s3://bucket/key.pt@sha256:<64 hex>`."""
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 S3Uri = Annotated[str, Field(pattern=S3_URI_PATTERN, max_length=1024)]
 EraName = Annotated[str, Field(pattern=ERA_PATTERN)]
@@ -120,6 +125,47 @@ class AugmentationSpec(ApiModel):
     """Disable mosaic for the last N epochs."""
 
 
+def split_pin(value: str) -> tuple[str, str] | None:
+    """`s3://b/k.pt@sha256:<hex>` -> `("s3://b/k.pt", "<hex>")`; None for a value without a pin."""
+    if not value.startswith("s3://") or PIN_SEPARATOR not in value:
+        return None
+    uri, _, digest = value.rpartition(PIN_SEPARATOR)
+    return uri, digest
+
+
+def _model_file_form(value: str, suffixes: tuple[str, ...], what: str) -> str:
+    """Check a model-file reference: an Ultralytics built-in YAML name or a pinned s3:// URI (normalised)."""
+    example = f"s3://bucket/key{suffixes[0]}@sha256:<64 hex digits>"
+    if value.startswith("s3://"):
+        uri, sep, digest = value.rpartition(PIN_SEPARATOR)
+        if not sep:
+            raise ValueError(
+                f"an s3:// model file must pin its content: write {example} (the sha256 of the file); "
+                f"got {value!r}. A .sha256 file next to it proves nothing: whoever can write one can write both"
+            )
+        if not re.match(SHA256_PATTERN, digest.lower()):
+            raise ValueError(f"malformed sha256 pin {digest!r}: expected 64 hexadecimal digits ({example})")
+        if not re.match(S3_URI_PATTERN, uri) or "/../" in f"{uri}/" or "/./" in f"{uri}/":
+            raise ValueError(f"malformed s3 URI {uri!r}: expected {example}")
+        if not uri.endswith(suffixes):
+            raise ValueError(f"{uri!r} must name {what} file ({' or '.join(suffixes)})")
+        return f"{uri}{PIN_SEPARATOR}{digest.lower()}"
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ValueError(
+            f"{scheme}:// is not allowed: model files come only from the registry, Ultralytics' built-in "
+            f"models or a pinned {example}; got {value!r}"
+        )
+    if re.search(r"[/\\~]", value) or value.startswith("."):
+        raise ValueError(
+            f"local paths are not allowed ({value!r}): the trainer image's files are not part of the spec; "
+            f"use an Ultralytics built-in model name or a pinned {example}"
+        )
+    if value.endswith((".yaml", ".yml")) and re.match(BUILTIN_YAML_PATTERN, value) and len(value) <= 128:
+        return value
+    raise ValueError(f"must be an Ultralytics built-in model YAML name (e.g. yolov8n.yaml) or a pinned {example}")
+
+
 class StrategySpec(ApiModel):
     """How the candidate is trained."""
 
@@ -128,11 +174,17 @@ class StrategySpec(ApiModel):
     replay: ReplaySpec | None = None
     """Replay of older eras (incremental only); omitted means the default replay fraction."""
     base_weights: str | None = Field(default=None, max_length=1024)
-    """Start weights: `incumbent`, a registry version, an `s3://` .pt, or an Ultralytics model YAML name
-    (e.g. `yolov8n.yaml`, random init). Default: `incumbent` for incremental, `yolov8n.yaml` for full."""
+    """Start weights, one of: `incumbent`; a registry version of this model line (verified against the
+    sha256 the registry recorded); an Ultralytics built-in model YAML name such as `yolov8n.yaml` or
+    `yolo11s.yaml` (random init; never downloaded); or an `s3://` .pt pinned to its content,
+    `s3://bucket/key.pt@sha256:<64 hex digits>` (refused before it is unpickled when its bytes hash to
+    anything else; a `.sha256` file next to it is not trusted). Local paths, `file://`, `http(s)://` and
+    unpinned `s3://` URIs are refused. Default: `incumbent` for incremental, `yolov8n.yaml` for full."""
     architecture: str | None = Field(default=None, max_length=1024)
-    """Model YAML for an extended architecture (`s3://...yaml` or an Ultralytics YAML name); weights from
-    `baseWeights` are transferred where layers match."""
+    """Model YAML of an extended architecture: an Ultralytics built-in name (e.g. `yolov8n-p2.yaml`) or a
+    pinned `s3://bucket/key.yaml@sha256:<64 hex digits>`; weights from `baseWeights` are transferred where
+    layers match. The YAML is data: its `activation` must be a `nn.<Activation>(literal args)` from an
+    allowlist and every layer a torch.nn or Ultralytics module, checked before Ultralytics reads it."""
     epochs: int = Field(default=50, ge=1, le=10000)
     """Training epochs."""
     patience: int = Field(default=20, ge=0)
@@ -181,26 +233,23 @@ class StrategySpec(ApiModel):
 
     @field_validator("architecture")
     @classmethod
-    def _yaml_architecture(cls, arch: str | None) -> str | None:
-        if arch is not None and not arch.endswith((".yaml", ".yml")):
-            raise ValueError("must name a model YAML file (.yaml or .yml)")
-        if arch is not None and arch.startswith("s3://") and not re.match(S3_URI_PATTERN, arch):
-            raise ValueError(f"malformed s3 URI: {arch!r}")
-        return arch
+    def _architecture_form(cls, arch: str | None) -> str | None:
+        if arch is None:
+            return arch
+        return _model_file_form(arch, suffixes=(".yaml", ".yml"), what="a model YAML")
 
     @field_validator("base_weights")
     @classmethod
     def _base_weights_form(cls, bw: str | None) -> str | None:
         if bw is None or bw == "incumbent":
             return bw
-        if bw.startswith("s3://"):
-            if not re.match(S3_URI_PATTERN, bw) or not bw.endswith(".pt"):
-                raise ValueError(f"an s3 base weight must be a well-formed s3://bucket/key.pt URI, got {bw!r}")
-            return bw
-        if bw.endswith((".yaml", ".yml")):
-            return bw
-        if not re.match(VERSION_PATTERN, bw):
-            raise ValueError(f"must be 'incumbent', a registry version, an s3:// .pt or a model YAML, got {bw!r}")
+        if bw.endswith((".yaml", ".yml")) or "://" in bw or PIN_SEPARATOR in bw or re.search(r"[/\\~]", bw):
+            return _model_file_form(bw, suffixes=(".pt",), what="a .pt")
+        if not re.match(VERSION_PATTERN, bw) or ".." in bw:
+            raise ValueError(
+                "must be 'incumbent', a registry version, an Ultralytics built-in model YAML name or a pinned "
+                f"s3://bucket/key.pt@sha256:<64 hex digits>, got {bw!r}"
+            )
         return bw
 
     @model_validator(mode="after")
@@ -224,6 +273,16 @@ class StrategySpec(ApiModel):
         if self.base_weights is not None:
             return self.base_weights
         return "incumbent" if self.type == "incremental" else "yolov8n.yaml"
+
+    @property
+    def base_weights_pin(self) -> tuple[str, str] | None:
+        """`(s3 uri, sha256)` when the start weights are a pinned s3:// .pt, else None."""
+        return split_pin(self.effective_base_weights)
+
+    @property
+    def architecture_pin(self) -> tuple[str, str] | None:
+        """`(s3 uri, sha256)` when the architecture is a pinned s3:// YAML, else None."""
+        return split_pin(self.architecture) if self.architecture else None
 
     @property
     def effective_replay(self) -> ReplaySpec | None:
