@@ -81,7 +81,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise RegistryError(
             f"invalid {kind} {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
         )

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import time
+import unicodedata
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Container, Generator, Iterable, Iterator
@@ -93,10 +94,35 @@ def join_uri(base: str, *parts: str) -> str:
 
 # Keys that need a closer look: empty, NUL, backslash, a drive prefix, or an empty, "." or ".." segment.
 _SUSPECT_KEY = re.compile(r"\A\Z|\x00|\\|\A[A-Za-z]:|(?:\A|/)\.{0,2}(?:/|\Z)")
+# Unicode categories no key may contain: controls (Cc: NUL..US, DEL, C1 such as U+0085 NEL, so \n \r \t \v
+# \f too), line and paragraph separators (Zl U+2028, Zp U+2029), format characters (Cf: invisible ones
+# such as U+200B, U+200E/U+200F, bidi overrides U+202A-U+202E and isolates, U+FEFF) and lone surrogates
+# (Cs). Controls and separators split the line-based image lists Ultralytics reads; format characters
+# make a key look like another one. Other spaces (Zs), private-use (Co) and unassigned (Cn) characters
+# are allowed.
+UNSAFE_KEY_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cf", "Cs"})
+
+
+def _unsafe_char(key: str) -> str | None:
+    """The first character of `key` in UNSAFE_KEY_CATEGORIES, described (`U+2028 LINE SEPARATOR, category Zl`)."""
+    if key.isprintable():  # no Cc, Cf, Cs, Zl, Zp (nor Zs, Co, Cn, which are allowed): the common case, in C
+        return None
+    for ch in key:
+        category = unicodedata.category(ch)
+        if category in UNSAFE_KEY_CATEGORIES:
+            name = unicodedata.name(ch, "")
+            return f"U+{ord(ch):04X}{' ' + name if name else ''} (category {category})"
+    return None
 
 
 def _check_key(root: Path, key: str) -> None:
-    """Raise UnsafeKeyError if the key is malformed or could escape `root` lexically."""
+    """Raise UnsafeKeyError if the key is malformed, holds an unsafe character, or could escape `root` lexically."""
+    char = _unsafe_char(key)
+    if char is not None:
+        raise UnsafeKeyError(
+            f"unsafe object key {key!r}: it contains {char}, a control, format or line-separator character; "
+            f"refusing to map it under {root}"
+        )
     if not _SUSPECT_KEY.search(key):
         return
     problem = None
@@ -141,8 +167,10 @@ def safe_local_paths(root: Path, keys: Iterable[str]) -> dict[str, Path]:
 def safe_local_path(root: Path, key: str) -> Path:
     """The path of `key` under `root`; UnsafeKeyError if the key could escape it or is malformed.
 
-    Rejected: empty keys, absolute keys (leading `/`), backslashes, NUL bytes, empty segments (`a//b`),
-    `.` and `..` segments, and Windows drive prefixes (`C:`).
+    Rejected: empty keys, absolute keys (leading `/`), backslashes, empty segments (`a//b`), `.` and `..`
+    segments, Windows drive prefixes (`C:`), and any character in UNSAFE_KEY_CATEGORIES (controls such as
+    NUL, `\n`, `\r`, U+0085; line/paragraph separators U+2028/U+2029; format characters such as U+200E,
+    U+202E, U+FEFF; lone surrogates).
     """
     _check_key(root, key)
     base = Path(root).resolve()
@@ -671,7 +699,10 @@ class ObjectStore:
                 for obj in chunk:
                     if obj.key == MANIFEST_NAME or obj.key.endswith(PART_SUFFIX):
                         raise UnsafeKeyError(f"object key {obj.key!r} under {uri} collides with the sync's own files")
-                paths = safe_local_paths(local_dir, [o.key for o in chunk])
+                try:
+                    paths = safe_local_paths(local_dir, [o.key for o in chunk])
+                except UnsafeKeyError as exc:
+                    raise UnsafeKeyError(f"{exc} (listed under {uri}); the sync stops, nothing of it is used") from None
                 for obj in chunk:
                     path = files[obj.key] = paths[obj.key]
                     entry = manifest.get(obj.key)
