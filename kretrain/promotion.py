@@ -1,4 +1,4 @@
-"""Conclude a finished run: apply the promotion policy and move the incumbent pointer at most once."""
+"""Conclude a finished run: bind its report to the run, apply the promotion policy, move the incumbent at most once."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ from typing import Literal
 
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.policy import decide
-from kretrain.registry import IncumbentChanged, Registry, now_rfc3339
+from kretrain.registry import IncumbentChanged, Registry, VersionNotFound, now_rfc3339
 
-Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged"]
+Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
+REPORT_MISMATCH: Reason = "ReportMismatch"
+"""The report does not belong to the run (run id, model, candidate version or weights differ): state Failed."""
+MISSING_EVALUATION: Reason = "MissingEvaluation"
+"""The report lacks an evaluation the spec requires (an era, or the current incumbent's): state Rejected."""
+FAILED_REASONS: frozenset[str] = frozenset({REPORT_MISMATCH})
+"""Reasons that make the run Failed rather than Rejected: its outputs cannot be trusted at all."""
+MAX_REASON_CHARS = 1000
+"""A reason quoting report content is cut to this many characters."""
 
 
 @dataclass
@@ -21,6 +29,15 @@ class Conclusion:
     reason: Reason
     candidate_version: str
     expected_incumbent: str | None
+    candidate: ModelRef | None = None
+    """The candidate as the registry records it under the run id (None when the report was refused)."""
+    incumbent: ModelRef | None = None
+    """The incumbent the registry held when the run was concluded."""
+
+    @property
+    def failed(self) -> bool:
+        """The report was refused as not belonging to the run (state Failed, not Rejected)."""
+        return self.reason in FAILED_REASONS
 
 
 def wants_fallback(spec: RetrainJobSpec, conclusion: Conclusion) -> bool:
@@ -44,49 +61,153 @@ def fallback_spec(spec: RetrainJobSpec) -> RetrainJobSpec:
     return spec.model_copy(update={"strategy": strategy})
 
 
-def expected_incumbent(report: RunReport) -> str | None:
-    """The incumbent version the run was evaluated against (the promotion's If-Match)."""
-    if report.incumbent is not None:
-        return report.incumbent.version
-    if report.incumbent_evaluation is not None:
-        return report.incumbent_evaluation.model_version
+def _short(text: object) -> str:
+    value = str(text)
+    return value if len(value) <= 80 else value[:77] + "..."
+
+
+def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | None:
+    """The version registered under `run_id` as a ModelRef, or None when there is none."""
+    try:
+        info = registry.version_info(model, run_id)
+    except VersionNotFound:
+        return None
+    if isinstance(info, dict):
+        return ModelRef(version=run_id, uri=str(info.get("uri", "")), sha256=str(info.get("sha256", "")))
+    return ModelRef(version=run_id, uri=str(info.uri), sha256=str(info.sha256))
+
+
+def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record: ModelRef | None) -> str | None:
+    """Why the report does not belong to run `run_id` of `spec.model` (None when it does)."""
+    if report.run_id != run_id:
+        return f"report.json names run {_short(report.run_id)!r}, but it was read for run {run_id!r}."
+    if report.model != spec.model:
+        return f"report.json names model {_short(report.model)!r}, but the RetrainJob trains {spec.model!r}."
+    if record is None:
+        return f"No version is registered under the run id {run_id!r}, so there is no candidate to promote."
+    if report.candidate is None:
+        return f"report.json names no candidate; version {run_id!r} has sha256 {record.sha256}."
+    if report.candidate.version != run_id:
+        return (
+            f"report.json names candidate version {_short(report.candidate.version)!r}, but the run's candidate "
+            f"is always the version registered under its run id {run_id!r}."
+        )
+    if report.candidate.sha256 != record.sha256:
+        return (
+            f"report.json names candidate weights with sha256 {report.candidate.sha256}, but version {run_id!r} "
+            f"is registered with sha256 {record.sha256}."
+        )
     return None
 
 
-def conclude(
-    registry: Registry, report: RunReport, spec: RetrainJobSpec, actor: str, now: str | None = None
-) -> Conclusion:
-    """Decide with the policy and, when the gate passes in auto mode, promote with a conditional write.
+def missing_evaluations(report: RunReport, spec: RetrainJobSpec, current: ModelRef | None) -> list[str]:
+    """Evaluations the spec requires that the report lacks: every era of the candidate, and of the current
+    incumbent when there is one (an evaluation of another incumbent version is not 'missing' but stale)."""
+    missing = [
+        f"Era {e!r} is missing from the candidate's evaluation; every era of spec.dataset.eras must be evaluated."
+        for e in spec.dataset.eras
+        if e not in report.candidate_evaluation.eras
+    ]
+    inc = report.incumbent_evaluation
+    if current is not None and inc is None:
+        missing.append(
+            f"The registry has incumbent {current.version!r}, but the report has no incumbentEvaluation; "
+            "a candidate is only compared with the incumbent on the same images."
+        )
+    elif current is not None and inc is not None and inc.model_version == current.version:
+        missing += [
+            f"Era {e!r} is missing from the incumbent's evaluation; the two models cannot be compared on it."
+            for e in spec.dataset.eras
+            if e not in inc.eras
+        ]
+    return missing
 
-    Idempotent: when the candidate already is the incumbent (an earlier attempt promoted it), nothing
-    is written again. A promotion decided against an incumbent that has changed since is refused by
-    the registry and reported as `IncumbentChanged`, never applied over the new incumbent.
+
+def _refused(
+    report: RunReport,
+    spec: RetrainJobSpec,
+    reason: Reason,
+    problems: list[str],
+    run_id: str,
+    stamp: str,
+    current: ModelRef | None,
+    record: ModelRef | None,
+) -> Conclusion:
+    """A conclusion that promotes nothing: the report was refused (`problems` say why)."""
+    what = "report refused" if reason in FAILED_REASONS else "missing evaluation"
+    decision = Decision(
+        promoted=False,
+        passed=False,
+        mode=spec.promotion.mode,
+        summary=f"Not promoted: {what}: {problems[0]}"[:MAX_REASON_CHARS],
+        reasons=[p[:MAX_REASON_CHARS] for p in problems],
+        decided_at=stamp,
+    )
+    comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric)
+    expected = current.version if current else None
+    return Conclusion(decision, comparison, reason, run_id, expected, record, current)
+
+
+def conclude(
+    registry: Registry,
+    report: RunReport,
+    spec: RetrainJobSpec,
+    actor: str,
+    now: str | None = None,
+    *,
+    run_id: str,
+) -> Conclusion:
+    """Bind the report to run `run_id`, decide with the policy and, when the gate passes in auto mode, promote
+    the version registered under `run_id` with a conditional write.
+
+    `run_id` is the caller's own (the operator derives it from the RetrainJob): the candidate is always the
+    version registered under it, never a version the report names. Before any decision the report must name
+    that run and model, and that version's registered sha256 (else `ReportMismatch`, a failed run); it must
+    evaluate the candidate on every era and, when the registry has an incumbent now, that very incumbent on
+    every era (else `MissingEvaluation`, rejected). A report evaluated against another incumbent than the
+    current one is `IncumbentChanged` and not applied. Idempotent: when the candidate already is the
+    incumbent (an earlier attempt promoted it), nothing is written again.
     """
+    stamp = now or now_rfc3339()
+    record = _record_ref(registry, spec.model, run_id)
+    mismatch = report_mismatch(report, spec, run_id, record)
+    current: ModelRef | None = registry.incumbent(spec.model)
+    if mismatch is not None:
+        return _refused(report, spec, REPORT_MISMATCH, [mismatch], run_id, stamp, current, record)
+    already = current is not None and current.version == run_id
+    missing = missing_evaluations(report, spec, None if already else current)
+    if missing:
+        return _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
     decision = decide(
         report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
     )
-    decision.decided_at = now or now_rfc3339()
-    candidate = report.candidate.version if report.candidate else report.run_id
-    expected = expected_incumbent(report)
+    decision.decided_at = stamp
+    expected = current.version if current else None
+    evaluated_against = report.incumbent_evaluation.model_version if report.incumbent_evaluation else None
     reason: Reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
-    if decision.promoted:
-        current: ModelRef | None = registry.incumbent(spec.model)
-        if current is not None and current.version == candidate:
-            decision.reasons.append(f"{candidate} is already the incumbent (an earlier attempt promoted it).")
-        else:
-            try:
-                registry.promote(
-                    spec.model, candidate, expected=expected, reason=decision.summary or "passed the gate", actor=actor
-                )
-            except IncumbentChanged as exc:
-                now_current = getattr(exc, "current", None)
-                decision.promoted = False
-                decision.reasons.append(
-                    f"Not promoted: the incumbent changed from {expected or 'none'} to "
-                    f"{getattr(now_current, 'version', now_current) or 'another version'} while the run was "
-                    "evaluated; the decision was made against the old incumbent, so it is not applied."
-                )
-                decision.summary = "not promoted: incumbent changed"
-                reason = "IncumbentChanged"
+    if already:
+        decision.reasons.append(f"{run_id} is already the incumbent (an earlier attempt promoted it).")
+    elif evaluated_against != expected:
+        decision.promoted = False
+        decision.reasons.append(
+            f"Not promoted: the candidate was evaluated against incumbent {_short(evaluated_against or 'none')}, "
+            f"but the incumbent is {expected or 'none'} now; the decision was made against the old incumbent, "
+            "so it is not applied."
+        )
+        decision.summary = "not promoted: incumbent changed"
+        reason = "IncumbentChanged"
+    elif decision.promoted:
+        try:
+            registry.promote(
+                spec.model, run_id, expected=expected, reason=decision.summary or "passed the gate", actor=actor
+            )
+        except IncumbentChanged as exc:
+            decision.promoted = False
+            decision.reasons.append(
+                f"Not promoted: the incumbent changed from {expected or 'none'} to {exc.current or 'another version'} "
+                "while the run was evaluated; the decision was made against the old incumbent, so it is not applied."
+            )
+            decision.summary = "not promoted: incumbent changed"
+            reason = "IncumbentChanged"
     comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric)
-    return Conclusion(decision, comparison, reason, candidate, expected)
+    return Conclusion(decision, comparison, reason, run_id, expected, record, current)

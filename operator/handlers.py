@@ -110,10 +110,14 @@ def _running(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.timer(*RTJ, interval=_settings.poll_interval, when=_running)
-def poll(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Follow the Job and progress.json; decide and promote once the Job has succeeded."""
+def poll(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Follow the Job and progress.json; decide and promote once the Job has succeeded.
+
+    `retry` is Kopf's count of failed tries in a row of this timer (kept in memory, reset by a success): a
+    malformed report or progress fails the run after lifecycle.MAX_RECORD_TRIES tries instead of looping.
+    """
     with metrics.timed("poll"):
-        _apply(lifecycle.poll(body, deps()), body, patch, "poll")
+        _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll")
 
 
 @kopf.on.delete(*RTJ, optional=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -47,6 +48,43 @@ API_CALLS: frozenset[tuple[str, str]] = OWN_API_CALLS | KOPF_API_CALLS
 """Every (verb, resource[/subresource]) the operator may call; resource is `plural.group` (core: `plural`)."""
 
 
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_LABEL = re.compile(_LABEL)
+"""A namespace: lowercase letters, digits and '-', starting and ending with a letter or digit (<= 63)."""
+DNS1123_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+"""An object name: dot-separated DNS-1123 labels (<= 253; Job names <= 63, they become a pod label)."""
+
+
+class UnsafeName(ValueError):
+    """A namespace or object name that is not DNS-1123; refused before any URL or selector is built with it."""
+
+
+def checked_namespace(namespace: object) -> str:
+    """`namespace` if it is a DNS-1123 label, else UnsafeName."""
+    if not isinstance(namespace, str) or len(namespace) > 63 or not DNS1123_LABEL.fullmatch(namespace):
+        raise UnsafeName(f"refusing namespace {str(namespace)[:80]!r}: not a DNS-1123 label (a-z, 0-9, '-'; <= 63)")
+    return namespace
+
+
+def checked_name(name: object, limit: int = 63) -> str:
+    """`name` if it is a DNS-1123 subdomain of at most `limit` characters, else UnsafeName."""
+    if not isinstance(name, str) or len(name) > limit or not DNS1123_SUBDOMAIN.fullmatch(name):
+        raise UnsafeName(
+            f"refusing object name {str(name)[:80]!r}: not a DNS-1123 name (a-z, 0-9, '-', '.'; <= {limit})"
+        )
+    return name
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: every reserved character encoded ('/' included)."""
+    return quote(value, safe="")
+
+
+def _jobs_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/batch/v1/namespaces/{_seg(checked_namespace(namespace))}/jobs"
+    return base if name is None else f"{base}/{_seg(checked_name(name))}"
+
+
 class KubeError(Exception):
     """An API call failed; `status` is the HTTP code (0 when the server was not reached)."""
 
@@ -56,7 +94,10 @@ class KubeError(Exception):
 
 
 class Kube:
-    """A thin JSON client (urllib3) using the official Kubernetes client's configuration loaders."""
+    """A thin JSON client (urllib3) using the official Kubernetes client's configuration loaders.
+
+    Every namespace and name is checked to be DNS-1123 (UnsafeName otherwise) and encoded as one path segment
+    before a URL is built with it: no value can reach another namespace or resource."""
 
     def __init__(self, settings: OperatorSettings) -> None:
         import urllib3
@@ -121,15 +162,15 @@ class Kube:
     # ---- Jobs -----------------------------------------------------------------------------------
     def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """Jobs in `namespace` matching a label selector."""
-        items: list[dict[str, Any]] = self.call(
-            "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", query={"labelSelector": label_selector}
-        )["items"]
+        items: list[dict[str, Any]] = self.call("GET", _jobs_path(namespace), query={"labelSelector": label_selector})[
+            "items"
+        ]
         return items
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job, or None when it does not exist."""
         try:
-            job: dict[str, Any] = self.call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{quote(name)}")
+            job: dict[str, Any] = self.call("GET", _jobs_path(namespace, name))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -141,8 +182,10 @@ class Kube:
         meta = obj["metadata"]
         plural = {"Job": "jobs", "ConfigMap": "configmaps"}[obj["kind"]]
         base = "/apis/batch/v1" if obj["kind"] == "Job" else "/api/v1"
+        namespace = _seg(checked_namespace(meta.get("namespace")))
+        checked_name(meta.get("name"))
         try:
-            return self.call("POST", f"{base}/namespaces/{meta['namespace']}/{plural}", body=obj), True
+            return self.call("POST", f"{base}/namespaces/{namespace}/{plural}", body=obj), True
         except KubeError as exc:
             if exc.status == 409:
                 return obj, False
@@ -152,7 +195,7 @@ class Kube:
         """Merge-patch a Job."""
         job: dict[str, Any] = self.call(
             "PATCH",
-            f"/apis/batch/v1/namespaces/{namespace}/jobs/{quote(name)}",
+            _jobs_path(namespace, name),
             body=patch,
             content_type="application/merge-patch+json",
         )
@@ -161,7 +204,8 @@ class Kube:
     # ---- Pods -----------------------------------------------------------------------------------
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The pods of a Job (label `job-name`, set by the Job controller)."""
-        items: list[dict[str, Any]] = self.call(
-            "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": f"job-name={job}"}
-        )["items"]
+        path = f"/api/v1/namespaces/{_seg(checked_namespace(namespace))}/pods"
+        items: list[dict[str, Any]] = self.call("GET", path, query={"labelSelector": f"job-name={checked_name(job)}"})[
+            "items"
+        ]
         return items

@@ -7,16 +7,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from kretrain.api import TERMINAL_STATES, Fallback, ModelRef, RetrainJobSpec, RunReport
-from kretrain.operator import jobs
+from kretrain.operator import bounds, jobs
 from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
 from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
+from kretrain.registry import InvalidRunRecord, RegistryError
+from kretrain.store import StoreError
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
+
+REGISTRY_ERRORS = (StoreError, RegistryError, ClientError, BotoCoreError)
+"""What a registry call raises when S3 or a record is at fault (anything else is a bug and reaches Kopf)."""
+MAX_RECORD_TRIES = 3
+"""A malformed or oversized progress.json/report.json fails the run on this try (Kopf counts the tries)."""
 
 
 class KubeApi(Protocol):
@@ -182,15 +190,29 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
-def progress_status(progress: Mapping[str, Any]) -> dict[str, Any]:
-    """status.progress from the trainer's progress.json."""
-    epoch, epochs = int(progress.get("epoch") or 0), int(progress.get("epochs") or 0)
-    out: dict[str, Any] = {"epoch": epoch, "epochs": epochs, "display": f"{epoch}/{epochs}"}
-    if progress.get("etaSeconds") is not None:
-        out["etaSeconds"] = float(progress["etaSeconds"])
-    metrics = progress.get("metrics") or {}
-    out["metrics"] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    return out
+def run_names(body: Mapping[str, Any]) -> tuple[str, str]:
+    """(run id, Job name) of the RetrainJob's current run, from its namespace, name and uid alone.
+
+    Never from status: status.runId/jobName are a cache anyone allowed to patch the status can rewrite. The
+    only status input is whether a fallback run was started (it selects between this object's own two runs).
+    """
+    meta, status = body["metadata"], body.get("status") or {}
+    run = jobs.run_id(meta["namespace"], meta["name"], meta["uid"])
+    if status.get("fallback"):
+        run = jobs.fallback_run_id(run)
+    return run, jobs.job_name(run)
+
+
+def correct_names(body: Mapping[str, Any], build: StatusBuilder, events: list[Event], run: str, jname: str) -> None:
+    """Put the operator's own run id and Job name back into a status that says otherwise (and say so)."""
+    status = body.get("status") or {}
+    if status.get("runId") == run and status.get("jobName") == jname:
+        return
+    build.set(runId=run, jobName=jname)
+    was = f"runId {bounds.short(status.get('runId'), 80)!r}, jobName {bounds.short(status.get('jobName'), 80)!r}"
+    events.append(
+        Event("Warning", "StatusCorrected", f"status said {was}; the run is {run} in Job {jname} (status is a cache)")
+    )
 
 
 def metric_text(value: float | None) -> str | None:
@@ -247,10 +269,10 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         existing = deps.kube.find_jobs(ns, jobs.selector(uid))
     except KubeError as exc:
         return Outcome(retry=f"cannot list Jobs in {ns}: {exc}")
-    if existing:
+    ours = {jname, jobs.job_name(jobs.fallback_run_id(run))}
+    if any((j.get("metadata") or {}).get("name") in ours for j in existing):
         if status.get("jobName") and status.get("state"):
             return Outcome()  # a resumed operator: the run is already under way
-        jname = existing[0]["metadata"]["name"]
         build = StatusBuilder(body, now).set(
             runId=run, jobName=jname, state="Suspended" if spec.suspend else "Training"
         )
@@ -260,7 +282,7 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         return Outcome()  # the Job existed and is gone (TTL or deleted): the poller settles the run
     try:
         incumbent = deps.registry_for(resolved).incumbent(spec.model)
-    except Exception as exc:  # S3 unreachable or the pointer unreadable: wait, do not start blind
+    except REGISTRY_ERRORS as exc:  # S3 unreachable or the pointer unreadable: wait, do not start blind
         msg = f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}: {exc}"
         waiting = StatusBuilder(body, now).set(state="Pending", runId=run)
         waiting.condition("Training", "False", "WaitingForRegistry", msg[:2000])
@@ -291,72 +313,97 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
 def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
     """Suspend or resume the run's Job after a change of spec.suspend."""
     meta, status = body["metadata"], dict(body.get("status") or {})
-    jname = status.get("jobName")
-    if status.get("state") in TERMINAL_STATES or not jname:
+    if status.get("state") in TERMINAL_STATES or not status.get("jobName"):
         return Outcome()
+    _, jname = run_names(body)
     try:
         if deps.kube.get_job(meta["namespace"], jname) is not None:
             deps.kube.patch_job(meta["namespace"], jname, {"spec": {"suspend": suspend}})
     except KubeError as exc:
         return Outcome(retry=f"cannot patch Job {jname}: {exc}")
-    build = StatusBuilder(body, deps.now())
+    build, events = StatusBuilder(body, deps.now()), list[Event]()
+    correct_names(body, build, events, *run_names(body))
     if suspend:
         build.set(state="Suspended").condition("Suspended", "True", "SuspendedBySpec", "spec.suspend is true")
-        return Outcome(build.build(), [Event("Normal", "Suspended", f"Suspended Job {jname}")])
+        return Outcome(build.build(), [*events, Event("Normal", "Suspended", f"Suspended Job {jname}")])
     build.set(state="Training").condition("Suspended", "False", "Resumed", "spec.suspend is false")
-    return Outcome(build.build(), [Event("Normal", "Resumed", f"Resumed Job {jname}")])
+    return Outcome(build.build(), [*events, Event("Normal", "Resumed", f"Resumed Job {jname}")])
 
 
-def poll(body: Mapping[str, Any], deps: Deps) -> Outcome:
-    """Follow a started run: progress while it trains, the decision once the Job succeeds, why it failed."""
+def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
+    """Follow a started run: progress while it trains, the decision once the Job succeeds, why it failed.
+
+    `retry` is how many tries in a row failed before this one (Kopf's in-memory count, which a status writer
+    cannot reset): a malformed or oversized report/progress fails the run on try MAX_RECORD_TRIES.
+    """
     meta, status = body["metadata"], dict(body.get("status") or {})
-    jname, run = status.get("jobName"), status.get("runId")
-    if status.get("state") in TERMINAL_STATES or not jname or not run:
+    if status.get("state") in TERMINAL_STATES or not status.get("jobName"):
         return Outcome()
     parsed = parse_spec(body, deps.settings)
     if isinstance(parsed, str):
         return Outcome()
     spec, resolved = parsed
     ns, now = meta["namespace"], deps.now()
+    run, jname = run_names(body)
     try:
         job = deps.kube.get_job(ns, jname)
     except KubeError as exc:
         return Outcome(retry=f"cannot read Job {jname}: {exc}")
     try:
-        registry = deps.registry_for(resolved)
-        if job is None:
-            report = registry.read_run_report(spec.model, run)
-            if report is None:
-                msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
-                return failed(body, "JobLost", msg, now)
-            return finish(body, spec, resolved, report, deps)
-        phase, reason, message = job_state(job)
-        if phase == "failed":
-            try:
-                pod_message = termination_message(deps.kube.job_pods(ns, jname))
-            except KubeError:
-                pod_message = ""
-            text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")
-            text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
-            return failed(body, reason if reason[:1].isalpha() else "JobFailed", text, now)
-        if phase == "succeeded":
-            return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
-        build = StatusBuilder(body, now)
-        events: list[Event] = []
-        if phase == "suspended" and status.get("state") != "Suspended":
-            build.set(state="Suspended").condition("Suspended", "True", "JobSuspended", f"Job {jname} is suspended")
-            events.append(Event("Normal", "Suspended", f"Job {jname} is suspended"))
-        if phase == "running" and status.get("state") != "Training":
-            build.set(state="Training").condition("Suspended", "False", "Resumed", f"Job {jname} is running")
-            events.append(Event("Normal", "Training", f"Job {jname} is running"))
-        progress = registry.read_progress(spec.model, run)
-        if progress:
-            new = progress_status(progress)
-            if new != status.get("progress"):
-                build.set(progress=new)
-        return Outcome(status=build.build(), events=events)
-    except Exception as exc:  # S3 errors while reading progress/report: try again later
-        return Outcome(retry=f"cannot read run {run} from the registry: {type(exc).__name__}: {exc}")
+        return _follow(body, spec, resolved, job, run, jname, deps)
+    except InvalidRunRecord as exc:
+        what = "InvalidReport" if exc.uri.endswith("/report.json") else "InvalidProgress"
+        if retry + 1 >= MAX_RECORD_TRIES:
+            return failed(body, what, bounds.short(f"run {run}: {exc} (try {retry + 1} of {MAX_RECORD_TRIES})"), now)
+        return Outcome(retry=bounds.short(f"try {retry + 1} of {MAX_RECORD_TRIES}: {exc}"))
+    except REGISTRY_ERRORS as exc:  # S3 errors while reading progress/report: try again later
+        return Outcome(retry=bounds.short(f"cannot read run {run} from the registry: {type(exc).__name__}: {exc}"))
+
+
+def _follow(
+    body: Mapping[str, Any],
+    spec: RetrainJobSpec,
+    resolved: RetrainJobSpec,
+    job: dict[str, Any] | None,
+    run: str,
+    jname: str,
+    deps: Deps,
+) -> Outcome:
+    """poll() once the Job was read: the registry reads (their errors are handled by poll)."""
+    status, ns, now = dict(body.get("status") or {}), body["metadata"]["namespace"], deps.now()
+    registry = deps.registry_for(resolved)
+    if job is None:
+        report = registry.read_run_report(spec.model, run)
+        if report is None:
+            msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
+            return failed(body, "JobLost", msg, now)
+        return finish(body, spec, resolved, report, deps)
+    phase, reason, message = job_state(job)
+    if phase == "failed":
+        try:
+            pod_message = termination_message(deps.kube.job_pods(ns, jname))
+        except KubeError:
+            pod_message = ""
+        text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")
+        text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
+        return failed(body, reason if reason[:1].isalpha() else "JobFailed", text, now)
+    if phase == "succeeded":
+        return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
+    build = StatusBuilder(body, now)
+    events: list[Event] = []
+    correct_names(body, build, events, run, jname)
+    if phase == "suspended" and status.get("state") != "Suspended":
+        build.set(state="Suspended").condition("Suspended", "True", "JobSuspended", f"Job {jname} is suspended")
+        events.append(Event("Normal", "Suspended", f"Job {jname} is suspended"))
+    if phase == "running" and status.get("state") != "Training":
+        build.set(state="Training").condition("Suspended", "False", "Resumed", f"Job {jname} is running")
+        events.append(Event("Normal", "Training", f"Job {jname} is running"))
+    progress = registry.read_progress(spec.model, run)
+    if progress is not None:
+        new = bounds.progress(progress)
+        if new != status.get("progress"):
+            build.set(progress=new)
+    return Outcome(status=build.build(), events=events)
 
 
 def finish(
@@ -364,15 +411,18 @@ def finish(
 ) -> Outcome:
     """Apply the promotion policy to the run's report, promote at most once, record the decision.
 
-    The decision and the conditional promotion are kretrain.promotion.conclude, the code `kretrain run` uses.
+    The decision and the conditional promotion are kretrain.promotion.conclude, the code `kretrain run` uses;
+    the run id it binds the report to is the operator's own (run_names), never status.runId or the report's.
+    A report that does not belong to the run (ReportMismatch) fails the run. The status keeps pooled and
+    per-era figures of the spec's eras; per-class metrics and anything beyond the bounds stay in the report.
     """
     meta, status = body["metadata"], dict(body.get("status") or {})
     now = deps.now()
     if status.get("decision"):
         return Outcome()
-    run = status.get("runId") or ""
+    run, jname = run_names(body)
     if report is None:
-        msg = f"Job {status.get('jobName')} succeeded but runs/{run}/report.json is missing from the registry"
+        msg = f"Job {jname} succeeded but runs/{run}/report.json is missing from the registry"
         return failed(body, "NoReport", msg, now)
     metric = spec.promotion.metric
     conclusion = conclude(
@@ -381,37 +431,45 @@ def finish(
         spec,
         actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
         now=now,
+        run_id=run,
     )
     if wants_fallback(spec, conclusion) and not status.get("fallback"):
         return start_fallback(body, spec, resolved, conclusion, deps)
-    decision, reason, comparison = conclusion.decision, conclusion.reason, conclusion.comparison
-    candidate_version = conclusion.candidate_version
-    incumbent_ref: ModelRef | None = report.incumbent
+    decision, reason = bounds.decision(conclusion.decision), conclusion.reason
+    text = bounds.short(" ".join(decision.reasons) or decision.summary, 32000)
+    if conclusion.failed:
+        out = failed(body, reason, f"run {run}: the report was refused: {text}", now)
+        out.status.update(runId=run, jobName=jname, decision=decision.dump())
+        return out
     state = "Promoted" if decision.promoted else "Rejected"
     build = StatusBuilder(body, now).set(
+        runId=run,
+        jobName=jname,
         state=state,
         decision=decision.dump(),
-        evaluation=comparison.dump(),
-        checks=[c.dump() for c in report.checks],
+        evaluation=bounds.comparison(conclusion.comparison, spec.dataset.eras),
+        checks=bounds.checks(report.checks),
         candidateMetric=metric_text(report.candidate_evaluation.pooled.get(metric)),
         incumbentMetric=metric_text(
             report.incumbent_evaluation.pooled.get(metric) if report.incumbent_evaluation else None
         ),
     )
-    if report.candidate:
-        build.set(candidate=report.candidate.dump())
-    if incumbent_ref:
-        build.set(incumbent=incumbent_ref.dump())
-    text = " ".join(decision.reasons) or decision.summary
-    build.condition("Training", "False", "JobSucceeded", f"Job {status.get('jobName')} succeeded")
+    if conclusion.candidate:
+        build.set(candidate=conclusion.candidate.dump())
+    if conclusion.incumbent and reason != "IncumbentChanged":
+        build.set(incumbent=conclusion.incumbent.dump())
+    build.condition("Training", "False", "JobSucceeded", f"Job {jname} succeeded")
     build.condition("Evaluated", "True", "Evaluated", f"{metric} candidate vs incumbent on every era's test split")
-    build.condition("Promoted", "True" if decision.promoted else "False", reason, text[:32000])
-    event = Event("Normal", "Promoted", f"Promoted {candidate_version}: {text}")
+    build.condition("Promoted", "True" if decision.promoted else "False", reason, text)
+    patch = build.build()
+    if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # huge numbers in the report: keep the pooled figures only
+        patch["evaluation"] = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
+    event = Event("Normal", "Promoted", bounds.short(f"Promoted {run}: {text}"))
     if not decision.promoted:
         event = Event(
-            "Normal" if reason == "DryRun" else "Warning", reason, f"Not promoted {candidate_version}: {text}"
+            "Normal" if reason == "DryRun" else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
         )
-    return Outcome(status=build.build(), events=[event], decision_reason=reason)
+    return Outcome(status=patch, events=[event], decision_reason=reason)
 
 
 def start_fallback(
@@ -422,14 +480,15 @@ def start_fallback(
     Idempotent like `start`: after a restart the same Job name is created again and 409 means it exists.
     The full run's result becomes the RetrainJob's decision; it never falls back again.
     """
-    meta, status = body["metadata"], dict(body.get("status") or {})
+    meta = body["metadata"]
     ns, uid, now = meta["namespace"], meta["uid"], deps.now()
-    first_run, first_job = str(status.get("runId")), status.get("jobName")
+    first_run = jobs.run_id(ns, meta["name"], uid)
+    first_job = jobs.job_name(first_run)
     run = jobs.fallback_run_id(first_run)
     jname = jobs.job_name(run)
     try:
         incumbent = deps.registry_for(resolved).incumbent(spec.model)
-    except Exception as exc:  # S3 unreachable: wait, do not start blind
+    except REGISTRY_ERRORS as exc:  # S3 unreachable: wait, do not start blind
         return Outcome(retry=f"cannot read the incumbent of model {spec.model}: {exc}")
     try:
         create_run_objects(ns, uid, run, jname, fallback_spec(resolved), incumbent, deps)
@@ -437,7 +496,7 @@ def start_fallback(
         return failed(body, "JobRejected", str(exc), now, True)
     except KubeError as exc:
         return Outcome(retry=f"cannot create Job {jname}: {exc}")
-    rejected = conclusion.decision
+    rejected = bounds.decision(conclusion.decision)
     fallback = Fallback(run_id=first_run, job_name=first_job, decision=rejected)
     against = f"incumbent {incumbent.version}" if incumbent else "no incumbent"
     build = StatusBuilder(body, now).set(
@@ -449,9 +508,9 @@ def start_fallback(
         incumbent=incumbent.dump() if incumbent else None,
     )
     message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
-    build.condition("Training", "True", "FallbackToFull", message[:32000])
+    build.condition("Training", "True", "FallbackToFull", bounds.short(message, 32000))
     events = [
-        Event("Warning", "GateFailed", f"Not promoted {first_run}: {' '.join(rejected.reasons)}"[:1024]),
+        Event("Warning", "GateFailed", bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
         Event("Normal", "FallbackToFull", f"Created Job {jname}: full retrain of run {run} against {against}"),
     ]
     return Outcome(status=build.build(), events=events)

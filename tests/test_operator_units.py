@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kretrain.api import ModelRef, RetrainJobSpec
-from kretrain.operator import jobs, lifecycle
+from kretrain.api import ModelRef, RetrainJobSpec, RunProgress
+from kretrain.operator import bounds, jobs, lifecycle
 from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
 
@@ -73,14 +73,15 @@ def test_termination_message(pods: list[dict[str, Any]], expected: str) -> None:
     [
         ({"epoch": 3, "epochs": 10}, {"epoch": 3, "epochs": 10, "display": "3/10", "metrics": {}}),
         (
-            {"epoch": 1, "epochs": 2, "etaSeconds": 12, "metrics": {"mAP50": 0.5, "note": "x"}},
+            {"epoch": 1, "epochs": 2, "etaSeconds": 12, "metrics": {"mAP50": 0.5}, "checkpointEpoch": 1},
             {"epoch": 1, "epochs": 2, "display": "1/2", "etaSeconds": 12.0, "metrics": {"mAP50": 0.5}},
         ),
-        ({}, {"epoch": 0, "epochs": 0, "display": "0/0", "metrics": {}}),
+        ({"epoch": 0, "epochs": 0}, {"epoch": 0, "epochs": 0, "display": "0/0", "metrics": {}}),
     ],
 )
 def test_progress_status(progress: dict[str, Any], expected: dict[str, Any]) -> None:
-    assert lifecycle.progress_status(progress) == expected
+    # Non-numeric metrics and a record without epochs are refused by RunProgress (tests/security/).
+    assert bounds.progress(RunProgress.model_validate(progress)) == expected
 
 
 def test_with_condition_keeps_transition_time_until_the_status_changes() -> None:

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from kretrain.api import Comparison, Decision, RetrainJob, RetrainJobSpec, RunReport
 from kretrain.promotion import conclude, fallback_spec, wants_fallback
-from kretrain.registry import Registry
-from kretrain.store import ObjectStore
+from kretrain.registry import Registry, RegistryError
+from kretrain.store import ObjectStore, StoreError
 from kretrain.tables import comparison_table, decision_text
 
 
@@ -65,12 +67,12 @@ def _watch(proc: subprocess.Popen[bytes], registry: Registry, model: str, run_id
         time.sleep(1.0)
         try:
             progress = registry.read_progress(model, run_id)
-        except Exception:  # a transient S3 error must not kill the run being watched
+        except (StoreError, RegistryError, BotoCoreError, ClientError):  # S3 or the record: keep watching
             progress = None
-        if not progress or progress.get("epoch", -1) == last:
+        if progress is None or progress.epoch == last:
             continue
-        last = int(progress.get("epoch", 0))
-        line = _bar(last, int(progress.get("epochs", 0)), progress.get("metrics", {}), progress.get("etaSeconds"))
+        last = progress.epoch
+        line = _bar(last, progress.epochs, progress.metrics, progress.eta_seconds)
         out.write(("\r" + line) if tty else (line + "\n"))
         out.flush()
     if tty and last >= 0:
@@ -147,11 +149,13 @@ def run_spec(
     report = registry.read_run_report(spec.model, run_id)
     if report is None:
         raise LocalRunError(f"trainer finished but wrote no report for run {run_id}")
-    outcome = conclude(registry, report, spec, actor=actor)
+    outcome = conclude(registry, report, spec, actor=actor, run_id=run_id)
     (rundir / "report.json").write_text(report.model_dump_json(by_alias=True, indent=2))
     (rundir / "decision.json").write_text(outcome.decision.model_dump_json(by_alias=True, indent=2))
     out.write(comparison_table(outcome.comparison) + "\n")
     out.write(decision_text(outcome.decision) + "\n")
+    if outcome.failed:  # the report does not belong to this run (ReportMismatch): nothing was promoted
+        raise LocalRunError(f"run {run_id}: the report was refused: {' '.join(outcome.decision.reasons)}")
     return LocalOutcome(
         run_id, report, outcome.decision, outcome.comparison, rundir, fallback=wants_fallback(spec, outcome)
     )

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kretrain.api import RetrainJobSpec
+from kretrain.api import RetrainJobSpec, RunProgress
+from kretrain.api.progress import finite_metrics
 from kretrain.api.ultralytics_args import ULTRALYTICS_TRAIN_ARGS
 from kretrain.registry import now_rfc3339
 
@@ -336,10 +337,10 @@ class RunHooks:
         store.put_bytes(uri + ".sha256", f"{digest}  last.pt\n".encode())  # a resume verifies against it
         snapshot.unlink(missing_ok=True)
 
-    def _write_progress(self, progress: dict[str, Any]) -> None:
+    def _write_progress(self, progress: RunProgress) -> None:
         self.local_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.local_dir / "progress.json.tmp"
-        tmp.write_text(json.dumps(progress))
+        tmp.write_text(json.dumps(progress.dump()))
         tmp.replace(self.local_dir / "progress.json")
         if self.registry_uri:
             self._registry().write_progress(self.model, self.run_id, progress)
@@ -377,16 +378,16 @@ class RunHooks:
         this_attempt = max(done - self.start_epoch, 1)
         per_epoch = (now - t0) / this_attempt
         epochs = int(getattr(trainer, "epochs", self.epochs) or self.epochs)
-        progress = {
-            "epoch": done,
-            "epochs": epochs,
-            "metrics": epoch_metrics(trainer),
-            "elapsedSeconds": round(self.elapsed_before + now - t0, 3),
-            "etaSeconds": round(per_epoch * max(epochs - done, 0), 3),
-            "checkpointEpoch": self._checkpoint_epoch,
-            "updatedAt": now_rfc3339(),
-        }
-        print(json.dumps({"event": "epoch", "runId": self.run_id, **progress}), file=sys.stderr, flush=True)
+        progress = RunProgress(  # the record the operator reads: NaN losses are dropped, not written
+            epoch=done,
+            epochs=max(epochs, done),
+            metrics=finite_metrics(epoch_metrics(trainer)),
+            elapsed_seconds=round(self.elapsed_before + now - t0, 3),
+            eta_seconds=round(per_epoch * max(epochs - done, 0), 3),
+            checkpoint_epoch=self._checkpoint_epoch,
+            updated_at=now_rfc3339(),
+        )
+        print(json.dumps({"event": "epoch", "runId": self.run_id, **progress.dump()}), file=sys.stderr, flush=True)
         self._submit(self._write_progress, progress)
 
     def on_train_end(self, trainer: Any) -> None:

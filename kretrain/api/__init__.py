@@ -1,6 +1,7 @@
 """The RetrainJob API: pydantic models that are the single source of truth for CRD, operator and trainer."""
 
 from kretrain.api.evaluation import Comparison, EraDelta, Evaluation, Metrics, compare
+from kretrain.api.progress import RunProgress
 from kretrain.api.report import Compute, DataSummary, RunReport, TrainingSummary
 from kretrain.api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION, RetrainJob
 from kretrain.api.schedule import (
@@ -78,6 +79,7 @@ __all__ = [
     "RetrainSchedule",
     "RetrainScheduleSpec",
     "RetrainScheduleStatus",
+    "RunProgress",
     "RunReport",
     "ScheduleDecision",
     "SplitSpec",

@@ -1,0 +1,90 @@
+"""Status fields built from untrusted run records (report.json, progress.json), trimmed to a bounded size."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from kretrain.api import CheckResult, Comparison, Decision, EraDelta, Evaluation, Metrics, RunProgress
+
+MAX_STATUS_BYTES = 200 * 1024
+"""A status patch is kept under this many bytes of JSON (etcd takes ~1.5 MiB per object, the issue asks 256 KiB)."""
+MAX_TEXT = 1000
+"""A reason, check detail or summary is cut to this many characters."""
+MAX_NAME = 64
+"""A check name or metric name is cut to this many characters."""
+MAX_REASONS = 200
+"""The most decision reasons the status keeps (the report keeps all of them)."""
+MAX_CHECKS = 32
+"""The most check results the status keeps."""
+
+
+def short(text: object, limit: int = MAX_TEXT) -> str:
+    """`text` as a string of at most `limit` characters (cut with an ellipsis)."""
+    value = str(text)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _metrics(m: Metrics) -> Metrics:
+    """Pooled figures only: the per-class detail stays in the report."""
+    return m.model_copy(update={"per_class": {}})
+
+
+def _evaluation(e: Evaluation, eras: list[str], with_eras: bool) -> Evaluation:
+    kept = {era: _metrics(e.eras[era]) for era in eras if era in e.eras} if with_eras else {}
+    version = short(e.model_version, 253) if e.model_version is not None else None
+    return Evaluation(model_version=version, pooled=_metrics(e.pooled), eras=kept)
+
+
+def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> dict[str, Any]:
+    """status.evaluation: pooled and per-era figures of the spec's eras only, no per-class metrics."""
+    deltas: dict[str, EraDelta] = {e: c.eras[e] for e in eras if e in c.eras} if with_eras else {}
+    trimmed = Comparison(
+        metric=c.metric,
+        candidate=_evaluation(c.candidate, eras, with_eras),
+        incumbent=_evaluation(c.incumbent, eras, with_eras) if c.incumbent else None,
+        pooled=c.pooled,
+        eras=deltas,
+    )
+    return trimmed.dump()
+
+
+def checks(results: list[CheckResult]) -> list[dict[str, Any]]:
+    """status.checks: at most MAX_CHECKS, names and details cut, non-finite numbers dropped."""
+    return [
+        CheckResult(
+            name=short(c.name, MAX_NAME),
+            passed=c.passed,
+            value=_finite(c.value),
+            threshold=_finite(c.threshold),
+            detail=short(c.detail),
+        ).dump()
+        for c in results[:MAX_CHECKS]
+    ]
+
+
+def decision(d: Decision) -> Decision:
+    """The decision with at most MAX_REASONS reasons of at most MAX_TEXT characters each."""
+    reasons = [short(r) for r in d.reasons[:MAX_REASONS]]
+    if len(d.reasons) > MAX_REASONS:
+        reasons.append(f"... {len(d.reasons) - MAX_REASONS} more reasons in the run's report")
+    return d.model_copy(update={"reasons": reasons, "summary": short(d.summary)})
+
+
+def progress(p: RunProgress) -> dict[str, Any]:
+    """status.progress from a validated progress.json (every number already finite and bounded)."""
+    out: dict[str, Any] = {"epoch": p.epoch, "epochs": p.epochs, "display": f"{p.epoch}/{p.epochs}"}
+    if p.eta_seconds is not None:
+        out["etaSeconds"] = p.eta_seconds
+    out["metrics"] = dict(p.metrics)
+    return out
+
+
+def size(patch: dict[str, Any]) -> int:
+    """Bytes of the patch as JSON (NaN and Infinity are refused: the API server would refuse them too)."""
+    return len(json.dumps(patch, allow_nan=False, separators=(",", ":")))
