@@ -148,12 +148,12 @@ def test_full_run_learns_and_reports(pod: Pod, full_run: dict[str, Any]) -> None
     assert info["sha256"] == report.candidate.sha256
     # progress.json of the last epoch, last.pt and its sidecar in the run folder
     progress = pod.registry.read_progress("shapes", "full-1")
-    assert progress is not None and progress["epoch"] == progress["epochs"] == 10
-    assert {"epoch", "epochs", "metrics", "elapsedSeconds", "etaSeconds", "updatedAt"} <= set(progress)
-    assert "mAP50-95" in progress["metrics"]
+    assert progress is not None and progress.epoch == progress.epochs == 10
+    assert {"epoch", "epochs", "metrics", "elapsedSeconds", "etaSeconds", "updatedAt"} <= set(progress.dump())
+    assert "mAP50-95" in progress.metrics
     run_uri = pod.registry.run_uri("shapes", "full-1")
     # last.pt is uploaded at most every checkpointIntervalSeconds (default 60): progress.json says which epoch
-    uploaded = progress["checkpointEpoch"] > 0
+    uploaded = (progress.checkpoint_epoch or 0) > 0
     assert pod.store.exists(run_uri + "/last.pt") == uploaded == pod.store.exists(run_uri + "/last.pt.sha256")
     # the termination message: JSON under 4 KB
     term = (pod.root / "full-1" / "termination-log").read_bytes()
@@ -217,7 +217,7 @@ def test_kill_after_epoch_n_then_resume(pod: Pod) -> None:
     try:
         while time.time() < deadline and proc.poll() is None:
             progress = pod.registry.read_progress("shapes", "resume-1")
-            seen = progress["epoch"] if progress else 0
+            seen = progress.epoch if progress else 0
             if seen >= 3:
                 break
             time.sleep(0.2)
@@ -226,8 +226,8 @@ def test_kill_after_epoch_n_then_resume(pod: Pod) -> None:
         proc.wait()
     assert seen >= 3, pod.log("resume-1")
     after_kill = pod.registry.read_progress("shapes", "resume-1")
-    assert after_kill is not None and after_kill["epoch"] < 6
-    killed_at = after_kill["epoch"]
+    assert after_kill is not None and after_kill.epoch < 6
+    killed_at = after_kill.epoch
     assert pod.registry.read_run_report("shapes", "resume-1") is None
 
     shutil.rmtree(pod.root / "resume-1" / "scratch")  # a new pod: fresh scratch, only S3 survives

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunReport, TrainingSummary
+from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunProgress, RunReport, TrainingSummary
 from kretrain.registry import (
     IncumbentChanged,
     Lineage,
@@ -234,7 +234,7 @@ def test_run_progress_and_report(registry: Registry) -> None:
     assert registry.read_progress(MODEL, "run-1") is None
     assert registry.read_run_report(MODEL, "run-1") is None
     registry.write_progress(MODEL, "run-1", {"epoch": 3, "epochs": 10})
-    assert registry.read_progress(MODEL, "run-1") == {"epoch": 3, "epochs": 10}
+    assert registry.read_progress(MODEL, "run-1") == RunProgress(epoch=3, epochs=10)
     registry.write_run_report(MODEL, "run-1", report("run-1", 0.7))
     got = registry.read_run_report(MODEL, "run-1")
     assert got is not None and got.candidate_evaluation.pooled.map50_95 == 0.7
