@@ -1,0 +1,353 @@
+"""`kretrain data import` against a real SeaweedFS: keys, labels box by box, classes.yaml, _READY, re-runs, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from _import_fixtures import (
+    COCO_LABELS,
+    ULTRALYTICS_LABELS,
+    VOC_LABELS,
+    coco_dataset,
+    image,
+    ultralytics_dataset,
+    voc_dataset,
+)
+
+from kretrain.cli import main
+
+
+def objects(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """Every object under the prefix: key relative to it -> content."""
+    client = s3.client()
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix) :]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    return out
+
+
+def put_classes(s3, bucket: str, names: list[str]) -> None:  # type: ignore[no-untyped-def]
+    s3.client().put_object(Bucket=bucket, Key="line/classes.yaml", Body=yaml.safe_dump({"names": names}).encode())
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["data", "import", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_coco_import_box_by_box(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
+    src = coco_dataset(tmp_path / "coco")
+    code, out, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 0, err
+    got = objects(s3_env, bucket, "line/e1/")
+    assert sorted(got) == sorted(
+        ["images/a.png", "images/b.jpg", "images/c.png", "images/d.png", *COCO_LABELS, "_READY"]
+    )
+    assert {k: v.decode() for k, v in got.items() if k.startswith("labels/")} == COCO_LABELS
+    assert got["images/b.jpg"] == (tmp_path / "coco" / "images" / "b.jpg").read_bytes()
+    marker = json.loads(got["_READY"])
+    assert (marker["format"], marker["images"], marker["boxes"]) == ("coco", 4, 4)
+    # the line's class list is unchanged (every source class already in it, in another order)
+    assert yaml.safe_load(objects(s3_env, bucket, "line/classes.yaml")[""]) == {
+        "names": ["car", "person", "toothbrush"]
+    }
+    assert "skipped: crowd" in out and "4 images (1 background), 4 boxes" in out
+    person = next(line for line in out.splitlines() if line.startswith("person"))
+    assert person.split() == ["person", "1", "1"]  # one box kept, one crowd box skipped
+
+
+def test_voc_import_first_of_a_line_with_kept_split(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = voc_dataset(tmp_path / "voc")
+    (src / "JPEGImages" / "stray.jpg").write_bytes((src / "JPEGImages" / "x1.jpg").read_bytes())
+    code, out, err = run(
+        capsys, "--format", "voc", str(src), "--era", "v1", "--to", f"s3://{bucket}/line", "--keep-splits"
+    )
+    assert code == 0, err
+    got = objects(s3_env, bucket, "line/")
+    assert yaml.safe_load(got["classes.yaml"]) == {"names": ["cat", "dog"]}
+    era = {k.removeprefix("v1/"): v for k, v in got.items() if k.startswith("v1/")}
+    assert sorted(era) == sorted(
+        ["images/x1.jpg", "images/x2.jpg", "images/x3.jpg", *VOC_LABELS, "splits.yaml", "_READY"]
+    )
+    assert {k: v.decode() for k, v in era.items() if k.startswith("labels/")} == VOC_LABELS
+    assert yaml.safe_load(era["splits.yaml"]) == {
+        "version": 1,
+        "train": ["images/x1.jpg"],
+        "val": ["images/x2.jpg"],
+        "test": ["images/x3.jpg"],
+    }
+    assert "skipped: difficult" in out and "kept split: train 1, val 1, test 1" in out
+    assert "1 files in JPEGImages/ have no annotation XML" in out
+
+
+def test_ultralytics_import_dict_names_and_lists(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["dog", "cat"])
+    src = ultralytics_dataset(tmp_path)
+    code, _, err = run(
+        capsys, "--format", "ultralytics", str(src), "--era", "u1", "--to", f"s3://{bucket}/line", "--keep-splits"
+    )
+    assert code == 0, err
+    era = objects(s3_env, bucket, "line/u1/")
+    images = ["images/train/t1.png", "images/train/t2.png", "images/val/v1.png", "images/test/s1.png"]
+    assert sorted(era) == sorted([*images, *ULTRALYTICS_LABELS, "splits.yaml", "_READY"])
+    assert {k: v.decode() for k, v in era.items() if k.startswith("labels/")} == ULTRALYTICS_LABELS
+    splits = yaml.safe_load(era["splits.yaml"])
+    assert (splits["train"], splits["val"], splits["test"]) == (images[:2], [images[2]], [images[3]])
+
+
+def test_rerun_is_idempotent_and_different_content_needs_replace(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = coco_dataset(tmp_path / "coco")
+    args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
+    assert run(capsys, *args)[0] == 0
+    client = s3_env.client()
+    before = {o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    code, out, _ = run(capsys, *args)
+    assert code == 0 and "(unchanged)" in out and "0 objects written" in out
+    after = {o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert after == before
+
+    # change one box and drop the unannotated image: refused without --replace, nothing touched
+    doc = json.loads(src.read_text())
+    doc["annotations"][0]["bbox"] = [5, 3, 10, 6]
+    doc["images"] = [i for i in doc["images"] if i["file_name"] != "c.png"]
+    src.write_text(json.dumps(doc))
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "already holds different content (2 objects differ" in err and "--replace" in err
+    assert {
+        o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]
+    } == before
+
+    code, out, err = run(capsys, *args, "--replace")
+    assert code == 0 and "(replaced)" in out and "1 deleted" in out, err
+    era = objects(s3_env, bucket, "line/e1/")
+    assert "images/c.png" not in era and "_READY" in era
+    assert era["labels/a.txt"].decode().splitlines()[0] == "0 0.250000 0.200000 0.250000 0.200000"  # person is 0
+    assert json.loads(era["_READY"])["images"] == 3
+
+
+def test_failure_mid_import_leaves_no_ready_and_nothing_written(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = coco_dataset(tmp_path / "coco")
+    doc = json.loads(src.read_text())
+    # many good images first, so the import is already writing when it reaches the undecodable one
+    for i in range(40):
+        image(tmp_path / "coco" / "images" / f"z{i:02d}.png", 20, 20, seed=1000 + i)
+        doc["images"].append({"id": 100 + i, "file_name": f"z{i:02d}.png"})
+    (tmp_path / "coco" / "images" / "z30.png").write_bytes(b"not an image at all")
+    src.write_text(json.dumps(doc))
+    args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line", "--workers", "2"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "z30.png: not a readable image" in err
+    assert objects(s3_env, bucket) == {}  # no _READY, no half era, no classes.yaml
+    # fixed, the re-run completes
+    image(tmp_path / "coco" / "images" / "z30.png", 20, 20, seed=1030)
+    assert run(capsys, *args)[0] == 0
+    assert "_READY" in objects(s3_env, bucket, "line/e1/")
+
+
+def test_interrupted_import_is_resumed_without_replace(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
+    src = coco_dataset(tmp_path / "coco")
+    # what a killed import leaves: some objects, one of them stale, and no _READY
+    client = s3_env.client()
+    client.put_object(Bucket=bucket, Key="line/e1/images/a.png", Body=(tmp_path / "coco/images/a.png").read_bytes())
+    client.put_object(Bucket=bucket, Key="line/e1/labels/a.txt", Body=b"0 0.5 0.5 0.1 0.1\n")
+    code, out, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 0 and "(resumed)" in out, err
+    era = objects(s3_env, bucket, "line/e1/")
+    assert era["labels/a.txt"].decode() == COCO_LABELS["labels/a.txt"] and "_READY" in era
+
+
+def test_import_from_s3_source_with_splits_per_file(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
+    src = coco_dataset(tmp_path / "coco")
+    doc = json.loads(src.read_text())
+    test_doc = {**doc, "images": [i for i in doc["images"] if i["id"] == 4], "annotations": [doc["annotations"][-1]]}
+    train_doc = {**doc, "images": [i for i in doc["images"] if i["id"] != 4], "annotations": doc["annotations"][:-1]}
+    (tmp_path / "coco" / "train.json").write_text(json.dumps(train_doc))
+    (tmp_path / "coco" / "test.json").write_text(json.dumps(test_doc))
+    src.unlink()
+    client = s3_env.client()
+    for path in (tmp_path / "coco").rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"src/{path.relative_to(tmp_path / 'coco')}", Body=path.read_bytes())
+    code, _, err = run(
+        capsys,
+        "--format",
+        "coco",
+        f"train=s3://{bucket}/src/train.json",
+        f"test=s3://{bucket}/src/test.json",
+        "--era",
+        "e1",
+        "--to",
+        f"s3://{bucket}/line",
+        "--keep-splits",
+    )
+    assert code == 0, err
+    era = objects(s3_env, bucket, "line/e1/")
+    assert {k: v.decode() for k, v in era.items() if k.startswith("labels/")} == COCO_LABELS
+    splits = yaml.safe_load(era["splits.yaml"])
+    assert splits["test"] == ["images/d.png"] and splits["val"] == [] and len(splits["train"]) == 3
+
+
+def test_new_class_appended_only_when_allowed(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["car", "person"])
+    src = coco_dataset(tmp_path / "coco")
+    args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "'toothbrush'" in err and "--allow-new-classes" in err
+    assert sorted(objects(s3_env, bucket)) == ["line/classes.yaml"]
+    code, out, err = run(capsys, *args, "--allow-new-classes")
+    assert code == 0 and "new classes appended to classes.yaml: toothbrush" in out, err
+    assert yaml.safe_load(objects(s3_env, bucket, "line/classes.yaml")[""])["names"] == ["car", "person", "toothbrush"]
+    assert objects(s3_env, bucket, "line/e1/labels/b.txt")[""].startswith(b"2 ")
+
+
+def _coco_edit(root: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    src = coco_dataset(root)
+    doc = json.loads(src.read_text())
+    edit(doc)
+    src.write_text(json.dumps(doc))
+    return src
+
+
+def _set(doc: dict, path: tuple, value: object) -> None:
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+
+
+COCO_REFUSALS = [
+    ("missing-image", lambda d: _set(d, ("images", 0, "file_name"), "gone.png"), "image id 1: 'gone.png' not found"),
+    ("box-outside", lambda d: _set(d, ("annotations", 1, "bbox"), [30, 10, 20, 20]), "annotation id 11 on a.png"),
+    (
+        "unknown-category",
+        lambda d: _set(d, ("annotations", 0, "category_id"), 7),
+        "annotation id 10: unknown category id 7",
+    ),
+    ("unknown-image-id", lambda d: _set(d, ("annotations", 0, "image_id"), 99), "image_id 99 is not in images"),
+    ("traversal", lambda d: _set(d, ("images", 0, "file_name"), "../../etc/passwd"), "path traversal"),
+    ("control-char", lambda d: _set(d, ("images", 0, "file_name"), "a\r.png"), "U+000D"),
+    ("bbox-not-4", lambda d: _set(d, ("annotations", 0, "bbox"), [1, 2, 3]), "annotations.0.bbox"),
+    ("no-categories", lambda d: _set(d, ("categories",), []), "categories"),
+    (
+        "wrong-size",
+        lambda d: _set(d, ("images", 0, "width"), 41),
+        "a.png is 40x30 pixels but the annotation says 41x30",
+    ),
+    (
+        "typo-class",
+        lambda d: _set(d, ("categories", 1, "name"), "Car"),
+        "likely typos: 'Car' (id 3) vs the line's 'car'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [c[1:] for c in COCO_REFUSALS], ids=[c[0] for c in COCO_REFUSALS])
+def test_coco_refusals_name_the_file_and_write_nothing(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
+    src = _coco_edit(tmp_path / "coco", edit)
+    code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 1
+    assert message in err and ("annotations.json" in err or "a.png" in err)
+    assert sorted(objects(s3_env, bucket)) == ["line/classes.yaml"]
+
+
+def _bad_json(root: Path) -> Path:
+    src = coco_dataset(root)
+    src.write_text(src.read_text()[:-5])
+    return src
+
+
+def _voc_with(root: Path, xml: str) -> Path:
+    src = voc_dataset(root)
+    (src / "Annotations" / "x2.xml").write_text(xml)
+    return src
+
+
+def _yolo_label(root: Path, text: str) -> Path:
+    src = ultralytics_dataset(root)
+    (root / "ds" / "labels" / "train" / "t1.txt").write_text(text)
+    return src
+
+
+OTHER_REFUSALS = [
+    ("coco-malformed-json", "coco", _bad_json, "annotations.json: not valid JSON"),
+    (
+        "voc-entity-bomb",
+        "voc",
+        lambda r: _voc_with(r, '<!DOCTYPE a [<!ENTITY x "xx"><!ENTITY y "&x;&x;">]><annotation>&y;</annotation>'),
+        "x2.xml: not valid XML",
+    ),
+    ("voc-malformed-xml", "voc", lambda r: _voc_with(r, "<annotation><object>"), "x2.xml: not valid XML"),
+    (
+        "voc-box-outside",
+        "voc",
+        lambda r: _voc_with(
+            r,
+            "<annotation><filename>x2.jpg</filename><object><name>cat</name><bndbox><xmin>1</xmin>"
+            "<ymin>1</ymin><xmax>90</xmax><ymax>20</ymax></bndbox></object></annotation>",
+        ),
+        "x2.xml: JPEGImages/x2.jpg object 1 (cat): box",
+    ),
+    (
+        "voc-not-a-number",
+        "voc",
+        lambda r: _voc_with(
+            r, "<annotation><object><name>cat</name><bndbox><xmin>a</xmin></bndbox></object></annotation>"
+        ),
+        "<bndbox/xmin> is not a number",
+    ),
+    ("yolo-bad-line", "ultralytics", lambda r: _yolo_label(r, "0 0.5 0.5\n"), "t1.txt line 1: expected"),
+    ("yolo-unknown-id", "ultralytics", lambda r: _yolo_label(r, "5 0.5 0.5 0.1 0.1\n"), "t1.txt line 1: class id '5'"),
+    ("yolo-box-outside", "ultralytics", lambda r: _yolo_label(r, "0 0.95 0.5 0.2 0.2\n"), "t1.txt line 1: box"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "build", "message"), [c[1:] for c in OTHER_REFUSALS], ids=[c[0] for c in OTHER_REFUSALS]
+)
+def test_voc_and_ultralytics_refusals(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = build(tmp_path)
+    code, _, err = run(capsys, "--format", fmt, str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 1 and message in err, err
+    assert objects(s3_env, bucket) == {}
+
+
+def test_bad_era_name_and_local_target_refused(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = coco_dataset(tmp_path / "coco")
+    code, _, err = run(capsys, "--format", "coco", str(src), "--era", "../x", "--to", f"s3://{bucket}/line")
+    assert code == 1 and "era name '../x'" in err
+    code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", str(tmp_path / "out"))
+    assert code == 2 and "--to must be an s3://" in err
+    shutil.rmtree(tmp_path / "coco")
+    code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 1 and "annotations.json: not found" in err
