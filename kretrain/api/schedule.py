@@ -76,6 +76,9 @@ class NewEraTrigger(ApiModel):
     """Name of the marker object inside an era folder (`completeWhen: marker`)."""
     settle_seconds: int = Field(default=600, ge=1, le=7 * 86400)
     """Quiet time after which an era without a marker counts as complete (`completeWhen: settled`)."""
+    run_existing: bool = False
+    """Start a run for the newest complete era already there when the schedule is first seen; by default the
+    eras found first are the baseline and only a later era starts a run."""
     max_objects_per_era: int = Field(default=100_000, ge=1, le=1_000_000)
     """Most objects listed per era in `settled` mode; a larger era is reported and not used."""
 
