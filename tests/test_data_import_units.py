@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kretrain.trainer.data_import.classmap import ClassMapError, map_classes
@@ -221,3 +223,15 @@ def test_splits_manifest_refuses(text: str, message: str) -> None:
 def test_parse_xml_refuses(xml: bytes) -> None:
     with pytest.raises(ImportInputError, match=r"a\.xml: not valid XML"):
         parse_xml(xml, "a.xml")
+
+
+def test_era_split_override_for_the_pipeline(tmp_path: Path) -> None:
+    from kretrain.trainer.data_import.splits import era_split_override
+
+    assert era_split_override("e", {"images/a.png": tmp_path / "a.png"}) is None
+    manifest = tmp_path / "splits.yaml"
+    manifest.write_bytes(splits_document({"images/a.png": "test"}))
+    assert era_split_override("e", {"splits.yaml": manifest}) == {"images/a.png": "test"}
+    manifest.write_text("test: [images/a.png, images/a.png]\nval: [images/a.png]\n")
+    with pytest.raises(ValueError, match=r"e/splits.yaml: invalid split manifest"):
+        era_split_override("e", {"splits.yaml": manifest})

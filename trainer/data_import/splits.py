@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -100,3 +101,19 @@ def split_with_override(
     if override is not None and key in override:
         return override[key]
     return split_of(seed, era, key, val, test)
+
+
+def era_split_override(era: str, files: dict[str, Path]) -> dict[str, Split] | None:
+    """The recorded split of a pulled era (`files`: era key -> local path), or None if it has no splits.yaml.
+
+    For the data pipeline: `split_with_override(override, seed, era, key, val, test)` per image.
+    ValueError naming `<era>/splits.yaml` when the manifest is too large or invalid.
+    """
+    path = files.get(SPLITS_NAME)
+    if path is None:
+        return None
+    source = f"{era}/{SPLITS_NAME}"
+    size = path.stat().st_size
+    if size > MAX_SPLITS_BYTES:
+        raise ValueError(f"{source}: {size} bytes, more than the limit of {MAX_SPLITS_BYTES}")
+    return read_era_splits(path.read_bytes(), source).assignment()
