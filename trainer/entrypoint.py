@@ -68,23 +68,39 @@ def _event(**fields: Any) -> None:
     print(json.dumps(fields, default=str), file=sys.stderr, flush=True)
 
 
+MAX_SIDECAR_BYTES = 4096
+"""Largest `last.pt.sha256` read (one hex digest and a file name)."""
+
+
 def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
-    """Download the run's last.pt (verified against last.pt.sha256) if a previous attempt left one."""
-    from kretrain.trainer.train import sha256_file
+    """Download the run's last.pt if a previous attempt left one; None unless it matches last.pt.sha256.
+
+    Trust: `runs/<run-id>/` is written only by this run's trainer (the operator's registry credentials,
+    the registry's trust), so the sidecar the trainer wrote with the upload is the reference. The bytes
+    land under a temporary name and reach `dest` (where torch.load looks) only after they matched; the
+    checkpoint is then unpickled by Ultralytics' restricted loader and its model YAML checked.
+    """
+    from kretrain.store import ObjectTooLarge
+    from kretrain.trainer.modelfiles import MAX_WEIGHTS_BYTES, sha256_file
 
     if not store.exists(hooks_last_uri):
         return None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    store.download_file(hooks_last_uri, dest)
+    dest.unlink(missing_ok=True)
     try:
-        expected = store.get_bytes(hooks_last_uri + ".sha256").decode().split()[0]
-    except FileNotFoundError:
+        expected = store.get_bytes(hooks_last_uri + ".sha256", max_bytes=MAX_SIDECAR_BYTES).decode().split()[0]
+    except (FileNotFoundError, ObjectTooLarge, UnicodeDecodeError, IndexError):
         expected = ""
-    actual = sha256_file(dest)
-    if expected != actual:
-        _event(event="checkpoint-ignored", uri=hooks_last_uri, reason="sha256 sidecar missing or different")
-        dest.unlink(missing_ok=True)
-        return None
+    tmp = dest.with_name(dest.name + ".unverified")
+    try:
+        store.download_file(hooks_last_uri, tmp, max_bytes=MAX_WEIGHTS_BYTES)
+        actual = sha256_file(tmp)
+        if not expected or expected.lower() != actual:
+            _event(event="checkpoint-ignored", uri=hooks_last_uri, reason="sha256 sidecar missing or different")
+            return None
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -106,6 +122,9 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
         return done
 
     pod.workdir.mkdir(parents=True, exist_ok=True)
+    from kretrain.trainer.modelfiles import restrict_ultralytics
+
+    restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
     offline.configure(Path(os.environ.get("YOLO_CONFIG_DIR") or pod.workdir / "yolo-config"))
     from kretrain.trainer import checks as chk
     from kretrain.trainer.data import prepare

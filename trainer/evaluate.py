@@ -114,7 +114,15 @@ def validate_once(
     project: Path | None = None,
     workers: int | None = None,
 ) -> tuple[PerImageStats, dict[int, str], Any]:
-    """One Ultralytics `val()` pass collecting per-image stats; returns (stats, class names, Ultralytics metrics)."""
+    """One Ultralytics `val()` pass collecting per-image stats; returns (stats, class names, Ultralytics metrics).
+
+    `weights` must be verified already: the run's own best.pt, or the incumbent from
+    `Registry.fetch_weights` (its sha256 matched the registry record); Ultralytics unpickles it with its
+    restricted loader (`modelfiles.restrict_ultralytics`).
+    """
+    from kretrain.trainer.modelfiles import restrict_ultralytics
+
+    restrict_ultralytics()
     from ultralytics import YOLO
 
     model = YOLO(str(weights))

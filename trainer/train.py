@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,16 @@ from kretrain.api import RetrainJobSpec, RunProgress
 from kretrain.api.progress import finite_metrics
 from kretrain.api.ultralytics_args import ULTRALYTICS_TRAIN_ARGS
 from kretrain.registry import now_rfc3339
+from kretrain.trainer.modelfiles import (
+    MAX_WEIGHTS_BYTES,
+    ModelFileError,
+    check_loaded_model,
+    check_model_file,
+    fetch_pinned,
+    model_yaml,
+    restrict_ultralytics,
+    sha256_file,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from kretrain.registry import Registry
@@ -121,15 +130,6 @@ def check_train_args(args: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class StartWeights:
     """What training starts from."""
@@ -155,73 +155,86 @@ def resolve_start_weights(
 ) -> StartWeights:
     """Fetch and verify the start weights named by `strategy.baseWeights` / `strategy.architecture`.
 
-    - `incumbent` / a registry version: `Registry.fetch_weights` (sha256-verified);
-    - `s3://...pt`: downloaded; checked against `<uri>.sha256` when that sidecar exists, else its hash is recorded;
-    - a model YAML: random init.
-    With `architecture`, the network is built from that YAML and the weights transferred where layers match.
+    Nothing is unpickled or parsed before its hash matched:
+    - `incumbent` / a registry version: `Registry.fetch_weights` (verified against the registry's record);
+    - `s3://...pt@sha256:<hex>`: downloaded and refused unless its sha256 equals the spec's pin (no sidecar);
+    - an Ultralytics built-in model YAML name: random init, from the installed package only.
+    Every model YAML (built-in or pinned s3) is checked (`modelfiles.check_model_yaml`) and Ultralytics
+    reads only the checked copy. With `architecture`, the network is built from that YAML and the
+    weights transferred where layers match.
     """
     s = spec.strategy
     base = s.effective_base_weights
     dest.mkdir(parents=True, exist_ok=True)
     start: StartWeights
-    if base.endswith((".yaml", ".yml")) and not base.startswith("s3://"):
-        start = StartWeights(description=base, yaml=base)
-    elif base.startswith("s3://"):
-        if store is None:
-            raise TrainingError(f"strategy.baseWeights {base}: no object store configured")
-        local = store.download_file(base, dest / "base.pt")
-        digest = sha256_file(local)
-        sidecar = base + ".sha256"
-        if store.exists(sidecar):
-            expected = store.get_bytes(sidecar).decode().split()[0].strip().lower()
-            if expected != digest:
-                local.unlink(missing_ok=True)
-                raise TrainingError(
-                    f"strategy.baseWeights {base}: sha256 {digest} does not match its sidecar {sidecar} ({expected})"
-                )
-        start = StartWeights(description=base, weights=local, sha256=digest)
-    else:
-        if registry is None:
-            raise TrainingError(f"strategy.baseWeights {base!r}: no model registry configured")
-        version = base
-        if base == "incumbent":
-            version = incumbent_version or ""
-            if not version:
-                ref = registry.incumbent(spec.model)
-                version = ref.version if ref else ""
-            if not version:
-                raise TrainingError(
-                    f"strategy.baseWeights is 'incumbent' (strategy.type {s.type}) but model {spec.model!r} "
-                    "has no incumbent yet; train a first model with strategy.type full"
-                )
-        local = registry.fetch_weights(spec.model, version, dest / version)
-        start = StartWeights(
-            description=f"{base} ({version})" if base == "incumbent" else version,
-            weights=local,
-            sha256=sha256_file(local),
-            version=version,
-        )
-    if s.architecture:
-        arch = s.architecture
-        if arch.startswith("s3://"):
+    try:
+        if s.base_weights_pin is not None:
             if store is None:
-                raise TrainingError(f"strategy.architecture {arch}: no object store configured")
-            arch = str(store.download_file(arch, dest / Path(arch).name))
-        start.yaml = arch
-        start.description = f"{arch} <- {start.description}"
+                raise TrainingError(f"strategy.baseWeights {base}: no object store configured")
+            digest = s.base_weights_pin[1]
+            local = fetch_pinned(store, base, dest / "base.pt", "strategy.baseWeights", MAX_WEIGHTS_BYTES)
+            start = StartWeights(description=base, weights=local, sha256=digest)
+        elif base.endswith((".yaml", ".yml")):
+            yaml_path = model_yaml(base, "strategy.baseWeights", dest / "base-yaml", store)
+            start = StartWeights(description=base, yaml=str(yaml_path))
+        else:
+            start = _registry_weights(spec, base, dest, registry, incumbent_version)
+        if s.architecture:
+            arch = model_yaml(s.architecture, "strategy.architecture", dest / "architecture", store)
+            start.yaml = str(arch)
+            start.description = f"{s.architecture} <- {start.description}"
+    except ModelFileError as exc:
+        raise TrainingError(str(exc)) from exc
     return start
 
 
+def _registry_weights(
+    spec: RetrainJobSpec, base: str, dest: Path, registry: Registry | None, incumbent_version: str | None
+) -> StartWeights:
+    if registry is None:
+        raise TrainingError(f"strategy.baseWeights {base!r}: no model registry configured")
+    version = base
+    if base == "incumbent":
+        version = incumbent_version or ""
+        if not version:
+            ref = registry.incumbent(spec.model)
+            version = ref.version if ref else ""
+        if not version:
+            raise TrainingError(
+                f"strategy.baseWeights is 'incumbent' (strategy.type {spec.strategy.type}) but model "
+                f"{spec.model!r} has no incumbent yet; train a first model with strategy.type full"
+            )
+    local = registry.fetch_weights(spec.model, version, dest / version)  # TamperedWeights unless it verifies
+    return StartWeights(
+        description=f"{base} ({version})" if base == "incumbent" else version,
+        weights=local,
+        sha256=sha256_file(local),
+        version=version,
+    )
+
+
 def build_model(start: StartWeights) -> Any:
-    """The Ultralytics YOLO model to train: YAML (random init), .pt, or YAML with weights transferred."""
+    """The Ultralytics YOLO model to train: YAML (random init), .pt, or YAML with weights transferred.
+
+    The YAML (and the model YAML a .pt carries, from which Ultralytics rebuilds the network to train)
+    is checked first; `start.weights` must already be verified (`resolve_start_weights`).
+    """
+    restrict_ultralytics()
     from ultralytics import YOLO
 
-    if start.yaml and start.weights:
-        return YOLO(start.yaml).load(str(start.weights))
-    if start.weights:
-        return YOLO(str(start.weights))
-    if start.yaml:
-        return YOLO(start.yaml)
+    try:
+        if start.yaml:
+            check_model_file(Path(start.yaml), f"model YAML {Path(start.yaml).name}")
+        if start.yaml and start.weights:
+            return YOLO(start.yaml).load(str(start.weights))
+        if start.weights:
+            yolo = YOLO(str(start.weights))
+            check_loaded_model(yolo, f"start weights {start.description}")
+            return yolo
+        if start.yaml:
+            return YOLO(start.yaml)
+    except ModelFileError as exc:
+        raise TrainingError(str(exc)) from exc
     raise TrainingError("no start weights or model YAML")
 
 
@@ -445,9 +458,12 @@ def read_results(path: Path) -> list[dict[str, float]]:
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """Epoch (0-based, -1 when finished/stripped), train args and results of a local Ultralytics checkpoint."""
-    import torch
+    from kretrain.trainer.modelfiles import load_checkpoint_dict
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # sha256/ownership verified by the caller
+    try:
+        ckpt = load_checkpoint_dict(path)  # sha256 verified by the caller; restricted unpickler on top
+    except ModelFileError as exc:
+        raise TrainingError(str(exc)) from exc
     return {
         "epoch": int(ckpt.get("epoch", -1)),
         "train_args": dict(ckpt.get("train_args") or {}),
@@ -484,6 +500,7 @@ def train(
 
     `args` come from `build_train_args` and have been checked with `check_train_args`.
     """
+    restrict_ultralytics()
     from ultralytics import YOLO
 
     save_dir = Path(args["project"]) / args["name"]
@@ -500,6 +517,10 @@ def train(
         if resume_from.resolve() != local_last.resolve():
             shutil.copyfile(resume_from, local_last)
         yolo = YOLO(str(local_last))
+        try:
+            check_loaded_model(yolo, f"checkpoint {resume_from}")
+        except ModelFileError as exc:
+            raise TrainingError(str(exc)) from exc
         if hooks is not None:
             rows = read_results(save_dir / "results.csv")
             hooks.elapsed_before = rows[-1].get("time", 0.0) if rows else 0.0
