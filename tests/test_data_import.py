@@ -351,3 +351,23 @@ def test_bad_era_name_and_local_target_refused(s3_env, tmp_path: Path, capsys: p
     shutil.rmtree(tmp_path / "coco")
     code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 1 and "annotations.json: not found" in err
+
+
+@pytest.mark.parametrize("fmt", ["ultralytics", "voc"])
+def test_import_from_s3_source(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    if fmt == "ultralytics":
+        put_classes(s3_env, bucket, ["dog", "cat"])
+        ultralytics_dataset(tmp_path / "src")
+        source, expected = f"s3://{bucket}/src/data.yaml", ULTRALYTICS_LABELS
+    else:
+        voc_dataset(tmp_path / "src")
+        source, expected = f"s3://{bucket}/src", VOC_LABELS
+    client = s3_env.client()
+    for path in (tmp_path / "src").rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"src/{path.relative_to(tmp_path / 'src')}", Body=path.read_bytes())
+    code, _, err = run(capsys, "--format", fmt, source, "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 0, err
+    era = objects(s3_env, bucket, "line/e1/")
+    assert {k: v.decode() for k, v in era.items() if k.startswith("labels/")} == expected and "_READY" in era

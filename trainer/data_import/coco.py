@@ -92,6 +92,8 @@ def plan_coco_file(source: Source, rel: str, split: Split | None, images_dir: So
     roots = (
         [images_dir] if images_dir is not None else [subtree(source, folder), subtree(source, join(folder, "images"))]
     )
+    for root in roots:
+        root.files()  # one listing per folder answers every lookup below (no request per image on S3)
     images: dict[int, ImportItem] = {}
     for img in coco.images:
         problem = name_problem(img.file_name)

@@ -117,6 +117,8 @@ def plan_ultralytics(source: Source, rel: str, described: str) -> ImportPlan:
         if problem is not None:
             raise ImportInputError(f"{where}: `path` {path!r} {problem}")
         root = subtree(source, join(base, path.removeprefix("./")))
+    if root.is_s3:
+        root.files()  # one listing answers every image and label lookup (no request per file)
     plan = ImportPlan("ultralytics", described, classes, set(classes), [])
     problems: list[str] = []
     seen: dict[str, tuple[str, Split]] = {}
