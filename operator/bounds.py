@@ -16,6 +16,11 @@ MAX_NAME = 64
 """A check name or metric name is cut to this many characters."""
 MAX_REASONS = 200
 """The most decision reasons the status keeps (the report keeps all of them)."""
+MAX_REASONS_CHARS = 48 * 1024
+"""All decision reasons the status keeps together (a status holds at most two decisions: the run's and a
+fallback's)."""
+MAX_CONDITION_MESSAGE = 16 * 1024
+"""A condition message built from decision reasons is cut to this many characters."""
 MAX_CHECKS = 32
 """The most check results the status keeps."""
 
@@ -51,7 +56,14 @@ def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> dict[s
         pooled=c.pooled,
         eras=deltas,
     )
-    return trimmed.dump()
+    return _without_per_class(trimmed.dump())
+
+
+def _without_per_class(value: Any) -> Any:
+    """The dumped comparison without its (emptied) `perClass` keys."""
+    if isinstance(value, dict):
+        return {k: _without_per_class(v) for k, v in value.items() if k != "perClass"}
+    return value
 
 
 def checks(results: list[CheckResult]) -> list[dict[str, Any]]:
@@ -69,10 +81,17 @@ def checks(results: list[CheckResult]) -> list[dict[str, Any]]:
 
 
 def decision(d: Decision) -> Decision:
-    """The decision with at most MAX_REASONS reasons of at most MAX_TEXT characters each."""
-    reasons = [short(r) for r in d.reasons[:MAX_REASONS]]
-    if len(d.reasons) > MAX_REASONS:
-        reasons.append(f"... {len(d.reasons) - MAX_REASONS} more reasons in the run's report")
+    """The decision with at most MAX_REASONS reasons of at most MAX_TEXT characters each, MAX_REASONS_CHARS in all."""
+    reasons: list[str] = []
+    used = 0
+    for reason in d.reasons[:MAX_REASONS]:
+        cut = short(reason)
+        if used + len(cut) > MAX_REASONS_CHARS:
+            break
+        reasons.append(cut)
+        used += len(cut)
+    if len(reasons) < len(d.reasons):
+        reasons.append(f"... {len(d.reasons) - len(reasons)} more reasons in the run's report")
     return d.model_copy(update={"reasons": reasons, "summary": short(d.summary)})
 
 

@@ -436,7 +436,7 @@ def finish(
     if wants_fallback(spec, conclusion) and not status.get("fallback"):
         return start_fallback(body, spec, resolved, conclusion, deps)
     decision, reason = bounds.decision(conclusion.decision), conclusion.reason
-    text = bounds.short(" ".join(decision.reasons) or decision.summary, 32000)
+    text = bounds.short(" ".join(decision.reasons) or decision.summary, bounds.MAX_CONDITION_MESSAGE)
     if conclusion.failed:
         out = failed(body, reason, f"run {run}: the report was refused: {text}", now)
         out.status.update(runId=run, jobName=jname, decision=decision.dump())
@@ -464,6 +464,8 @@ def finish(
     patch = build.build()
     if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # huge numbers in the report: keep the pooled figures only
         patch["evaluation"] = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
+    if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # still too large: the report has the checks
+        patch["checks"] = []
     event = Event("Normal", "Promoted", bounds.short(f"Promoted {run}: {text}"))
     if not decision.promoted:
         event = Event(
@@ -508,7 +510,7 @@ def start_fallback(
         incumbent=incumbent.dump() if incumbent else None,
     )
     message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
-    build.condition("Training", "True", "FallbackToFull", bounds.short(message, 32000))
+    build.condition("Training", "True", "FallbackToFull", bounds.short(message, bounds.MAX_CONDITION_MESSAGE))
     events = [
         Event("Warning", "GateFailed", bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
         Event("Normal", "FallbackToFull", f"Created Job {jname}: full retrain of run {run} against {against}"),
