@@ -56,6 +56,8 @@ class PreparedData:
 def resolve_classes(pulled: PulledDataset, spec_classes: list[str] | None, uri: str) -> tuple[list[str], list[Finding]]:
     """The class list: `classes.yaml`, which must equal `dataset.classes` when that is set."""
     source = f"{uri.rstrip('/')}/classes.yaml"
+    if pulled.classes_error is not None:
+        raise DataValidationError(pulled.classes_error)
     if pulled.classes_yaml is None:
         if spec_classes:
             msg = f"{source} not found; using dataset.classes from the spec"

@@ -29,6 +29,8 @@ class PulledDataset:
     era_hashes: dict[str, str]
     sync: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    classes_error: str | None = None
+    """Why `classes.yaml` could not be read (over its size cap); the run fails with this reason."""
 
 
 def cache_root(cache_dir: Path, uri: str) -> Path:
@@ -60,16 +62,20 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
 
 def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> PulledDataset:
     """Sync `classes.yaml` and every era of the dataset into the cache; unchanged objects are skipped."""
-    from kretrain.store import MANIFEST_NAME, join_uri
+    from kretrain.limits import MAX_CLASSES_BYTES
+    from kretrain.store import MANIFEST_NAME, ObjectTooLarge, join_uri
 
     start = time.perf_counter()
     root = cache_root(cache_dir, dataset.uri)
     root.mkdir(parents=True, exist_ok=True)
     classes_yaml: bytes | None = None
+    classes_error: str | None = None
     try:
-        classes_yaml = store.get_bytes(join_uri(dataset.uri, "classes.yaml"))
+        classes_yaml = store.get_bytes(join_uri(dataset.uri, "classes.yaml"), max_bytes=MAX_CLASSES_BYTES)
     except FileNotFoundError:
         pass
+    except ObjectTooLarge as exc:
+        classes_error = str(exc)
     else:
         (root / "classes.yaml").write_bytes(classes_yaml)
 
@@ -99,6 +105,7 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
         era_hashes={era: h for era, _, h in done},
         sync=sync,
         seconds=time.perf_counter() - start,
+        classes_error=classes_error,
     )
 
 
@@ -115,10 +122,16 @@ def scan_local(root: Path, eras: list[str]) -> PulledDataset:
         files = {k: p for k, p in files.items() if not p.name.startswith(".")}
         era_files[era] = files
         hashes[era] = era_hash([(k, str(p.stat().st_mtime_ns), p.stat().st_size) for k, p in files.items()])
+    from kretrain.limits import MAX_CLASSES_BYTES
+
     classes = root / "classes.yaml"
+    size = classes.stat().st_size if classes.exists() else 0
+    too_large = size > MAX_CLASSES_BYTES
+    error = f"{classes} is {size} bytes, over the limit of {MAX_CLASSES_BYTES}; not read" if too_large else None
     return PulledDataset(
         root=root,
-        classes_yaml=classes.read_bytes() if classes.exists() else None,
+        classes_yaml=classes.read_bytes() if classes.exists() and not too_large else None,
         era_files=era_files,
         era_hashes=hashes,
+        classes_error=error,
     )

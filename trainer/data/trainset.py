@@ -11,7 +11,7 @@ import yaml
 
 from kretrain.api import StrategySpec
 from kretrain.trainer.data.split import hash_unit
-from kretrain.trainer.data.validation import ImageRecord
+from kretrain.trainer.data.validation import ImageRecord, unsafe_key_reason
 
 
 @dataclass
@@ -76,8 +76,17 @@ def select_train(
 
 
 def _write_list(path: Path, records: Sequence[ImageRecord]) -> Path:
+    """One absolute path a line; ValueError for a path Ultralytics' `splitlines()` would split or mangle
+    (validation excludes such keys; this is the last line of defense, e.g. for the cache folder itself)."""
+    lines = []
+    for r in records:
+        p = os.path.abspath(r.path)
+        why = unsafe_key_reason(p)
+        if why is not None:
+            raise ValueError(f"image path {p!a} {why}: it cannot go into the image list {path}")
+        lines.append(f"{p}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{os.path.abspath(r.path)}\n" for r in records))
+    path.write_text("".join(lines))
     return path
 
 

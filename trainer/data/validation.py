@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from PIL import Image, ImageStat, UnidentifiedImageError
 
+from kretrain.limits import MAX_CLASSES_BYTES, MAX_LABEL_BYTES
 from kretrain.trainer.data.split import Split, split_of
 
 IMAGE_EXTENSIONS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm"})
@@ -30,6 +32,16 @@ MAX_FINDINGS_PER_LABEL_FILE = 5
 """Problems reported per label file; the rest are counted in the last message."""
 POOL_THRESHOLD = 1000
 """Below this many images the inspection runs in-process (a pool's start-up would cost more)."""
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+"""Largest image file read (checked on the file's size before reading it)."""
+MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image decoded (width x height from the header, checked before decoding: decompression bombs)."""
+MAX_BOXES_PER_LABEL = 10_000
+"""Most boxes one label file may hold (Ultralytics keeps at most 300 detections an image by default)."""
+LABEL_FILE_LIMIT = MAX_LABEL_BYTES
+"""Largest label file read (bytes; `kretrain.limits.MAX_LABEL_BYTES`), checked before reading it."""
+CLASSES_FILE_LIMIT = MAX_CLASSES_BYTES
+"""Largest classes.yaml read (bytes; `kretrain.limits.MAX_CLASSES_BYTES`)."""
 
 Severity = Literal["error", "warning", "info"]
 Box = tuple[int, float, float, float, float]
@@ -37,6 +49,22 @@ Box = tuple[int, float, float, float, float]
 
 class DataValidationError(Exception):
     """The data cannot be trained on (the data report says why, in detail)."""
+
+
+def unsafe_key_reason(key: str) -> str | None:
+    """Why an object key (or path) cannot go into an image list, or None when it can.
+
+    Ultralytics reads its image lists with `str.splitlines()`, which also splits on U+0085, U+2028,
+    U+2029, \\v, \\f and \\x1c-\\x1e: a key holding one of them (or any control or format character) would
+    inject a second path into the list.
+    """
+    for ch in key:
+        cat = unicodedata.category(ch)
+        if cat[0] == "C" or cat in ("Zl", "Zp") or len(f"a{ch}a".splitlines()) > 1:
+            return f"contains the control or line-separator character U+{ord(ch):04X} ({cat})"
+    if key != key.strip():
+        return "starts or ends with whitespace"
+    return None
 
 
 @dataclass
@@ -96,6 +124,8 @@ class ValidationResult:
     new_classes: dict[str, dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per phase: `inspect` (hash, decode, labels), `split`, `checks` (duplicates, classes)."""
+    unsafe_keys: dict[str, int] = field(default_factory=dict)
+    """Files per era whose key cannot be listed safely (`unsafe_key_reason`); excluded, counted as bad."""
 
     def kept(self, era: str) -> list[ImageRecord]:
         """The era's images that passed validation."""
@@ -103,14 +133,18 @@ class ValidationResult:
 
     @property
     def items(self) -> int:
-        """Images plus orphan label files: what the bad share is measured against."""
-        return sum(len(r) for r in self.records.values()) + sum(self.orphan_labels.values())
+        """Images, orphan label files and unsafe keys: what the bad share is measured against."""
+        return (
+            sum(len(r) for r in self.records.values())
+            + sum(self.orphan_labels.values())
+            + sum(self.unsafe_keys.values())
+        )
 
     @property
     def bad_items(self) -> int:
-        """Excluded images plus orphan label files."""
+        """Excluded images, orphan label files and files with unsafe keys."""
         excluded = sum(1 for recs in self.records.values() for r in recs if r.excluded)
-        return excluded + sum(self.orphan_labels.values())
+        return excluded + sum(self.orphan_labels.values()) + sum(self.unsafe_keys.values())
 
     @property
     def bad_fraction(self) -> float:
@@ -129,16 +163,21 @@ def parse_labels(text: str, nc: int) -> tuple[list[Box], list[tuple[str, str]]]:
     """Parse a YOLO detection label file: boxes and problems as (code, message) pairs.
 
     Codes: `malformed_label` (not 5 numeric fields, non-integer class), `class_out_of_range`,
-    `box_out_of_bounds` (coordinates or edges outside [0, 1]), `zero_area_box` (width or height <= 0).
+    `box_out_of_bounds` (coordinates or edges outside [0, 1]), `zero_area_box` (width or height <= 0),
+    `too_many_boxes` (more than MAX_BOXES_PER_LABEL; parsing stops there).
     """
     boxes: list[Box] = []
     problems: list[tuple[str, str]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        toks = line.split()
+        toks = line.split(maxsplit=5)
         if not toks:
             continue
+        if len(boxes) >= MAX_BOXES_PER_LABEL:
+            problems.append(("too_many_boxes", f"more than {MAX_BOXES_PER_LABEL} boxes; line {lineno} and on not read"))
+            break
         if len(toks) != 5:
-            problems.append(("malformed_label", f"line {lineno}: expected 5 fields (class cx cy w h), got {len(toks)}"))
+            got = len(toks) if len(toks) < 6 else "more"
+            problems.append(("malformed_label", f"line {lineno}: expected 5 fields (class cx cy w h), got {got}"))
             continue
         try:
             cls_f = _number(toks[0])
@@ -174,16 +213,29 @@ def decode_image(data: bytes) -> tuple[int, int, float]:
     """Decode an image fully once: (width, height, mean brightness 0-255); raises on undecodable data.
 
     JPEGs are decoded at reduced scale (`draft`), which still reads the whole stream, so truncated
-    files fail; the size comes from the header.
+    files fail; the size comes from the header and must be at most MAX_IMAGE_PIXELS (ImageTooLarge).
     """
     with Image.open(io.BytesIO(data)) as im:
         width, height = im.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(
+                f"image is {width}x{height} ({width * height} pixels), over the limit of {MAX_IMAGE_PIXELS}; "
+                "not decoded (decompression bomb?)"
+            )
         if im.format == "JPEG":
             im.draft("L", (max(1, width // 8), max(1, height // 8)))
         im.load()
         gray = im.convert("L")
         brightness = float(ImageStat.Stat(gray).mean[0])
     return width, height, brightness
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header announces more than MAX_IMAGE_PIXELS pixels."""
+
+
+class _LabelTooLarge(Exception):
+    """A label file over LABEL_FILE_LIMIT (not read)."""
 
 
 InspectTask = tuple[str, str | None, int]
@@ -195,6 +247,9 @@ def inspect_image(task: InspectTask) -> InspectResult:
     path, label_path, nc = task
     problems: list[tuple[str, str]] = []
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            return "", 0, 0, math.nan, [], [("image_too_large", f"{size} bytes, over the limit of {MAX_IMAGE_BYTES}")]
         data = Path(path).read_bytes()
     except OSError as exc:
         return "", 0, 0, math.nan, [], [("undecodable_image", f"cannot read: {exc}")]
@@ -203,6 +258,10 @@ def inspect_image(task: InspectTask) -> InspectResult:
     brightness = math.nan
     try:
         width, height, brightness = decode_image(data)
+    except ImageTooLarge as exc:
+        problems.append(("image_too_large", str(exc)))
+    except Image.DecompressionBombError as exc:
+        problems.append(("image_too_large", f"image is a decompression bomb: {exc}"))
     except UnidentifiedImageError:
         problems.append(("undecodable_image", "image does not decode: not a recognised image format"))
     except Exception as exc:
@@ -213,7 +272,14 @@ def inspect_image(task: InspectTask) -> InspectResult:
     boxes: list[Box] = []
     if label_path is not None:
         try:
+            label_size = Path(label_path).stat().st_size
+            if label_size > LABEL_FILE_LIMIT:
+                raise _LabelTooLarge(
+                    f"label file is {label_size} bytes, over the limit of {LABEL_FILE_LIMIT}; not read"
+                )
             text = Path(label_path).read_text(encoding="utf-8")
+        except _LabelTooLarge as exc:
+            problems.append(("label_too_large", str(exc)))
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(("malformed_label", f"label file unreadable: {exc}"))
         else:
@@ -252,6 +318,8 @@ def label_key_for(image_key: str) -> str:
 
 def read_class_names(data: bytes | str, source: str) -> list[str]:
     """Class names from a `classes.yaml` (`names: [...]` or `names: {0: a, 1: b}`); ValueError naming the file."""
+    if len(data) > CLASSES_FILE_LIMIT:
+        raise ValueError(f"{source} is {len(data)} bytes, over the limit of {CLASSES_FILE_LIMIT}")
     try:
         doc = yaml.safe_load(data)
     except yaml.YAMLError as exc:
@@ -270,11 +338,23 @@ def read_class_names(data: bytes | str, source: str) -> list[str]:
     return list(names)
 
 
+def _read_capped(path: Path, source: str) -> bytes:
+    """A classes.yaml's bytes; ValueError (naming it) when it is over CLASSES_FILE_LIMIT, before reading."""
+    size = path.stat().st_size
+    if size > CLASSES_FILE_LIMIT:
+        raise ValueError(f"{source} is {size} bytes, over the limit of {CLASSES_FILE_LIMIT}; not read")
+    return path.read_bytes()
+
+
 def _era_layout(era: str, files: dict[str, Path]) -> tuple[dict[str, Path], dict[str, Path], list[Finding]]:
     images: dict[str, Path] = {}
     labels: dict[str, Path] = {}
     findings: list[Finding] = []
     for key, path in files.items():
+        unsafe = unsafe_key_reason(key)
+        if unsafe is not None:
+            findings.append(Finding("error", "unsafe_key", era, ascii(key), f"key {unsafe}; excluded", excluded=True))
+            continue
         top = key.split("/", 1)[0]
         ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
         if top == "images" and ext in IMAGE_EXTENSIONS:
@@ -311,11 +391,14 @@ def validate_eras(
     fatal: list[str] = []
     records: dict[str, list[ImageRecord]] = {}
     orphans: dict[str, int] = {}
+    unsafe: dict[str, int] = {}
     tasks: list[InspectTask] = []
     for era, files in era_files.items():
         if "classes.yaml" in files:
             try:
-                era_names = read_class_names(files["classes.yaml"].read_bytes(), f"{era}/classes.yaml")
+                era_names = read_class_names(
+                    _read_capped(files["classes.yaml"], f"{era}/classes.yaml"), f"{era}/classes.yaml"
+                )
             except ValueError as exc:
                 era_names = None
                 msg = str(exc)
@@ -326,6 +409,7 @@ def validate_eras(
                 fatal.append(f"era {era!r}: {msg}")
         images, labels, layout = _era_layout(era, files)
         findings.extend(layout)
+        unsafe[era] = sum(1 for f in layout if f.code == "unsafe_key")
         recs: list[ImageRecord] = []
         used_labels: set[str] = set()
         for key in sorted(images):
@@ -384,7 +468,7 @@ def validate_eras(
 
     new_classes = _new_class_warnings(records, classes, list(new_eras), findings)
     timings = {"inspect": t1 - t0, "split": t2 - t1, "checks": time.perf_counter() - t2}
-    return ValidationResult(records, findings, orphans, fatal, new_classes, timings)
+    return ValidationResult(records, findings, orphans, fatal, new_classes, timings, unsafe)
 
 
 def _new_class_warnings(
