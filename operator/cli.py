@@ -32,7 +32,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
         os.environ["KRETRAIN_NAMESPACES"] = ",".join(args.namespace)
         get_settings.cache_clear()
     settings = get_settings()
-    import kretrain.operator.handlers  # noqa: F401  (registers the handlers)
+    import kretrain.operator.handlers  # registers the RetrainJob handlers
+    import kretrain.operator.schedule_handlers  # noqa: F401  (RetrainSchedule timers)
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -44,7 +44,21 @@ KOPF_API_CALLS: frozenset[tuple[str, str]] = frozenset(
         ("patch", "kopfpeerings.kopf.dev"),
     }
 )
-API_CALLS: frozenset[tuple[str, str]] = OWN_API_CALLS | KOPF_API_CALLS
+# Made by kretrain.operator.schedule_kube.RunsApi (tests/test_schedule_operator.py records them on the wire).
+SCHEDULE_API_CALLS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("list", "retrainjobs.kretrain.dev"),  # a schedule's runs, by label
+        ("create", "retrainjobs.kretrain.dev"),  # a run (deterministic name: never twice)
+        ("delete", "retrainjobs.kretrain.dev"),  # history limits and concurrencyPolicy Replace
+    }
+)
+KOPF_API_CALLS = KOPF_API_CALLS | {
+    ("list", "retrainschedules.kretrain.dev"),
+    ("watch", "retrainschedules.kretrain.dev"),
+    ("patch", "retrainschedules.kretrain.dev"),  # finalizer, kopf's annotations
+    ("patch", "retrainschedules.kretrain.dev/status"),  # status written by the schedule handlers
+}
+API_CALLS: frozenset[tuple[str, str]] = OWN_API_CALLS | KOPF_API_CALLS | SCHEDULE_API_CALLS
 """Every (verb, resource[/subresource]) the operator may call; resource is `plural.group` (core: `plural`)."""
 
 

@@ -236,12 +236,15 @@ def test_every_values_key_is_documented() -> None:
 
 
 def test_chart_crd_is_the_generated_crd(chart: Any) -> None:
-    """charts/kretrain/crds/retrainjob.yaml is byte-for-byte crds/retrainjob.yaml and `kretrain crd`."""
+    """The chart's CRDs are byte-for-byte crds/ and `kretrain crd` (RetrainJob and RetrainSchedule)."""
     chart_crd = (CHART / "crds" / "retrainjob.yaml").read_bytes()
     assert chart_crd == (ROOT / "crds" / "retrainjob.yaml").read_bytes(), "run `make crd`"
     assert chart_crd.decode() == render_crd(), "run `make crd`"
+    schedule_crd = (CHART / "crds" / "retrainschedule.yaml").read_bytes()
+    assert schedule_crd == (ROOT / "crds" / "retrainschedule.yaml").read_bytes(), "run `make crd`"
+    assert schedule_crd.decode() == render_crd(schedule=True), "run `make crd`"
     loaded = {c["filename"].rsplit("/", 1)[-1] for c in chart.crds}
-    assert loaded == {"retrainjob.yaml", "kopf-peering.yaml"}
+    assert loaded == {"retrainjob.yaml", "retrainschedule.yaml", "kopf-peering.yaml"}
 
 
 def test_operator_pod_is_locked_down(chart: Any) -> None:

@@ -34,7 +34,10 @@ NAMESPACED_PEERING = "kopfpeerings"
 # kopf.adopt() gives the Job and ConfigMap an ownerReference with blockOwnerDeletion=true (checked in
 # test_children_block_owner_deletion); with the OwnerReferencesPermissionEnforcement admission plugin
 # (OpenShift and hardened clusters) only who may update the owner's finalizers may set it.
-AUTHORIZATION_ONLY: set[Triple] = {("kretrain.dev", "retrainjobs/finalizers", "update")}
+AUTHORIZATION_ONLY: set[Triple] = {
+    ("kretrain.dev", "retrainjobs/finalizers", "update"),
+    ("kretrain.dev", "retrainschedules/finalizers", "update"),  # a schedule adopts its RetrainJobs (kopf.adopt)
+}
 
 
 def parse_call(verb: str, resource: str) -> Triple:

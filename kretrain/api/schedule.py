@@ -67,7 +67,7 @@ class RetrainJobTemplate(_RetrainJobSpec):
 class NewEraTrigger(ApiModel):
     """Start a run when a new complete era folder appears under `template.dataset.uri`."""
 
-    poll_seconds: int = Field(default=300, ge=5, le=86400)
+    poll_seconds: int = Field(default=300, ge=1, le=86400)
     """Seconds between listings of the dataset prefix."""
     complete_when: Literal["marker", "settled"] = "marker"
     """`marker`: an era is complete once `<era>/<marker>` exists; `settled`: once no object under it changed

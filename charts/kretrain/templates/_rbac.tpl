@@ -6,10 +6,23 @@ kopf peering objects are used.
 */}}
 {{- define "kretrain.namespacedRules" -}}
 {{- $peering := index . 1 -}}
-# RetrainJobs: kopf lists/watches them and patches finalizers and annotations.
+# RetrainJobs: kopf lists/watches them and patches finalizers and annotations; RetrainSchedules create
+# their runs and delete old ones (history limits, concurrencyPolicy Replace).
 - apiGroups: [kretrain.dev]
   resources: [retrainjobs]
+  verbs: [list, watch, patch, create, delete]
+# RetrainSchedules: kopf lists/watches them and patches finalizers and annotations.
+- apiGroups: [kretrain.dev]
+  resources: [retrainschedules]
   verbs: [list, watch, patch]
+# The status written by the schedule handlers.
+- apiGroups: [kretrain.dev]
+  resources: [retrainschedules/status]
+  verbs: [patch]
+# Not an API call: a schedule's RetrainJobs carry an ownerReference with blockOwnerDeletion (see below).
+- apiGroups: [kretrain.dev]
+  resources: [retrainschedules/finalizers]
+  verbs: [update]
 # The status written by the handlers.
 - apiGroups: [kretrain.dev]
   resources: [retrainjobs/status]

@@ -1,0 +1,197 @@
+"""Thin Kopf timer of RetrainSchedules: read the object, list its runs and eras, apply schedule.plan, patch status."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from functools import lru_cache
+from typing import Any
+
+import kopf
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kretrain.api import API_VERSION, GROUP, KIND, SCHEDULE_PLURAL, VERSION, RetrainScheduleSpec, RetrainScheduleStatus
+from kretrain.api.schedule import ScheduleDecision
+from kretrain.operator import schedule
+from kretrain.operator.kube import KubeError
+from kretrain.operator.schedule_kube import RunsApi
+from kretrain.operator.schedule_scan import ScanError, poll_endpoint, scan
+from kretrain.operator.settings import get_settings
+from kretrain.store import ObjectStore, StoreError
+
+RTS = (GROUP, VERSION, SCHEDULE_PLURAL)
+LABEL_SCHEDULE_UID = "kretrain.dev/schedule-uid"
+LABEL_TRIGGER = "kretrain.dev/trigger"
+ANNOTATION_REASON = "kretrain.dev/trigger-reason"
+
+
+class ScheduleSettings(BaseSettings):
+    """How often schedules are looked at (environment prefix KRETRAIN_SCHEDULE_)."""
+
+    model_config = SettingsConfigDict(env_prefix="KRETRAIN_SCHEDULE_", extra="ignore", use_attribute_docstrings=True)
+
+    tick: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds between looks at each RetrainSchedule (its pollSeconds and cron slots are checked each time)."""
+
+
+_settings = get_settings()
+_tick = ScheduleSettings().tick
+
+
+@lru_cache(maxsize=1)
+def _api() -> RunsApi:
+    return RunsApi(_settings)
+
+
+@lru_cache(maxsize=64)
+def _store(endpoint: str | None, region: str) -> ObjectStore:
+    # The operator's own credentials (its environment); few tries: the next tick tries again.
+    return ObjectStore(endpoint_url=endpoint, region=region, max_attempts=3)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _children(namespace: str, uid: str) -> list[schedule.Child]:
+    """This schedule's RetrainJobs: labelled with its uid AND owned by it (a label alone is not trusted)."""
+    out = []
+    for obj in _api().list_runs(namespace, f"{LABEL_SCHEDULE_UID}={uid}"):
+        meta = obj.get("metadata") or {}
+        if not any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
+            continue
+        state = (obj.get("status") or {}).get("state")
+        out.append(schedule.Child(str(meta.get("name")), state if isinstance(state, str) else None,
+                                  str(meta.get("creationTimestamp") or "")))  # fmt: skip
+    return out
+
+
+def _run_object(body: kopf.Body, plan: schedule.Plan) -> dict[str, Any]:
+    assert plan.spec is not None and plan.run is not None and plan.trigger is not None
+    obj: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": plan.run,
+            "namespace": body.metadata.namespace,
+            "labels": {LABEL_SCHEDULE_UID: body.metadata.uid or "", LABEL_TRIGGER: plan.trigger},
+            "annotations": {ANNOTATION_REASON: plan.summary},
+        },
+        "spec": plan.spec.dump(),
+    }
+    kopf.adopt(obj, owner=body)
+    return obj
+
+
+def _status(body: kopf.Body) -> RetrainScheduleStatus:
+    """The previous status; a malformed one (status is not trusted to steer) counts as none."""
+    try:
+        return RetrainScheduleStatus.model_validate(dict(body.status))
+    except ValidationError:
+        return RetrainScheduleStatus()
+
+
+def _decision(now: datetime.datetime, action: str, reason: str, summary: str, **extra: Any) -> ScheduleDecision:
+    return ScheduleDecision.model_validate(
+        {"time": schedule.format_time(now), "action": action, "reason": reason, "summary": summary[:1024], **extra}
+    )
+
+
+def _record(body: kopf.Body, patch: kopf.Patch, status: RetrainScheduleStatus, decision: ScheduleDecision) -> None:
+    """Write the status; post an Event when the decision differs from the last one (no Event storm per tick)."""
+    last = status.last_decision
+    if last is None or (last.action, last.reason, last.run, last.summary) != (
+        decision.action,
+        decision.reason,
+        decision.run,
+        decision.summary,
+    ):
+        kind = "Warning" if decision.action == "Error" else "Normal"
+        reason = {"Started": schedule.EVENT_STARTED, "Skipped": schedule.EVENT_SKIPPED}.get(decision.action)
+        if decision.action in ("Started", "Skipped", "Error"):
+            kopf.event(body, type=kind, reason=reason or decision.reason, message=decision.summary)
+    status.last_decision = decision
+    status.summary = decision.summary
+    for key, value in status.dump().items():
+        patch.status[key] = value
+
+
+@kopf.timer(*RTS, interval=_tick)
+def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
+    """One look at a schedule: prune history, poll eras when due, start (or skip) a run, record why."""
+    now = _now()
+    status = _status(body)
+    ns, uid, name = body.metadata.namespace or "", body.metadata.uid or "", body.metadata.name or ""
+    try:
+        spec = RetrainScheduleSpec.model_validate(dict(body.spec))
+    except ValidationError as exc:
+        msg = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        _record(body, patch, status, _decision(now, "Error", schedule.INVALID_SCHEDULE, msg))
+        return
+    try:
+        children = _children(ns, uid)
+        pruned = schedule.prune(children, spec.successful_runs_history_limit, spec.failed_runs_history_limit)
+        for old in pruned:
+            _api().delete_run(ns, old)
+            kopf.event(body, type="Normal", reason=schedule.EVENT_PRUNED, message=f"deleted old run {old}")
+        children = [c for c in children if c.name not in pruned]
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"cannot list or prune the runs of {ns}/{name}: {exc}", delay=_tick) from exc
+
+    cron_due: datetime.datetime | None = None
+    if spec.trigger.cron is not None:
+        created = schedule.parse_time(body.metadata.creation_timestamp) or now
+        since = schedule.parse_time(status.last_cron_time) or created
+        try:
+            cron_due, nxt = schedule.cron_slots(spec.trigger.cron.schedule, spec.trigger.cron.time_zone, since, now)
+        except ValueError as exc:
+            _record(body, patch, status, _decision(now, "Error", schedule.INVALID_SCHEDULE, str(exc)))
+            return
+        status.next_schedule_time = schedule.format_time(nxt)
+
+    trigger = spec.trigger.new_era
+    last_poll = schedule.parse_time(status.last_poll_time)
+    if trigger is not None and (last_poll is None or (now - last_poll).total_seconds() >= trigger.poll_seconds):
+        uri = spec.template.dataset.uri
+        try:
+            endpoint = poll_endpoint(spec.template.storage.endpoint, _settings)
+            found = scan(_store(endpoint, spec.template.storage.region), uri, trigger, status, now)
+        except ScanError as exc:
+            _record(body, patch, status, _decision(now, "Error", "PollRefused", str(exc)))
+            return
+        except (StoreError, ClientError, BotoCoreError) as exc:
+            _record(body, patch, status, _decision(now, "Error", "PollFailed", f"cannot list {uri}: {exc}"))
+            return
+        if found.invalid and found.invalid != status.invalid_names[: len(found.invalid)]:
+            kopf.event(body, type="Warning", reason=schedule.EVENT_INVALID_NAMES,
+                       message=f"not era names, not used: {', '.join(found.invalid[:20])}")  # fmt: skip
+        for problem in found.problems:
+            logger.warning("%s", problem)
+        status.eras, status.pending_eras = found.complete, found.pending
+        status.invalid_names, status.settle = found.invalid[:20], found.settle
+        status.last_poll_time = schedule.format_time(now)
+
+    plan = schedule.plan(name, spec, status, list(status.eras), children, cron_due)
+    if plan.action == "Started":
+        try:
+            for old in plan.delete:
+                _api().delete_run(ns, old)
+            created_now = _api().create_run(_run_object(body, plan))
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"cannot start run {plan.run}: {exc}", delay=_tick) from exc
+        if not created_now:
+            plan.summary += " (it existed already: not created twice)"
+        status.last_run, status.last_trigger = plan.run, plan.trigger
+        status.last_trigger_time, status.last_trigger_reason = schedule.format_time(now), plan.summary
+    if plan.handled_era is not None:
+        status.latest_era = plan.handled_era
+    if plan.handled_cron is not None:
+        status.last_cron_time = schedule.format_time(plan.handled_cron)
+    active = {c.name for c in children if c.active} - set(plan.delete)
+    if plan.action == "Started" and plan.run:
+        active.add(plan.run)
+    status.active = sorted(active)
+    extra = {"trigger": plan.trigger, "run": plan.run} if plan.run else {}
+    _record(body, patch, status, _decision(now, plan.action, plan.reason, plan.summary, **extra))

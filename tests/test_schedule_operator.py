@@ -1,0 +1,182 @@
+"""The real operator against the emulator and SeaweedFS: a RetrainSchedule stamps RetrainJobs when complete eras land."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from emulator import path
+from emulator.operator import OperatorProcess
+from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
+from kretrain.api import GROUP, SCHEDULE_PLURAL, VERSION
+from kretrain.operator import kube as kube_mod
+from kretrain.operator.settings import OperatorSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "sched"
+
+
+def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+    return path(GROUP, VERSION, SCHEDULE_PLURAL, ns, name, sub)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS]) as c:
+        c.client.create(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            yaml.safe_load((ROOT / "crds" / "retrainschedule.yaml").read_text()),
+        )
+        yield c
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS])
+    op.env["KRETRAIN_SCHEDULE_TICK"] = "0.3"
+    op.start().wait_ready()
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log.read_text(), op.tail(200)
+
+
+def put(s3: Any, bucket: str, *keys: str) -> None:
+    client = s3.client()
+    for key in keys:
+        client.put_object(Bucket=bucket, Key=f"set/{key}", Body=b"x")
+
+
+def rtjs(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    items = cluster.client.list(path(GROUP, VERSION, "retrainjobs", NS))
+    return {o["metadata"]["name"]: o for o in items}
+
+
+def sched_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    return (cluster.client.get_or_none(rts_path(NS, name)) or {}).get("status") or {}
+
+
+def events(cluster: Cluster, reason: str) -> list[str]:
+    return [m for _, r, m in cluster.events(NS) if r == reason]
+
+
+def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
+    cluster: Cluster, operator: OperatorProcess, s3: Any
+) -> None:
+    bucket = s3.new_bucket("data")
+    put(s3, bucket, "classes.yaml", "e1/images/a.jpg", "e1/_READY", "_scratch/x", "bad name/y")
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RetrainSchedule",
+        "metadata": {"name": "nightly", "namespace": NS},
+        "spec": {
+            "template": {"model": "m-sched", "dataset": {"uri": f"s3://{bucket}/set"}, "resources": {"gpus": 0}},
+            "trigger": {"newEra": {"pollSeconds": 1}},
+            "failedRunsHistoryLimit": 0,
+        },
+    }
+    sched = cluster.client.create(rts_path(NS), body)
+    uid = sched["metadata"]["uid"]
+
+    # The eras there first are the baseline; names that are not eras are reported.
+    st = wait_for("the baseline", lambda: (s := sched_status(cluster, "nightly")).get("latestEra") and s, op=operator)
+    assert st["eras"] == ["e1"] and st["lastDecision"]["reason"] == "Baseline"
+    assert sorted(st["invalidNames"]) == ["_scratch", "bad name"]
+    assert events(cluster, "InvalidEraNames")
+    assert rtjs(cluster) == {}
+
+    # A half-uploaded era (no marker) starts nothing.
+    put(s3, bucket, "e2/images/a.jpg")
+    wait_for("e2 pending", lambda: "e2" in sched_status(cluster, "nightly").get("pendingEras", []), op=operator)
+    assert rtjs(cluster) == {}
+
+    # The marker lands: exactly one RetrainJob, on every complete era, owned by the schedule.
+    put(s3, bucket, "e2/_READY")
+    run = wait_for("the e2 run", lambda: rtjs(cluster).get("nightly-e2"), op=operator)
+    assert run["spec"]["dataset"]["eras"] == ["e1", "e2"] and run["spec"]["model"] == "m-sched"
+    assert run["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert run["metadata"]["labels"]["kretrain.dev/schedule-uid"] == uid
+    st = wait_for("the run in status", lambda: (s := sched_status(cluster, "nightly")).get("lastRun") and s)
+    assert st["lastRun"] == "nightly-e2" and st["lastTrigger"] == "newEra" and st["latestEra"] == "e2"
+    assert st["lastDecision"]["action"] == "Started" and "new era e2" in st["lastTriggerReason"]
+    assert any("nightly-e2" in m for m in events(cluster, "RunStarted"))
+    # The RetrainJob operator picks the run up (its Job is never run here): the run is active.
+    wait_for("the run to be active", lambda: (rtjs(cluster)["nightly-e2"].get("status") or {}).get("jobName"))
+
+    # Forbid: a new era while the run is active is skipped, and an Event says why.
+    put(s3, bucket, "e3/images/a.jpg", "e3/_READY")
+    st = wait_for(
+        "the skip", lambda: (s := sched_status(cluster, "nightly"))["lastDecision"]["action"] == "Skipped" and s
+    )
+    assert st["lastDecision"]["reason"] == "ConcurrencyForbid" and "nightly-e2 is still active" in st["summary"]
+    assert st["active"] == ["nightly-e2"]
+    assert any("still active" in m for m in events(cluster, "RunSkipped"))
+    assert set(rtjs(cluster)) == {"nightly-e2"}
+
+    # The active run fails: the deferred era starts its run, and the failed run is pruned (limit 0).
+    cluster.client.patch(
+        path(GROUP, VERSION, "retrainjobs", NS, "nightly-e2", "status"), {"status": {"state": "Failed"}}
+    )
+    run3 = wait_for("the e3 run", lambda: rtjs(cluster).get("nightly-e3"), op=operator)
+    assert run3["spec"]["dataset"]["eras"] == ["e1", "e2", "e3"]
+    wait_for("the prune", lambda: "nightly-e2" not in rtjs(cluster), op=operator)
+    assert any("nightly-e2" in m for m in events(cluster, "RunPruned"))
+    assert set(rtjs(cluster)) == {"nightly-e3"}
+
+    # Suspended: a new era is recorded but starts nothing.
+    cluster.client.patch(rts_path(NS, "nightly"), {"spec": {"suspend": True, "concurrencyPolicy": "Allow"}})
+    put(s3, bucket, "e4/images/a.jpg", "e4/_READY")
+    st = wait_for("the suspend skip", lambda: (s := sched_status(cluster, "nightly")).get("latestEra") == "e4" and s)
+    assert st["lastDecision"]["reason"] == "Suspended"
+    assert set(rtjs(cluster)) == {"nightly-e3"}
+
+
+def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
+    calls: dict[str, set[tuple[str, str]]] = cluster.server.call(lambda: dict(cluster.server.emulator.calls))
+    made = calls.get("kretrain-operator", set()) | calls.get("kopf", set())
+    assert ("create", "retrainjobs.kretrain.dev") in made and ("delete", "retrainjobs.kretrain.dev") in made
+    assert ("patch", "retrainschedules.kretrain.dev/status") in made
+    assert made <= kube_mod.API_CALLS, f"undeclared API calls: {sorted(made - kube_mod.API_CALLS)}"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: list[tuple[str, str]] = []
+
+    def _answer(self) -> None:
+        self.calls.append((self.command, self.path.split("?")[0]))
+        body = b'{"kind": "List", "items": [], "metadata": {}}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_runs_api_makes_exactly_the_schedule_calls() -> None:
+    """Every RunsApi method on the wire maps to SCHEDULE_API_CALLS, and every entry there is made."""
+    from kretrain.operator.schedule_kube import RunsApi
+
+    calls: list[tuple[str, str]] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("R", (_Recorder,), {"calls": calls}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = RunsApi(OperatorSettings(kube_url=f"http://127.0.0.1:{server.server_port}"))
+        api.list_runs("ns", "a=b")
+        api.create_run({"metadata": {"name": "n", "namespace": "ns"}})
+        api.delete_run("ns", "n")
+    finally:
+        server.shutdown()
+        server.server_close()
+    verbs = {("GET", False): "list", ("POST", False): "create", ("DELETE", True): "delete"}
+    recorded = {(verbs[(m, p.count("/") == 7)], "retrainjobs.kretrain.dev") for m, p in calls}
+    assert all("/apis/kretrain.dev/v1alpha1/namespaces/ns/retrainjobs" in p for _, p in calls)
+    assert recorded == kube_mod.SCHEDULE_API_CALLS
