@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
-from kretrain.operator import lifecycle, metrics
+from kretrain.operator import lifecycle, metrics, policy
 from kretrain.operator.kube import Kube
 from kretrain.operator.settings import get_settings
 
@@ -26,6 +26,9 @@ def _registry(endpoint: str | None, region: str, uri: str) -> Registry:
     from kretrain.registry import Registry
     from kretrain.store import ObjectStore
 
+    # Never sign with the operator's credentials for an endpoint outside the policy (resolve_spec refuses such
+    # specs already; this guards every other way an endpoint could reach here).
+    policy.require_allowed_endpoint(endpoint, _settings)
     # Credentials: the operator's own environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     # Few tries per call: a handler must not block on an unreachable registry for half a minute of
     # backoff; kopf retries the handler itself (TemporaryError) and the status says it is waiting.

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from kretrain.api import RetrainJobSpec
+from kretrain.api.spec import storage_bytes
+from kretrain.operator import policy
 from kretrain.operator.settings import OperatorSettings
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -26,6 +28,8 @@ TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = "trainer"
 MAX_RUN_ID = 128  # registry version ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
 MAX_JOB_NAME = 63  # Job names become the `job-name` label of their pods
+LOG_ALLOWANCE = 2**30
+"""Ephemeral storage beyond the emptyDirs: container logs (the root filesystem is read-only)."""
 
 
 class SpecError(ValueError):
@@ -71,8 +75,8 @@ def selector(uid: str) -> str:
     return f"{LABEL_UID}={uid}"
 
 
-def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
-    """The spec as the trainer gets it: storage endpoint/registry/credentials and image defaults filled in."""
+def fill_defaults(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
+    """The spec with the operator's defaults for registry, endpoint, credentials Secret and image filled in."""
     raw = spec.dump()
     storage, resources = raw.setdefault("storage", {}), raw.setdefault("resources", {})
     if not storage.get("registry"):
@@ -86,6 +90,35 @@ def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJob
     storage.setdefault("credentialsSecret", settings.credentials_secret)
     resources.setdefault("image", settings.trainer_image)
     return RetrainJobSpec.model_validate(raw)
+
+
+def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
+    """The spec as the trainer gets it: defaults filled in (fill_defaults) and checked against the policy.
+
+    Raises SpecError when the result is outside the operator policy (image, Secret, endpoint, priority
+    class, tolerations: see operator/policy.py), naming each field and the rule.
+    """
+    resolved = fill_defaults(spec, settings)
+    try:
+        policy.check(resolved, settings)
+    except policy.PolicyError as exc:
+        raise SpecError(f"outside the operator policy: {exc}") from None
+    return resolved
+
+
+def _quantity(n_bytes: int) -> str:
+    """A byte count as a Kubernetes quantity (`73Gi`, `1536Mi`, or plain bytes)."""
+    for unit, scale in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
+        if n_bytes % scale == 0:
+            return f"{n_bytes // scale}{unit}"
+    return str(n_bytes)
+
+
+def ephemeral_storage(spec: RetrainJobSpec) -> str:
+    """The trainer container's ephemeral-storage request and limit: its emptyDirs on disk plus logs."""
+    res = spec.resources
+    disk = storage_bytes(res.scratch_size) + storage_bytes(res.cache_size) + storage_bytes(res.tmp_size)
+    return _quantity(disk + LOG_ALLOWANCE)
 
 
 def spec_json(spec: RetrainJobSpec) -> str:
@@ -140,7 +173,7 @@ def build_job(
         _env("YOLO_CONFIG_DIR", "/tmp/ultralytics"),
         _env("MPLCONFIGDIR", "/tmp/matplotlib"),
     ]
-    compute = {"cpu": res.cpu, "memory": res.memory}
+    compute = {"cpu": res.cpu, "memory": res.memory, "ephemeral-storage": ephemeral_storage(spec)}
     limits: dict[str, str] = dict(compute)
     if res.gpus > 0:
         limits["nvidia.com/gpu"] = str(res.gpus)
@@ -184,9 +217,9 @@ def build_job(
         "containers": [container],
         "volumes": [
             {"name": "spec", "configMap": {"name": name, "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
-            {"name": "scratch", "emptyDir": {}},
-            {"name": "cache", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": res.scratch_size}},
+            {"name": "cache", "emptyDir": {"sizeLimit": res.cache_size}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": res.tmp_size}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
         ],
     }

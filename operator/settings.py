@@ -5,10 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kretrain.api.spec import S3_URI_PATTERN
+from kretrain.operator.policy import PolicyError, canonical_endpoint
 
 
 class OperatorSettings(BaseSettings):
@@ -50,11 +51,49 @@ class OperatorSettings(BaseSettings):
     finalizer: str = "kretrain.dev/finalizer"
     """Finalizer the operator puts on RetrainJobs (Kopf needs one to stop per-object timers)."""
 
-    @field_validator("namespaces", mode="before")
+    # ---- operator policy (the cluster admin's bounds on what a RetrainJob may ask for; operator/policy.py)
+    allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Trainer images a RetrainJob may name besides `trainer_image` (comma-separated): an entry with a tag or
+    digest allows exactly that reference; an entry ending in `/`, `:` or `@` allows what continues it; any
+    other entry is a repository (or path) allowing itself followed by `/`, `:` or `@`. Empty: only
+    `trainer_image`."""
+    allowed_credentials_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Secret names a RetrainJob may name in spec.storage.credentialsSecret besides `credentials_secret`
+    (comma-separated, exact names). Empty: only `credentials_secret`."""
+    allowed_s3_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """S3 endpoint URLs a RetrainJob may name in spec.storage.endpoint besides `s3_endpoint` (comma-separated;
+    compared exactly after normalising scheme, host, port and path). Empty: only `s3_endpoint`."""
+    allowed_priority_classes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """PriorityClass names a RetrainJob may name in spec.resources.priorityClassName (comma-separated).
+    Empty: none (the field must stay unset)."""
+    allowed_toleration_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["nvidia.com/gpu"])
+    """Taint keys a RetrainJob's tolerations may name (comma-separated; empty string in the environment:
+    none). A toleration without a key (it tolerates every taint) is never allowed."""
+
+    @field_validator(
+        "namespaces",
+        "allowed_images",
+        "allowed_credentials_secrets",
+        "allowed_s3_endpoints",
+        "allowed_priority_classes",
+        "allowed_toleration_keys",
+        mode="before",
+    )
     @classmethod
     def _split(cls, value: object) -> object:
-        """Accept `KRETRAIN_NAMESPACES=a,b`."""
+        """Accept comma-separated lists from the environment (`KRETRAIN_NAMESPACES=a,b`)."""
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _policy_endpoints_parse(self) -> OperatorSettings:
+        """Every endpoint of the policy is a plain URL (a typo fails at start, not at the first RetrainJob)."""
+        named = [("s3_endpoint", self.s3_endpoint)] if self.s3_endpoint else []
+        for name, url in [*named, *(("allowed_s3_endpoints", u) for u in self.allowed_s3_endpoints)]:
+            try:
+                canonical_endpoint(url)
+            except PolicyError as exc:
+                raise ValueError(f"{name}: {url!r} {exc}") from None
+        return self
 
 
 @lru_cache(maxsize=1)

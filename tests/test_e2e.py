@@ -71,6 +71,7 @@ def stack(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
             )
         )  # fmt: skip
         op = operator_for(cluster, s3, tmp / "operator.log", [NS])
+        op.env["KRETRAIN_ALLOWED_CREDENTIALS_SECRETS"] = "s3-creds"  # the operator policy allows the test's Secret
         op.start().wait_ready()
         with Kubelet(cluster.client, tmp / "node"):
             yield cluster, op, kubeconfig, f"s3://{bucket}/shapes"

@@ -13,7 +13,13 @@ from kretrain.operator import jobs
 from kretrain.operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(
-    registry="s3://models/registry", s3_endpoint="http://s3.local:8333", trainer_image="trainer:test", metrics_port=0
+    registry="s3://models/registry",
+    s3_endpoint="http://s3.local:8333",
+    trainer_image="trainer:test",
+    metrics_port=0,
+    allowed_images=["img:2"],
+    allowed_credentials_secrets=["mine"],
+    allowed_priority_classes=["training"],
 )
 
 
@@ -123,6 +129,11 @@ def test_job_follows_the_trainer_pod_contract() -> None:
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["spec"]["configMap"]["name"] == job["metadata"]["name"]
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert {n: v["emptyDir"] for n, v in volumes.items() if n in ("scratch", "cache", "tmp")} == {
+        "scratch": {"sizeLimit": "20Gi"},
+        "cache": {"sizeLimit": "50Gi"},
+        "tmp": {"sizeLimit": "2Gi"},
+    }
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
@@ -144,8 +155,8 @@ def test_scheduling_resources_and_job_knobs() -> None:
     job = build(make_spec())
     pod = job["spec"]["template"]["spec"]
     res = container(job)["resources"]
-    assert res["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"}
-    assert res["requests"] == {"cpu": "8", "memory": "32Gi"}
+    assert res["limits"] == {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "73Gi", "nvidia.com/gpu": "2"}
+    assert res["requests"] == {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "73Gi"}
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert pod["priorityClassName"] == "training"

@@ -342,8 +342,24 @@ class Toleration(ApiModel):
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
+STORAGE_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(k|Ki|Mi|Gi|Ti|M|G|T)?$"
+_STORAGE_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_STORAGE_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def storage_bytes(quantity: str) -> int:
+    """Bytes of a storage quantity such as `20Gi` or `1.5G` (rounded up to a whole byte)."""
+    match = re.fullmatch(STORAGE_QUANTITY_PATTERN, quantity)
+    if match is None:
+        raise ValueError(f"not a storage quantity: {quantity!r}")
+    number, unit = quantity[: len(quantity) - len(match.group(2) or "")], match.group(2) or ""
+    whole, _, frac = number.partition(".")
+    scale = _STORAGE_UNITS[unit]
+    return int(whole) * scale + -(-int(frac or "0") * scale // 10 ** len(frac))
+
+
 class ResourcesSpec(ApiModel):
-    """Compute for the training pod."""
+    """Compute and local disk for the training pod."""
 
     gpus: int = Field(default=1, ge=0, le=16)
     """NVIDIA GPUs (`nvidia.com/gpu`); more than one trains with DDP over all of them; 0 trains on CPU."""
@@ -356,23 +372,37 @@ class ResourcesSpec(ApiModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Node labels the pod must run on."""
     tolerations: list[Toleration] = Field(default_factory=list)
-    """Tolerations (e.g. for tainted GPU nodes)."""
+    """Tolerations (e.g. for tainted GPU nodes); their keys must be allowed by the operator policy."""
     priority_class_name: str | None = Field(default=None, pattern=NAME_PATTERN)
-    """PriorityClass of the training pod."""
+    """PriorityClass of the training pod (only those the operator policy allows; default: none)."""
     image: str | None = Field(default=None, max_length=512)
-    """Trainer image; default is the operator's configured trainer image."""
+    """Trainer image; default is the operator's configured trainer image (the operator policy bounds it)."""
+    scratch_size: str = Field(default="20Gi", pattern=STORAGE_QUANTITY_PATTERN)
+    """Size limit of the `/scratch` emptyDir (run folder: prepared lists, checkpoints, exported weights)."""
+    cache_size: str = Field(default="50Gi", pattern=STORAGE_QUANTITY_PATTERN)
+    """Size limit of the `/cache` emptyDir (local mirror of the dataset's eras)."""
+    tmp_size: str = Field(default="2Gi", pattern=STORAGE_QUANTITY_PATTERN)
+    """Size limit of the `/tmp` emptyDir (library config and caches). The pod's ephemeral-storage request
+    and limit are scratchSize + cacheSize + tmpSize plus 1Gi for logs."""
+
+    @field_validator("scratch_size", "cache_size", "tmp_size")
+    @classmethod
+    def _disk_in_range(cls, size: str) -> str:
+        if not 2**20 <= storage_bytes(size) <= 2**50:
+            raise ValueError(f"{size!r} must be between 1Mi and 1024Ti")
+        return size
 
 
 class StorageSpec(ApiModel):
     """S3 connection; credentials come only from a Secret."""
 
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
-    """S3 endpoint URL (unset: the operator's default, or AWS)."""
+    """S3 endpoint URL (unset: the operator's default, or AWS); must be one the operator policy allows."""
     region: str = Field(default="us-east-1", pattern=r"^[a-z0-9\-]+$")
     """S3 region."""
     credentials_secret: str | None = Field(default=None, pattern=NAME_PATTERN)
     """Name of a Secret in the RetrainJob's namespace with keys AWS_ACCESS_KEY_ID and
-    AWS_SECRET_ACCESS_KEY (unset: the operator's default Secret)."""
+    AWS_SECRET_ACCESS_KEY (unset: the operator's default Secret); must be one the operator policy allows."""
     registry: S3Uri | None = None
     """S3 prefix of the model registry (unset: the operator's default)."""
 
