@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kretrain.store import ObjectStore
+    from kretrain.trainer.data.split import Split
     from kretrain.trainer.data_import.plan import ImportPlan
     from kretrain.trainer.data_import.writer import ImportResult
 
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES: dict[str, Split] = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 """`SPLIT=` prefixes accepted on COCO sources (Roboflow calls validation `valid`)."""
 
 
