@@ -65,3 +65,54 @@ def test_imported_coco_eras_prepare_with_no_errors_or_warnings(
     assert {era: stats["eras"][era]["all"]["classHistogram"] for era in expected} == {
         era: [b["bicycle"], b["truck"]] for era, b in expected.items()
     }
+
+
+def _label_counts(labels: Path, classes: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(classes, 0)
+    for path in labels.glob("*.txt"):
+        for line in path.read_text().splitlines():
+            counts[classes[int(line.split()[0])]] += 1
+    return counts
+
+
+@pytest.mark.slow
+def test_ultralytics_round_trip_imports_two_eras_that_train_with_the_source_label_counts(
+    s3_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from kretrain.trainer.local import run_manifest
+    from kretrain.trainer.synthetic import DEFAULT_CLASSES, demo_eras, generate_dataset
+
+    # an Ultralytics dataset: <root>/<part>/images + labels, names as a dict; imported part by part
+    root = tmp_path / "ultra"
+    parts = demo_eras(images=24, seed=3, names=("part1", "part2"))
+    generate_dataset(root, parts, DEFAULT_CLASSES, imgsz=32)
+    bucket, registry = s3_env.new_bucket("rt"), s3_env.new_bucket("reg")
+    uri = f"s3://{bucket}/line"
+    line = list(reversed(DEFAULT_CLASSES))  # the line orders its classes differently: ids are remapped
+    s3_env.client().put_object(Bucket=bucket, Key="line/classes.yaml", Body=yaml.safe_dump({"names": line}).encode())
+    source: dict[str, dict[str, int]] = {}
+    for era, part in (("era-a", "part1"), ("era-b", "part2")):
+        doc = {"path": str(root), "train": f"{part}/images", "names": dict(enumerate(DEFAULT_CLASSES))}
+        (tmp_path / f"{part}.yaml").write_text(yaml.safe_dump(doc))
+        args = ["data", "import", "--format", "ultralytics", str(tmp_path / f"{part}.yaml"), "--era", era]
+        assert main([*args, "--to", uri]) == 0, capsys.readouterr().err
+        source[era] = _label_counts(root / part / "labels", DEFAULT_CLASSES)
+    monkeypatch.setenv("KRETRAIN_REGISTRY", f"s3://{registry}/models")
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {"apiVersion": "kretrain.dev/v1alpha1", "kind": "RetrainJob", "metadata": {"name": "rt"},
+             "spec": {"model": "imported", "dataset": {"uri": uri, "eras": ["era-a", "era-b"], "split": {"val": 0.25, "test": 0.25}},
+                      "strategy": {"epochs": 1, "imgsz": 32, "batch": 8, "patience": 0,
+                                   "hyperparameters": {"workers": 0}},
+                      "resources": {"gpus": 0}, "promotion": {"mode": "dryRun"}}}
+        )
+    )  # fmt: skip
+    with (tmp_path / "out.txt").open("w") as stream:
+        [outcome] = run_manifest(manifest, workdir=tmp_path / "runs", out=stream)
+    assert outcome.report.training.epochs_completed == 1
+    [stats_path] = list(outcome.workdir.rglob("data_stats.json"))
+    stats = json.loads(stats_path.read_text())
+    assert stats["classes"] == line
+    trained = {era: dict(zip(line, stats["eras"][era]["all"]["classHistogram"], strict=True)) for era in source}
+    assert trained == source
