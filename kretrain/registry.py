@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from kretrain.api.progress import RunProgress
 from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
-from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, join_uri, parse_s3_uri
+from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
@@ -44,6 +45,10 @@ class IncumbentChanged(RegistryError):
 
 class TamperedWeights(RegistryError):
     """Weights whose sha256 does not match the value registered for their version."""
+
+
+class VersionExists(RegistryError):
+    """A version registered already with other weights (another writer won, or an old version of that name)."""
 
 
 class VersionNotFound(RegistryError, LookupError):
@@ -137,60 +142,81 @@ class Registry:
     def register(
         self, model: str, version: str, weights: Path, report: RunReport, spec: dict, lineage: Lineage
     ) -> ModelRef:
-        """Store a candidate version: weights (+ .sha256), report, spec, then version.json (the commit).
+        """Store a candidate version: weights, report and spec under names unique to this writer, then
+        version.json (If-None-Match: the commit marker), which points at them and holds the weights' sha256.
 
-        Idempotent: the same version with the same weights returns the existing ref; different weights
-        for an existing version raise RegistryError (versions are never overwritten).
+        Of several writers racing to register the same version exactly one commits; the others delete
+        what they uploaded and get VersionExists, unless they registered the same weights (same sha256),
+        which returns the existing ref (idempotent). Nothing a loser wrote is ever referenced, so the
+        committed version always verifies (`fetch_weights` checks the sha256 in version.json).
         """
         base = self.version_uri(model, version)
         weights = Path(weights)
         if not weights.is_file():
             raise RegistryError(f"weights file {weights} for version {version!r} does not exist")
         digest = sha256_file(weights)
-        weights_uri = join_uri(base, "weights.pt")
+        writer = uuid.uuid4().hex[:16]
+        weights_uri = join_uri(base, f"weights-{writer}.pt")
         ref = ModelRef(version=version, uri=weights_uri, sha256=digest)
         existing = self._version_info(model, version)
         if existing is not None:
             return self._same_or_raise(existing, ref, model)
-        self.store.upload_file(weights, weights_uri)
-        self.store.put_bytes(weights_uri + ".sha256", f"{digest}  weights.pt\n".encode())
-        stored_report = report.model_copy(update={"candidate": ref}) if report.candidate is None else report
-        self.store.put_bytes(join_uri(base, "report.json"), _json(stored_report.dump()))
-        self.store.put_bytes(join_uri(base, "spec.json"), _json(spec))
-        pooled = report.candidate_evaluation.pooled.dump()
-        info = {
-            "model": model,
-            "version": version,
-            "sha256": digest,
-            "size": weights.stat().st_size,
-            "uri": weights_uri,
-            "registeredAt": now_rfc3339(),
-            "lineage": {
-                "parent": lineage.parent,
-                "eras": list(lineage.eras),
-                "eraHashes": dict(lineage.era_hashes),
-                "strategy": lineage.strategy,
-                "compute": dict(lineage.compute),
-            },
-            "metrics": {k: v for k, v in pooled.items() if isinstance(v, int | float)},
-        }
+        report_uri, spec_uri = join_uri(base, f"report-{writer}.json"), join_uri(base, f"spec-{writer}.json")
+        uploaded: list[str] = []
         try:
+            uploaded.append(weights_uri)
+            self.store.upload_file(weights, weights_uri)
+            stored_report = report.model_copy(update={"candidate": ref}) if report.candidate is None else report
+            uploaded.append(report_uri)
+            self.store.put_bytes(report_uri, _json(stored_report.dump()))
+            uploaded.append(spec_uri)
+            self.store.put_bytes(spec_uri, _json(spec))
+            pooled = report.candidate_evaluation.pooled.dump()
+            info = {
+                "model": model,
+                "version": version,
+                "sha256": digest,
+                "size": weights.stat().st_size,
+                "uri": weights_uri,
+                "reportUri": report_uri,
+                "specUri": spec_uri,
+                "writer": writer,
+                "registeredAt": now_rfc3339(),
+                "lineage": {
+                    "parent": lineage.parent,
+                    "eras": list(lineage.eras),
+                    "eraHashes": dict(lineage.era_hashes),
+                    "strategy": lineage.strategy,
+                    "compute": dict(lineage.compute),
+                },
+                "metrics": {k: v for k, v in pooled.items() if isinstance(v, int | float)},
+            }
             self.store.put_if_absent(join_uri(base, "version.json"), _json(info))
         except PreconditionFailed:
+            self._discard(uploaded)
             existing = self._version_info(model, version)
             if existing is None:  # pragma: no cover - the object existed a moment ago
                 raise RegistryError(f"version {version!r} of {model!r} could not be committed") from None
             return self._same_or_raise(existing, ref, model)
+        except BaseException:
+            self._discard(uploaded)  # nothing points at them; best effort
+            raise
         return ref
+
+    def _discard(self, uris: list[str]) -> None:
+        """Delete objects of ours that no version.json points at (errors ignored: they are only litter)."""
+        for uri in uris:
+            with contextlib.suppress(StoreError, ClientError, OSError):
+                self.store.delete(uri)
 
     @staticmethod
     def _same_or_raise(existing: dict, ref: ModelRef, model: str) -> ModelRef:
         if existing.get("sha256") != ref.sha256:
-            raise RegistryError(
+            raise VersionExists(
                 f"version {ref.version!r} of {model!r} already exists with sha256 {existing.get('sha256')}; "
                 f"refusing to overwrite it with different weights (sha256 {ref.sha256})"
             )
-        return ModelRef(version=ref.version, uri=existing.get("uri", ref.uri), sha256=ref.sha256)
+        return ModelRef(version=ref.version, uri=str(existing.get("uri", ref.uri)), sha256=ref.sha256)
 
     def _version_info(self, model: str, version: str) -> dict | None:
         try:
@@ -223,49 +249,63 @@ class Registry:
         out.sort(key=lambda i: (str(i.get("registeredAt", "")), str(i.get("version"))))
         return out
 
-    def read_report(self, model: str, version: str) -> RunReport:
-        """The version's report.json; VersionNotFound if the version does not exist."""
-        try:
-            data = self.store.get_json(
-                join_uri(self.version_uri(model, version), "report.json"), max_bytes=MAX_REPORT_BYTES
+    def _record_object(self, model: str, version: str, info: dict, field: str, default: str) -> str:
+        """The URI a version.json names in `field` (`default` in records older than the field), checked to be
+        an object directly in the version's folder: a record never sends a reader elsewhere."""
+        base = self.version_uri(model, version)
+        uri = info.get(field, join_uri(base, default))
+        name = uri[len(base) + 1 :] if isinstance(uri, str) and uri.startswith(base + "/") else ""
+        if not _NAME.fullmatch(name):
+            raise RegistryError(
+                f"version.json of version {version!r} of {model!r} names {field} {str(uri)[:200]!r}, which is not "
+                f"an object in {base}/; refusing to follow it"
             )
+        return str(uri)
+
+    def read_report(self, model: str, version: str) -> RunReport:
+        """The version's report (named by version.json); VersionNotFound if the version does not exist."""
+        info = self.version_info(model, version)
+        uri = self._record_object(model, version, info, "reportUri", "report.json")
+        try:
+            data = self.store.get_json(uri, max_bytes=MAX_REPORT_BYTES)
         except FileNotFoundError:
-            raise VersionNotFound(f"version {version!r} of model {model!r} has no report.json") from None
+            raise VersionNotFound(f"version {version!r} of model {model!r} has no report ({uri})") from None
         return RunReport.model_validate(data)
 
     def fetch_weights(self, model: str, version: str, dest_dir: Path) -> Path:
         """Download the version's weights to `dest_dir/weights.pt` and verify them; returns that path.
 
-        The sha256 is checked against the value registered in version.json (and the .sha256 sidecar
-        must agree with it). On a mismatch TamperedWeights is raised and nothing is left at the
-        returned path. An existing file with the right sha256 is reused without downloading.
+        The authority is version.json: the weights are the object it names (in the version's folder) and
+        their sha256 must be the one it holds (a `.sha256` file beside them is not consulted: whoever can
+        write the weights can write it too). An object larger than the registered size is not downloaded.
+        On a mismatch TamperedWeights is raised and nothing is left at the returned path. An existing
+        file with the right sha256 is reused without downloading.
         """
         info = self.version_info(model, version)
         expected = str(info.get("sha256", "")).lower()
-        weights_uri = join_uri(self.version_uri(model, version), "weights.pt")
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise TamperedWeights(
+                f"version.json of version {version!r} of {model!r} holds no valid sha256 ({expected[:80]!r}); "
+                "refusing to hand out its weights"
+            )
+        weights_uri = self._record_object(model, version, info, "uri", "weights.pt")
+        size = info.get("size")
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / "weights.pt"
-        try:
-            sidecar = (
-                self.store.get_bytes(weights_uri + ".sha256", max_bytes=MAX_RECORD_BYTES)
-                .decode(errors="replace")
-                .split()
-            )
-        except FileNotFoundError:
-            sidecar = []
-        if not sidecar or sidecar[0].lower() != expected:
-            dest.unlink(missing_ok=True)
-            raise TamperedWeights(
-                f"{weights_uri}.sha256 ({sidecar[0] if sidecar else 'missing'}) does not match the sha256 "
-                f"registered for version {version!r} ({expected}); refusing to hand out the weights"
-            )
         if dest.is_file() and sha256_file(dest) == expected:
             return dest
         dest.unlink(missing_ok=True)
         tmp = dest_dir / f".weights.pt.{uuid.uuid4().hex[:8]}.verify"
         try:
-            self.store.download_file(weights_uri, tmp)
+            try:
+                cap = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+                self.store.download_file(weights_uri, tmp, max_bytes=cap)
+            except ObjectTooLarge as exc:
+                raise TamperedWeights(
+                    f"weights of version {version!r} of {model!r} ({weights_uri}) are {exc.size} bytes, but "
+                    f"{size} were registered; they were changed after registration and will not be loaded"
+                ) from None
             actual = sha256_file(tmp)
             if actual != expected:
                 raise TamperedWeights(

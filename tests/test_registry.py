@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from kretrain.registry import (
     Registry,
     RegistryError,
     TamperedWeights,
+    VersionExists,
     VersionNotFound,
 )
 from kretrain.store import ObjectStore, join_uri
@@ -65,11 +67,13 @@ def test_register_is_immutable_and_idempotent(registry: Registry, tmp_path: Path
     w = weights_file(tmp_path, "v1")
     ref = registry.register(MODEL, "v1", w, report("v1", 0.42), {"model": MODEL}, LINEAGE)
     assert ref.sha256 == hashlib.sha256(w.read_bytes()).hexdigest()
-    assert ref.uri == join_uri(registry.uri, MODEL, "versions/v1/weights.pt")
+    # The weights live under a name unique to the writer; version.json (the commit) points at them.
+    assert re.fullmatch(re.escape(join_uri(registry.uri, MODEL, "versions/v1/weights-")) + r"[0-9a-f]{16}\.pt", ref.uri)
     assert registry.register(MODEL, "v1", w, report("v1", 0.42), {"model": MODEL}, LINEAGE) == ref  # idempotent
-    with pytest.raises(RegistryError, match=r"'v1'.*already exists.*refusing to overwrite"):
+    with pytest.raises(VersionExists, match=r"'v1'.*already exists.*refusing to overwrite"):
         registry.register(MODEL, "v1", weights_file(tmp_path, "other"), report("v1"), {}, LINEAGE)
     info = registry.version_info(MODEL, "v1")
+    assert info["uri"] == ref.uri and info["sha256"] == ref.sha256
     assert info["lineage"] == {
         "parent": None,
         "eras": ["e1", "e2"],
@@ -81,8 +85,11 @@ def test_register_is_immutable_and_idempotent(registry: Registry, tmp_path: Path
     stored = registry.read_report(MODEL, "v1")
     assert stored.candidate == ref and stored.compute.wall_seconds == 1.5
     store = registry.store
-    assert store.get_json(join_uri(registry.version_uri(MODEL, "v1"), "spec.json")) == {"model": MODEL}
-    assert store.get_bytes(ref.uri + ".sha256").decode().split()[0] == ref.sha256
+    assert store.get_json(info["specUri"]) == {"model": MODEL}
+    # Nothing but this writer's objects and the commit marker; the refused writer's attempt left nothing.
+    names = sorted(o.key for o in store.list(registry.version_uri(MODEL, "v1")))
+    writer = info["writer"]
+    assert names == sorted([f"weights-{writer}.pt", f"report-{writer}.json", f"spec-{writer}.json", "version.json"])
 
 
 def test_versions_and_missing(registry: Registry, tmp_path: Path) -> None:
@@ -204,7 +211,7 @@ def test_fetch_weights_verifies_sha256(registry: Registry, tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["weights.pt"]
     with pytest.raises(VersionNotFound):
         registry.fetch_weights(MODEL, "v9", tmp_path / "dl9")
-    assert ref.sha256 in registry.store.get_bytes(ref.uri + ".sha256").decode()
+    assert registry.version_info(MODEL, "v1")["uri"] == ref.uri
 
 
 def test_tampered_weights_are_refused_before_loading(registry: Registry, tmp_path: Path) -> None:
@@ -223,9 +230,9 @@ def test_tampered_weights_are_refused_before_loading(registry: Registry, tmp_pat
     assert hashlib.sha256(evil).hexdigest() in str(info.value)
     assert list(dest.iterdir()) == []  # nothing left at the returned path, no temp file either
 
-    # An attacker who also rewrites the sidecar is still caught: version.json holds the registered hash.
+    # An attacker who also writes a sidecar is still caught: version.json holds the registered hash.
     registry.store.put_bytes(ref.uri + ".sha256", f"{hashlib.sha256(evil).hexdigest()}  weights.pt\n".encode())
-    with pytest.raises(TamperedWeights, match="does not match the sha256 registered"):
+    with pytest.raises(TamperedWeights, match="was registered"):
         registry.fetch_weights(MODEL, "v1", dest)
     assert not (dest / "weights.pt").exists()
 

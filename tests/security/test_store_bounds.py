@@ -159,6 +159,8 @@ def test_registry_records_are_capped(s3, prefix: str, record: str) -> None:  # t
     store = _store(s3, True)
     key, read = RECORDS[record]
     size = MAX_RECORD_BYTES + 1 if record != "version-report" else 17 * 1024 * 1024
+    if record == "version-report":  # a record of the old layout (no reportUri): versions/v1/report.json
+        store.put_bytes(f"{prefix}/m/versions/v1/version.json", b'{"version": "v1"}')
     store.put_bytes(f"{prefix}/{key}", b" " * size)
     with pytest.raises(ObjectTooLarge, match=key.replace(".", r"\.")) as info:
         read(Registry(store, prefix))
