@@ -229,3 +229,29 @@ def test_the_status_of_a_64_era_report_with_per_class_metrics_stays_under_256_ki
     assert all(len(r) <= bounds.MAX_TEXT for r in status["decision"]["reasons"])
     assert len(outcome.events[0].message) <= bounds.MAX_TEXT
     assert status["candidate"]["version"] == RUN
+
+
+def test_huge_integers_in_every_era_still_leave_the_status_under_256_kib(
+    s3: Any, registry: Registry, tmp_path: Path
+) -> None:
+    """Counts are unbounded ints in the report (JSON allows ~4300 digits): the status keeps the pooled figures."""
+    huge = 10**4000
+    sim.seed_incumbent(registry, MODEL, "v1", {e: 0.5 for e in ERAS}, tmp_path)
+    rep = sim.report(RUN, MODEL, {}, {e: 0.6 for e in ERAS}, {e: 0.5 for e in ERAS}, registry.incumbent(MODEL))
+
+    def inflate(evaluation: Any) -> Any:
+        eras = {e: m.model_copy(update={"images": huge, "instances": huge}) for e, m in evaluation.eras.items()}
+        return evaluation.model_copy(update={"eras": eras})
+
+    assert rep.incumbent_evaluation is not None
+    rep = rep.model_copy(
+        update={"candidate_evaluation": inflate(rep.candidate_evaluation),
+                "incumbent_evaluation": inflate(rep.incumbent_evaluation)}
+    )  # fmt: skip
+    ref = registry.register(MODEL, RUN, sim.weights_file(tmp_path, RUN), rep, {}, Lineage(parent="v1"))
+    registry.write_run_report(MODEL, RUN, rep.model_copy(update={"candidate": ref}))
+    outcome = lifecycle.poll(rtj(registry, ERAS), deps(s3, registry, SucceededJob()))
+    assert outcome.state == "Promoted"
+    assert bounds.size(outcome.status) < STATUS_LIMIT
+    assert sorted(outcome.status["evaluation"]["eras"]) == []  # per-era figures dropped, pooled kept
+    assert outcome.status["evaluation"]["pooled"]["delta"] == pytest.approx(0.1)

@@ -112,6 +112,8 @@ CASES: list[tuple[str, Callable[[Registry, Path], RunReport], Forge, str, str | 
      "ReportMismatch", "v2", "Failed"),
     ("no-incumbent-evaluation-while-an-incumbent-exists", line_with_incumbent,
      lambda r, g, t: upd(r, incumbent_evaluation=None, incumbent=None), "MissingEvaluation", "v2", "Rejected"),
+    ("no-incumbent-evaluation-but-the-incumbent-named", line_with_incumbent,
+     lambda r, g, t: upd(r, incumbent_evaluation=None), "MissingEvaluation", "v2", "Rejected"),
     ("candidate-evaluation-misses-an-era", line_with_incumbent,
      lambda r, g, t: upd(r, candidate_evaluation=without_era(r.candidate_evaluation, "e2")),
      "MissingEvaluation", "v2", "Rejected"),
