@@ -235,3 +235,82 @@ def test_era_split_override_for_the_pipeline(tmp_path: Path) -> None:
     manifest.write_text("test: [images/a.png, images/a.png]\nval: [images/a.png]\n")
     with pytest.raises(ValueError, match=r"e/splits.yaml: invalid split manifest"):
         era_split_override("e", {"splits.yaml": manifest})
+
+
+def test_bounded_map_holds_at_most_a_window_and_stops_on_the_first_error() -> None:
+    import time
+
+    from kretrain.trainer.data_import.parallel import bounded_map
+
+    pulled = 0
+
+    def items(n: int):  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        for i in range(n):
+            pulled += 1
+            yield i
+
+    def slow(i: int) -> int:
+        time.sleep(0.001)
+        return i
+
+    done, peak = 0, 0
+    for _ in bounded_map(slow, items(60), 3):
+        done += 1
+        peak = max(peak, pulled - done)
+    assert done == 60 and peak <= 6
+
+    def fails_at_5(i: int) -> int:
+        if i == 5:
+            raise ValueError("boom at 5")
+        return slow(i)
+
+    pulled = 0
+    with pytest.raises(ValueError, match="boom at 5"):
+        list(bounded_map(fails_at_5, items(1000), 2))
+    assert pulled < 20  # nothing new started after the error
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"), [(10, "more than the limit of 10"), (10**6, None)], ids=["over-limit", "within-limit"]
+)
+def test_source_read_is_bounded(tmp_path: Path, limit: int, message: str | None) -> None:
+    from kretrain.trainer.data_import.source import Source
+
+    (tmp_path / "big.json").write_bytes(b"x" * 100)
+    source = Source(str(tmp_path))
+    if message is None:
+        assert len(source.read("big.json", limit, "file")) == 100
+    else:
+        with pytest.raises(ImportInputError, match=rf"big\.json: file is 100 bytes, {message}"):
+            source.read("big.json", limit, "file")
+
+
+def test_local_listing_skips_symlinks_and_unsafe_names(tmp_path: Path) -> None:
+    from kretrain.trainer.data_import.source import Source
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("s")
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "ok.png").write_bytes(b"p")
+    (root / "images" / "link.png").symlink_to(outside)
+    (root / "images" / "bad\nname.png").write_bytes(b"p")
+    source = Source(str(root))
+    assert source.files("images") == {"images/ok.png": 1}
+    assert source.size("images/link.png") is None
+    with pytest.raises(ImportInputError, match="path traversal"):
+        source.read("../secret.txt", 100)
+
+
+def test_unlisted_lookup_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
+    from kretrain.trainer.data_import.source import Source
+
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "x.png").write_bytes(b"p")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "images").symlink_to(tmp_path / "outside")
+    source = Source(str(tmp_path / "src"))
+    assert source.size("images/x.png") is None
+    with pytest.raises(ImportInputError, match="not found"):
+        source.read("images/x.png", 100)

@@ -86,11 +86,14 @@ class Source:
             assert self.store is not None
             info = self.store.head(self._uri(rel))
             return info.size if info else None
+        path = Path(self.root, rel)
         try:
-            st = os.lstat(Path(self.root, rel))
+            st = os.lstat(path)
         except OSError:
             return None
-        return st.st_size if stat.S_ISREG(st.st_mode) else None
+        if not stat.S_ISREG(st.st_mode) or not path.resolve().is_relative_to(Path(self.root).resolve()):
+            return None  # a symlink, or a path through a symlinked folder that leads outside the tree
+        return st.st_size
 
     def read(self, rel: str, limit: int, what: str = "file") -> bytes:
         """The file's bytes; ImportInputError naming it if it is missing or larger than `limit`."""
