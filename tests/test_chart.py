@@ -438,7 +438,7 @@ def test_metrics_service_and_monitor(chart: Any) -> None:
 def test_network_policy(chart: Any) -> None:
     assert not by_kind(render(chart), "NetworkPolicy")
     docs = render(chart, full_values())
-    policy = one(docs, "NetworkPolicy")
+    [policy] = [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "kretrain-operator"]
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -461,3 +461,131 @@ def test_replicas_and_strategy(chart: Any) -> None:
     assert spec["replicas"] == 2
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert one(render(chart), "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def trainer_pod_labels() -> dict[str, str]:
+    """The labels the operator puts on a trainer pod (operator/jobs.py labels())."""
+    from kretrain.operator import jobs
+
+    return jobs.labels("0123-uid", "ns-rtj-0123abcd")
+
+
+def test_trainer_network_policy_selects_trainer_pods_only(chart: Any) -> None:
+    assert not [d for d in by_kind(render(chart), "NetworkPolicy") if d["metadata"]["name"].endswith("-trainer")]
+    values = full_values()
+    docs = render(chart, values)
+    trainer = [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "kretrain-operator-trainer"]
+    assert sorted(p["metadata"]["namespace"] for p in trainer) == sorted(values["watchNamespaces"])
+    operator_pod = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for policy in trainer:
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        assert selector.items() <= trainer_pod_labels().items(), "must select the pods the operator creates"
+        assert not selector.items() <= operator_pod.items(), "must not select the operator itself"
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert "ingress" not in policy["spec"], "trainer pods take no connections"
+        dns, *s3_rules, extra = policy["spec"]["egress"]
+        assert dns["to"] == values["trainerNetworkPolicy"]["dns"]
+        assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+        assert s3_rules == [
+            {"to": [{"ipBlock": {"cidr": "10.0.12.0/24"}}], "ports": [{"port": 9000, "protocol": "TCP"}]},
+            {
+                "to": [{"ipBlock": {"cidr": "52.219.0.0/16", "except": ["52.219.1.0/24"]}}],
+                "ports": [{"port": 443, "protocol": "TCP"}],
+            },
+        ]
+        assert [extra] == values["trainerNetworkPolicy"]["extraEgress"]
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(policy, version, strict=True)
+
+
+def test_trainer_network_policy_defaults_and_namespaces(chart: Any) -> None:
+    docs = render(chart, {"watchNamespaces": ["team-a"], "trainerNetworkPolicy": {"enabled": True}})
+    [policy] = by_kind(docs, "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == "team-a"
+    assert policy["spec"]["egress"] == [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+        }
+    ], "by default only DNS: no S3 address is guessed"
+    kubernetes_validate.validate(policy, "1.33", strict=True)
+    explicit = render(chart, {"trainerNetworkPolicy": {"enabled": True, "namespaces": ["ml-a", "ml-b"]}})
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(explicit, "NetworkPolicy")) == ["ml-a", "ml-b"]
+    with pytest.raises(helm_python.HelmRenderError, match=r"trainerNetworkPolicy\.namespaces"):
+        render(chart, {"trainerNetworkPolicy": {"enabled": True}})
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"trainerNetworkPolicy": {"s3": [{"cidr": "s3.amazonaws.com", "ports": [443]}]}}, "cidr"),
+        ({"trainerNetworkPolicy": {"s3": [{"cidr": "10.0.0.0/8"}]}}, "ports"),
+        ({"trainerNetworkPolicy": {"s3": [{"cidr": "10.0.0.0/8", "ports": [0]}]}}, "ports"),
+        ({"policy": {"allowedImages": ["ghcr.io/a,evil.io/b"]}}, "allowedImages"),
+        ({"policy": {"allowedS3Endpoints": ["http://ok@evil.example"]}}, "allowedS3Endpoints"),
+        ({"policy": {"allowedCredentialsSecrets": ["Bad_Name"]}}, "allowedCredentialsSecrets"),
+        ({"policy": {"allowedPriorityClass": ["x"]}}, "allowedPriorityClass"),
+    ],
+)
+def test_policy_values_are_checked(chart: Any, values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=where):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+POLICY_ENV = (
+    "KRETRAIN_ALLOWED_IMAGES",
+    "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS",
+    "KRETRAIN_ALLOWED_S3_ENDPOINTS",
+    "KRETRAIN_ALLOWED_PRIORITY_CLASSES",
+    "KRETRAIN_ALLOWED_TOLERATION_KEYS",
+)
+
+
+def settings_from(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The OperatorSettings the operator reads from the rendered Deployment's literal env."""
+    from kretrain.operator.settings import OperatorSettings
+
+    for name in list(__import__("os").environ):
+        if name.startswith("KRETRAIN_"):
+            monkeypatch.delenv(name)
+    for name, entry in env_of(docs).items():
+        if name.startswith("KRETRAIN_") and "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+    return OperatorSettings()
+
+
+def test_default_policy_is_the_operators_own_image_secret_and_endpoint(
+    chart: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kretrain.operator import policy
+
+    docs = render(chart, {"config": {"s3Endpoint": "https://minio.storage.svc:9000"}})
+    env = env_of(docs)
+    assert {n: env[n]["value"] for n in POLICY_ENV} == {
+        "KRETRAIN_ALLOWED_IMAGES": "",
+        "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS": "",
+        "KRETRAIN_ALLOWED_S3_ENDPOINTS": "",
+        "KRETRAIN_ALLOWED_PRIORITY_CLASSES": "",
+        "KRETRAIN_ALLOWED_TOLERATION_KEYS": "nvidia.com/gpu",
+    }
+    settings = settings_from(docs, monkeypatch)
+    assert policy.allowed_images(settings) == [env["KRETRAIN_TRAINER_IMAGE"]["value"]]
+    assert policy.allowed_endpoints(settings) == ["https://minio.storage.svc:9000"]
+    assert settings.allowed_credentials_secrets == [] and settings.credentials_secret == "kretrain-s3"
+    assert settings.allowed_priority_classes == [] and settings.allowed_toleration_keys == ["nvidia.com/gpu"]
+
+
+def test_policy_values_reach_the_operator_settings(chart: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = full_values()
+    settings = settings_from(render(chart, values), monkeypatch)
+    wanted = values["policy"]
+    assert settings.allowed_images == wanted["allowedImages"]
+    assert settings.allowed_credentials_secrets == wanted["allowedCredentialsSecrets"]
+    assert settings.allowed_s3_endpoints == wanted["allowedS3Endpoints"]
+    assert settings.allowed_priority_classes == wanted["allowedPriorityClasses"]
+    assert settings.allowed_toleration_keys == wanted["allowedTolerationKeys"]
