@@ -218,3 +218,21 @@ def test_image_list_writer_refuses_a_path_with_a_line_separator(sep: str, tmp_pa
     with pytest.raises(ValueError, match=f"U\\+{ord(sep):04X}"):
         _write_list(tmp_path / "list.txt", [rec])
     assert not (tmp_path / "list.txt").exists()
+
+
+HUGE_LABELS = [
+    ("many-malformed-lines", "x\n" * 100_000, "malformed_label"),
+    ("one-huge-token-line", "a" * 1_000_000 + " 0.5 0.5 0.2 0.2\n", "malformed_label"),
+    ("huge-class-id-token", "1.5" + "0" * 1_000_000 + " 0.5 0.5 0.2 0.2\n", "malformed_label"),
+    ("million-fields-line", "0 " * 500_000 + "\n", "malformed_label"),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), [h[1:] for h in HUGE_LABELS], ids=[h[0] for h in HUGE_LABELS])
+def test_label_findings_stay_bounded(text: str, code: str) -> None:
+    """However a label file is malformed, its findings are at most MAX_FINDINGS_PER_LABEL_FILE short lines."""
+    from kretrain.trainer.data.validation import MAX_FINDINGS_PER_LABEL_FILE, parse_labels
+
+    boxes, problems = parse_labels(text, nc=2)
+    assert boxes == [] and 1 <= len(problems) <= MAX_FINDINGS_PER_LABEL_FILE
+    assert {c for c, _ in problems} == {code} and all(len(m) < 300 for _, m in problems), problems

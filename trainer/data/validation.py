@@ -55,15 +55,19 @@ def unsafe_key_reason(key: str) -> str | None:
     """Why an object key (or path) cannot go into an image list, or None when it can.
 
     Ultralytics reads its image lists with `str.splitlines()`, which also splits on U+0085, U+2028,
-    U+2029, \\v, \\f and \\x1c-\\x1e: a key holding one of them (or any control or format character) would
-    inject a second path into the list.
+    U+2029, VT, FF and U+001C-U+001E: a key holding one of them would inject a second path into the list.
+    Refused: the store's UNSAFE_KEY_CATEGORIES (controls, format characters, line/paragraph separators,
+    surrogates), which cover every character `splitlines` splits on (checked as well).
     """
+    from kretrain.store import UNSAFE_KEY_CATEGORIES
+
+    if key.isprintable():  # the common case, in C: none of those categories
+        return None
     for ch in key:
         cat = unicodedata.category(ch)
-        if cat[0] == "C" or cat in ("Zl", "Zp") or len(f"a{ch}a".splitlines()) > 1:
-            return f"contains the control or line-separator character U+{ord(ch):04X} ({cat})"
-    if key != key.strip():
-        return "starts or ends with whitespace"
+        if cat in UNSAFE_KEY_CATEGORIES or len(f"a{ch}a".splitlines()) > 1:
+            name = unicodedata.name(ch, "")
+            return f"contains U+{ord(ch):04X}{' ' + name if name else ''} (category {cat})"
     return None
 
 
@@ -167,45 +171,53 @@ def parse_labels(text: str, nc: int) -> tuple[list[Box], list[tuple[str, str]]]:
     `too_many_boxes` (more than MAX_BOXES_PER_LABEL; parsing stops there).
     """
     boxes: list[Box] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []  # the first MAX_FINDINGS_PER_LABEL_FILE - 1 and the latest one
+    total = 0
+
+    def note(code: str, message: str) -> None:
+        nonlocal total
+        total += 1
+        if len(problems) < MAX_FINDINGS_PER_LABEL_FILE:
+            problems.append((code, message))
+        else:
+            problems[-1] = (code, message)
+
     for lineno, line in enumerate(text.splitlines(), 1):
         toks = line.split(maxsplit=5)
         if not toks:
             continue
         if len(boxes) >= MAX_BOXES_PER_LABEL:
-            problems.append(("too_many_boxes", f"more than {MAX_BOXES_PER_LABEL} boxes; line {lineno} and on not read"))
+            note("too_many_boxes", f"more than {MAX_BOXES_PER_LABEL} boxes; line {lineno} and on not read")
             break
         if len(toks) != 5:
             got = len(toks) if len(toks) < 6 else "more"
-            problems.append(("malformed_label", f"line {lineno}: expected 5 fields (class cx cy w h), got {got}"))
+            note("malformed_label", f"line {lineno}: expected 5 fields (class cx cy w h), got {got}")
             continue
         try:
             cls_f = _number(toks[0])
             cx, cy, w, h = (_number(t) for t in toks[1:])
         except ValueError:
-            problems.append(("malformed_label", f"line {lineno}: not a number in {line.strip()!r}"))
+            note("malformed_label", f"line {lineno}: not a number in {line.strip()[:80]!r}")
             continue
         if cls_f != int(cls_f):
-            problems.append(("malformed_label", f"line {lineno}: class id {toks[0]!r} is not an integer"))
+            note("malformed_label", f"line {lineno}: class id {toks[0][:40]!r} is not an integer")
             continue
         cls = int(cls_f)
         if not 0 <= cls < nc:
-            problems.append(("class_out_of_range", f"line {lineno}: class id {cls} not in [0, {nc - 1}]"))
+            note("class_out_of_range", f"line {lineno}: class id {cls} not in [0, {nc - 1}]")
             continue
         if w <= 0 or h <= 0:
-            problems.append(("zero_area_box", f"line {lineno}: box has zero area (w={w}, h={h})"))
+            note("zero_area_box", f"line {lineno}: box has zero area (w={w}, h={h})")
             continue
         lo, hi = -BOX_TOLERANCE, 1 + BOX_TOLERANCE
         edges = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         if not all(lo <= v <= hi for v in (cx, cy, w, h, *edges)):
-            problems.append(
-                ("box_out_of_bounds", f"line {lineno}: box (cx={cx}, cy={cy}, w={w}, h={h}) extends outside [0, 1]")
-            )
+            note("box_out_of_bounds", f"line {lineno}: box (cx={cx}, cy={cy}, w={w}, h={h}) extends outside [0, 1]")
             continue
         boxes.append((cls, cx, cy, w, h))
-    if len(problems) > MAX_FINDINGS_PER_LABEL_FILE:
-        rest = len(problems) - MAX_FINDINGS_PER_LABEL_FILE + 1
-        problems = [*problems[: MAX_FINDINGS_PER_LABEL_FILE - 1], (problems[-1][0], f"and {rest} more problem lines")]
+    if total > MAX_FINDINGS_PER_LABEL_FILE:
+        rest = total - MAX_FINDINGS_PER_LABEL_FILE + 1
+        problems[-1] = (problems[-1][0], f"and {rest} more problem lines")
     return boxes, problems
 
 
