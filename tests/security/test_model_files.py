@@ -24,6 +24,8 @@ from kretrain.api import (
     StrategySpec,
     TrainingSummary,
 )
+from kretrain.operator.lifecycle import parse_spec
+from kretrain.operator.settings import OperatorSettings
 from kretrain.registry import Lineage, Registry, TamperedWeights
 from kretrain.store import ObjectStore
 from kretrain.trainer import offline
@@ -40,6 +42,7 @@ from kretrain.validate import validate_manifest
 
 ARCH = Path(__file__).parent.parent / "data" / "yolov8n-extra2.yaml"
 PIN = "@sha256:" + "ab" * 32
+SETTINGS = OperatorSettings(registry="s3://models/reg", metrics_port=0)
 
 
 class Marker:
@@ -128,6 +131,8 @@ def test_model_file_form_refused_at_admission(field: str, value: str, text: str)
     # `kretrain validate` (and the operator's InvalidSpec, which uses the same models) name the field
     problems = validate_manifest(manifest(**{field: value}))
     assert any(p.path == f"spec.strategy.{field}" and text in p.message for p in problems), problems
+    invalid = parse_spec({"spec": manifest(**{field: value})["spec"]}, SETTINGS)  # the operator's InvalidSpec reason
+    assert isinstance(invalid, str) and f"spec.strategy.{field}: " in invalid and text in invalid, invalid
 
 
 ACCEPTED = [
