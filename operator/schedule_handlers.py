@@ -14,11 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kretrain.api import API_VERSION, GROUP, KIND, SCHEDULE_PLURAL, VERSION, RetrainScheduleSpec, RetrainScheduleStatus
 from kretrain.api.schedule import ScheduleDecision
+from kretrain.api.spec import StorageSpec
 from kretrain.operator import schedule
 from kretrain.operator.kube import KubeError
 from kretrain.operator.schedule_kube import RunsApi
 from kretrain.operator.schedule_scan import ScanError, poll_endpoint, scan
 from kretrain.operator.settings import get_settings
+from kretrain.registry import Registry, RegistryError
 from kretrain.store import ObjectStore, StoreError
 
 RTS = (GROUP, VERSION, SCHEDULE_PLURAL)
@@ -49,6 +51,20 @@ def _api() -> RunsApi:
 def _store(endpoint: str | None, region: str) -> ObjectStore:
     # The operator's own credentials (its environment); few tries: the next tick tries again.
     return ObjectStore(endpoint_url=endpoint, region=region, max_attempts=3)
+
+
+def _has_incumbent(model: str, storage: StorageSpec) -> bool:
+    """Whether the model line has an incumbent (read with the operator's credentials at its own endpoint)."""
+    registry = storage.registry or _settings.registry
+    if registry is None:
+        return False  # the run itself reports the missing registry
+    try:
+        endpoint = poll_endpoint(storage.endpoint, _settings)
+        return Registry(_store(endpoint, storage.region), registry).incumbent(model) is not None
+    except ScanError:
+        return False  # the run itself is refused by the operator policy
+    except (RegistryError, StoreError, ClientError, BotoCoreError, ValidationError) as exc:
+        raise kopf.TemporaryError(f"cannot read the incumbent of {model} from {registry}: {exc}", delay=_tick) from exc
 
 
 def _now() -> datetime.datetime:
@@ -99,23 +115,30 @@ def _decision(now: datetime.datetime, action: str, reason: str, summary: str, **
     )
 
 
+def _same(a: ScheduleDecision | None, b: ScheduleDecision) -> bool:
+    return a is not None and (a.action, a.reason, a.run, a.summary) == (b.action, b.reason, b.run, b.summary)
+
+
 def _record(body: kopf.Body, patch: kopf.Patch, status: RetrainScheduleStatus, decision: ScheduleDecision) -> None:
-    """Write the status; post an Event when the decision differs from the last one (no Event storm per tick)."""
+    """Patch the status only when it changed, and post an Event only when the decision did (a schedule that keeps
+    waiting costs no write per tick; its decision keeps the time it was first made)."""
     last = status.last_decision
-    if last is None or (last.action, last.reason, last.run, last.summary) != (
-        decision.action,
-        decision.reason,
-        decision.run,
-        decision.summary,
-    ):
+    if _same(last, decision):
+        assert last is not None
+        decision = last
+    elif decision.action in ("Started", "Skipped", "Error"):
         kind = "Warning" if decision.action == "Error" else "Normal"
         reason = {"Started": schedule.EVENT_STARTED, "Skipped": schedule.EVENT_SKIPPED}.get(decision.action)
-        if decision.action in ("Started", "Skipped", "Error"):
-            kopf.event(body, type=kind, reason=reason or decision.reason, message=decision.summary)
+        kopf.event(body, type=kind, reason=reason or decision.reason, message=decision.summary)
     status.last_decision = decision
     status.summary = decision.summary
-    for key, value in status.dump().items():
+    old, new = dict(body.status), status.dump()
+    if old == new:
+        return
+    for key, value in new.items():
         patch.status[key] = value
+    for key in old.keys() - new.keys():
+        patch.status[key] = None  # merge patch: a field that no longer applies (e.g. the cron trigger was removed)
 
 
 @kopf.timer(*RTS, interval=_tick)
@@ -175,6 +198,9 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
 
     plan = schedule.plan(name, spec, status, list(status.eras), children, cron_due)
     if plan.action == "Started":
+        template = spec.template
+        if schedule.defaults_to_incumbent(template):
+            plan = schedule.from_incumbent(plan, _has_incumbent(template.model, template.storage))
         try:
             for old in plan.delete:
                 _api().delete_run(ns, old)

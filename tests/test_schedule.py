@@ -282,3 +282,24 @@ def test_cron_errors_name_the_field(expr: str, tz: str, match: str) -> None:
 )
 def test_parse_time(text: str | None, want: datetime.datetime | None) -> None:
     assert schedule.parse_time(text) == want
+
+
+@pytest.mark.parametrize(
+    ("strategy", "has_incumbent", "want"),
+    [
+        ({}, True, "incumbent"),
+        ({}, False, None),
+        ({"baseWeights": "yolo11n.yaml"}, True, "yolo11n.yaml"),
+        ({"type": "incremental"}, True, None),
+    ],
+    ids=["full-from-incumbent", "first-model", "template-names-weights", "incremental-untouched"],
+)
+def test_full_retrain_starts_from_the_incumbent(
+    strategy: dict[str, Any], has_incumbent: bool, want: str | None
+) -> None:
+    spec = make_spec(template={"model": "m", "dataset": {"uri": "s3://data/set"}, "strategy": strategy})
+    p = schedule.plan("s", spec, status(latestEra="e1"), ["e1", "e2"], [], None)
+    if schedule.defaults_to_incumbent(spec.template):
+        p = schedule.from_incumbent(p, has_incumbent)
+    assert p.spec is not None and p.spec.strategy.base_weights == want
+    assert ("from the incumbent's weights" in p.summary) == (want == "incumbent" and not strategy)

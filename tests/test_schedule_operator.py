@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from emulator import path
+from emulator import path, sim
 from emulator.operator import OperatorProcess
 from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
 from kretrain.api import GROUP, SCHEDULE_PLURAL, VERSION
@@ -20,6 +20,7 @@ from kretrain.operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "sched"
+NS2 = "sched-restart"
 
 
 def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = None) -> str:
@@ -28,7 +29,7 @@ def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = N
 
 @pytest.fixture(scope="module")
 def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS]) as c:
+    with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS, NS2]) as c:
         c.client.create(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
             yaml.safe_load((ROOT / "crds" / "retrainschedule.yaml").read_text()),
@@ -38,7 +39,7 @@ def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS])
+    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS, NS2])
     op.env["KRETRAIN_SCHEDULE_TICK"] = "0.3"
     op.start().wait_ready()
     yield op
@@ -52,13 +53,13 @@ def put(s3: Any, bucket: str, *keys: str) -> None:
         client.put_object(Bucket=bucket, Key=f"set/{key}", Body=b"x")
 
 
-def rtjs(cluster: Cluster) -> dict[str, dict[str, Any]]:
-    items = cluster.client.list(path(GROUP, VERSION, "retrainjobs", NS))
+def rtjs(cluster: Cluster, ns: str = NS) -> dict[str, dict[str, Any]]:
+    items = cluster.client.list(path(GROUP, VERSION, "retrainjobs", ns))
     return {o["metadata"]["name"]: o for o in items}
 
 
-def sched_status(cluster: Cluster, name: str) -> dict[str, Any]:
-    return (cluster.client.get_or_none(rts_path(NS, name)) or {}).get("status") or {}
+def sched_status(cluster: Cluster, name: str, ns: str = NS) -> dict[str, Any]:
+    return (cluster.client.get_or_none(rts_path(ns, name)) or {}).get("status") or {}
 
 
 def events(cluster: Cluster, reason: str) -> list[str]:
@@ -99,6 +100,7 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     put(s3, bucket, "e2/_READY")
     run = wait_for("the e2 run", lambda: rtjs(cluster).get("nightly-e2"), op=operator)
     assert run["spec"]["dataset"]["eras"] == ["e1", "e2"] and run["spec"]["model"] == "m-sched"
+    assert "baseWeights" not in run["spec"]["strategy"]  # first model of the line: the default start weights
     assert run["metadata"]["ownerReferences"][0]["uid"] == uid
     assert run["metadata"]["labels"]["kretrain.dev/schedule-uid"] == uid
     st = wait_for("the run in status", lambda: (s := sched_status(cluster, "nightly")).get("lastRun") and s)
@@ -118,12 +120,16 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     assert any("still active" in m for m in events(cluster, "RunSkipped"))
     assert set(rtjs(cluster)) == {"nightly-e2"}
 
-    # The active run fails: the deferred era starts its run, and the failed run is pruned (limit 0).
+    # The active run fails: the deferred era starts its run (a full retrain from the incumbent's weights, now
+    # that the line has one), and the failed run is pruned (limit 0).
+    sim.seed_incumbent(cluster.registry, "m-sched", "seed-1", {"e1": 0.5, "e2": 0.5}, cluster.tmp)
     cluster.client.patch(
         path(GROUP, VERSION, "retrainjobs", NS, "nightly-e2", "status"), {"status": {"state": "Failed"}}
     )
     run3 = wait_for("the e3 run", lambda: rtjs(cluster).get("nightly-e3"), op=operator)
     assert run3["spec"]["dataset"]["eras"] == ["e1", "e2", "e3"]
+    assert run3["spec"]["strategy"] == {**run3["spec"]["strategy"], "type": "full", "baseWeights": "incumbent"}
+    assert "from the incumbent's weights" in sched_status(cluster, "nightly")["lastTriggerReason"]
     wait_for("the prune", lambda: "nightly-e2" not in rtjs(cluster), op=operator)
     assert any("nightly-e2" in m for m in events(cluster, "RunPruned"))
     assert set(rtjs(cluster)) == {"nightly-e3"}
@@ -134,6 +140,48 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     st = wait_for("the suspend skip", lambda: (s := sched_status(cluster, "nightly")).get("latestEra") == "e4" and s)
     assert st["lastDecision"]["reason"] == "Suspended"
     assert set(rtjs(cluster)) == {"nightly-e3"}
+
+
+def test_restart_after_create_makes_no_duplicate(cluster: Cluster, operator: OperatorProcess, s3: Any) -> None:
+    """The operator dies after creating a run but before recording it: the restarted one finds the run by its
+    deterministic name (409 AlreadyExists), records it and creates nothing twice."""
+    bucket = s3.new_bucket("data")
+    put(s3, bucket, "e1/_READY")
+    spec = {
+        "template": {"model": "m-again", "dataset": {"uri": f"s3://{bucket}/set"}},
+        "trigger": {"newEra": {"pollSeconds": 1}},
+    }
+    sched = cluster.client.create(
+        rts_path(NS2),
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainSchedule", "metadata": {"name": "again"}, "spec": spec},
+    )
+    wait_for("the baseline", lambda: sched_status(cluster, "again", NS2).get("latestEra") == "e1", op=operator)
+    operator.stop(kill=True)
+    try:
+        put(s3, bucket, "e2/_READY")
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainSchedule", "name": "again",
+                 "uid": sched["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        run = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RetrainJob",
+            "metadata": {
+                "name": "again-e2",
+                "labels": {"kretrain.dev/schedule-uid": sched["metadata"]["uid"], "kretrain.dev/trigger": "newEra"},
+                "ownerReferences": [owner],
+            },
+            "spec": {"model": "m-again", "dataset": {"uri": f"s3://{bucket}/set", "eras": ["e1", "e2"]}},
+        }
+        cluster.client.create(path(GROUP, VERSION, "retrainjobs", NS2), run)
+    finally:
+        operator.start().wait_ready()
+    st = wait_for("the run recorded", lambda: (s := sched_status(cluster, "again", NS2)).get("lastRun") and s)
+    assert st["lastRun"] == "again-e2" and "not created twice" in st["summary"]
+
+    def added() -> int:
+        log = cluster.server.emulator.logs[(GROUP, VERSION, "retrainjobs")]
+        return sum(1 for _, e in log if e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "again-e2")
+
+    assert cluster.server.call(added) == 1 and set(rtjs(cluster, NS2)) == {"again-e2"}
 
 
 def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
