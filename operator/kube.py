@@ -7,6 +7,8 @@ import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import urllib3
+
 from kretrain.operator.settings import OperatorSettings
 
 USER_AGENT = "kretrain-operator/0.1"
@@ -114,7 +116,6 @@ class Kube:
     before a URL is built with it: no value can reach another namespace or resource."""
 
     def __init__(self, settings: OperatorSettings) -> None:
-        import urllib3
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -162,7 +163,7 @@ class Kube:
                 timeout=30.0,
                 retries=False,
             )
-        except Exception as exc:  # connection errors: urllib3 raises its own hierarchy
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # the server was not reached or hung up
             raise KubeError(0, type(exc).__name__, str(exc)) from exc
         try:
             data = json.loads(resp.data or b"null")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -32,7 +32,7 @@ class Condition(ApiModel):
 
 
 class Progress(ApiModel):
-    """Training progress, read from the run's progress.json."""
+    """Training progress, from the run's progress.json (validated as kretrain.api.RunProgress)."""
 
     epoch: int = Field(default=0, ge=0)
     """Epochs completed."""
@@ -40,9 +40,9 @@ class Progress(ApiModel):
     """Epochs planned."""
     display: str = ""
     """`epoch/epochs` for the printer column."""
-    eta_seconds: float | None = None
+    eta_seconds: float | None = Field(default=None, allow_inf_nan=False)
     """Estimated seconds until training finishes."""
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
     """The last epoch's validation metrics."""
 
 
