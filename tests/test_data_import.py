@@ -371,3 +371,73 @@ def test_import_from_s3_source(s3_env, tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0, err
     era = objects(s3_env, bucket, "line/e1/")
     assert {k: v.decode() for k, v in era.items() if k.startswith("labels/")} == expected and "_READY" in era
+
+
+def test_coco_images_dir_subfolders_and_every_problem_listed(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = coco_dataset(tmp_path / "coco")
+    pics = tmp_path / "pics"
+    shutil.move(tmp_path / "coco" / "images", pics / "sub")
+    doc = json.loads(src.read_text())
+    for img in doc["images"]:
+        img["file_name"] = f"sub/{img['file_name']}"
+    (tmp_path / "ann").mkdir()
+    ann = tmp_path / "ann" / "export.json"
+    ann.write_text(json.dumps(doc))
+    args = ["--format", "coco", str(ann), "--era", "e1", "--to", f"s3://{bucket}/line"]
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "'sub/a.png' not found (looked for" in err and "ann/images/sub/a.png" in err
+    assert "4 problems in" in err  # every missing image is listed, not only the first
+    code, _, err = run(capsys, *args, "--images", str(pics))
+    assert code == 0, err
+    assert sorted(k for k in objects(s3_env, bucket, "line/e1/") if k.startswith("images/")) == [
+        "images/sub/a.png",
+        "images/sub/b.jpg",
+        "images/sub/c.png",
+        "images/sub/d.png",
+    ]
+
+
+def _ultra_yaml(root: Path, **changes: object) -> Path:
+    src = ultralytics_dataset(root)
+    doc = yaml.safe_load(src.read_text())
+    doc.update(changes)
+    src.write_text(yaml.safe_dump(doc))
+    return src
+
+
+def _voc_size(root: Path) -> Path:
+    src = voc_dataset(root)
+    xml = (src / "Annotations" / "x3.xml").read_text().replace("<width>40</width>", "<width>41</width>")
+    (src / "Annotations" / "x3.xml").write_text(xml)
+    return src
+
+
+def _voc_missing_image(root: Path) -> Path:
+    src = voc_dataset(root)
+    (src / "JPEGImages" / "x3.jpg").unlink()
+    return src
+
+
+MORE_REFUSALS = [
+    ("yolo-in-two-splits", "ultralytics", lambda r: _ultra_yaml(r, val=["val.txt", "images/train"]), "listed in both"),
+    ("yolo-nc-mismatch", "ultralytics", lambda r: _ultra_yaml(r, nc=3), "nc is 3 but `names` has 2"),
+    ("yolo-no-names", "ultralytics", lambda r: _ultra_yaml(r, names="cat"), "expected `names:`"),
+    ("yolo-path-traversal", "ultralytics", lambda r: _ultra_yaml(r, path="../.."), "path traversal"),
+    ("yolo-entry-traversal", "ultralytics", lambda r: _ultra_yaml(r, test="../../etc"), "path traversal"),
+    ("voc-size-mismatch", "voc", _voc_size, "x3.jpg is 40x40 pixels but the annotation says 41x40"),
+    ("voc-missing-image", "voc", _voc_missing_image, "x3.xml: image 'x3.jpg' not found"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "build", "message"), [c[1:] for c in MORE_REFUSALS], ids=[c[0] for c in MORE_REFUSALS])
+def test_more_refusals(
+    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    bucket = s3_env.new_bucket("imp")
+    src = build(tmp_path)
+    code, _, err = run(capsys, "--format", fmt, str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
+    assert code == 1 and message in err, err
+    assert objects(s3_env, bucket) == {}
