@@ -396,8 +396,9 @@ class ResourcesSpec(ApiModel):
 class StorageSpec(ApiModel):
     """S3 connection; credentials come only from a Secret."""
 
-    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
-    """S3 endpoint URL (unset: the operator's default, or AWS); must be one the operator policy allows."""
+    endpoint: str | None = Field(default=None, max_length=1024, pattern=r"^https?://[^\s/@?#\\%]+(/[^\s?#]*)?$")
+    """S3 endpoint URL, `http(s)://host[:port][/path]` without user info, query or fragment (unset: the
+    operator's default, or AWS); must be one the operator policy allows."""
     region: str = Field(default="us-east-1", pattern=r"^[a-z0-9\-]+$")
     """S3 region."""
     credentials_secret: str | None = Field(default=None, pattern=NAME_PATTERN)
