@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,18 +22,44 @@ from _import_fixtures import (
 from kretrain.cli import main
 
 
+@pytest.fixture(scope="module")
+def _import_bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    # One bucket for the module (each bucket is a SeaweedFS collection; the session's server has a limited number).
+    return s3.new_bucket("imp")
+
+
+@pytest.fixture
+def bucket(_import_bucket: str) -> str:
+    """`<bucket>/<fresh prefix>`: where one test's objects go (used as `s3://{bucket}/...`)."""
+    return f"{_import_bucket}/{uuid.uuid4().hex[:10]}"
+
+
 def objects(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:  # type: ignore[no-untyped-def]
-    """Every object under the prefix: key relative to it -> content."""
+    """Every object under `s3://{bucket}/{prefix}`: key relative to it -> content."""
+    name, _, base = bucket.partition("/")
+    full = f"{base}/{prefix}"
     client = s3.client()
     out = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=full):
         for obj in page.get("Contents", []):
-            out[obj["Key"][len(prefix) :]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out[obj["Key"][len(full) :]] = client.get_object(Bucket=name, Key=obj["Key"])["Body"].read()
     return out
 
 
+def etags(s3, bucket: str) -> dict[str, tuple[str, object]]:  # type: ignore[no-untyped-def]
+    """Key -> (ETag, LastModified) of every object under `s3://{bucket}/`."""
+    name, _, base = bucket.partition("/")
+    listing = s3.client().list_objects_v2(Bucket=name, Prefix=f"{base}/")["Contents"]
+    return {o["Key"]: (o["ETag"], o["LastModified"]) for o in listing}
+
+
+def put(s3, bucket: str, key: str, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    name, _, base = bucket.partition("/")
+    s3.client().put_object(Bucket=name, Key=f"{base}/{key}", Body=body)
+
+
 def put_classes(s3, bucket: str, names: list[str]) -> None:  # type: ignore[no-untyped-def]
-    s3.client().put_object(Bucket=bucket, Key="line/classes.yaml", Body=yaml.safe_dump({"names": names}).encode())
+    put(s3, bucket, "line/classes.yaml", yaml.safe_dump({"names": names}).encode())
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -41,8 +68,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_coco_import_box_by_box(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_coco_import_box_by_box(s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
     src = coco_dataset(tmp_path / "coco")
     code, out, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
@@ -64,8 +90,9 @@ def test_coco_import_box_by_box(s3_env, tmp_path: Path, capsys: pytest.CaptureFi
     assert person.split() == ["person", "1", "1"]  # one box kept, one crowd box skipped
 
 
-def test_voc_import_first_of_a_line_with_kept_split(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_voc_import_first_of_a_line_with_kept_split(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     src = voc_dataset(tmp_path / "voc")
     (src / "JPEGImages" / "stray.jpg").write_bytes((src / "JPEGImages" / "x1.jpg").read_bytes())
     code, out, err = run(
@@ -89,8 +116,9 @@ def test_voc_import_first_of_a_line_with_kept_split(s3_env, tmp_path: Path, caps
     assert "1 files in JPEGImages/ have no annotation XML" in out
 
 
-def test_ultralytics_import_dict_names_and_lists(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_ultralytics_import_dict_names_and_lists(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     put_classes(s3_env, bucket, ["dog", "cat"])
     src = ultralytics_dataset(tmp_path)
     code, _, err = run(
@@ -106,17 +134,15 @@ def test_ultralytics_import_dict_names_and_lists(s3_env, tmp_path: Path, capsys:
 
 
 def test_rerun_is_idempotent_and_different_content_needs_replace(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     src = coco_dataset(tmp_path / "coco")
     args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
     assert run(capsys, *args)[0] == 0
-    client = s3_env.client()
-    before = {o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    before = etags(s3_env, bucket)
     code, out, _ = run(capsys, *args)
     assert code == 0 and "(unchanged)" in out and "0 objects written" in out
-    after = {o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    after = etags(s3_env, bucket)
     assert after == before
 
     # change one box and drop the unannotated image: refused without --replace, nothing touched
@@ -126,9 +152,7 @@ def test_rerun_is_idempotent_and_different_content_needs_replace(
     src.write_text(json.dumps(doc))
     code, _, err = run(capsys, *args)
     assert code == 1 and "already holds different content (2 objects differ" in err and "--replace" in err
-    assert {
-        o["Key"]: (o["ETag"], o["LastModified"]) for o in client.list_objects_v2(Bucket=bucket)["Contents"]
-    } == before
+    assert etags(s3_env, bucket) == before
 
     code, out, err = run(capsys, *args, "--replace")
     assert code == 0 and "(replaced)" in out and "1 deleted" in out, err
@@ -139,9 +163,8 @@ def test_rerun_is_idempotent_and_different_content_needs_replace(
 
 
 def test_failure_mid_import_leaves_no_ready_and_nothing_written(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     src = coco_dataset(tmp_path / "coco")
     doc = json.loads(src.read_text())
     # many good images first, so the import is already writing when it reaches the undecodable one
@@ -161,23 +184,22 @@ def test_failure_mid_import_leaves_no_ready_and_nothing_written(
 
 
 def test_interrupted_import_is_resumed_without_replace(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
     src = coco_dataset(tmp_path / "coco")
     # what a killed import leaves: some objects, one of them stale, and no _READY
-    client = s3_env.client()
-    client.put_object(Bucket=bucket, Key="line/e1/images/a.png", Body=(tmp_path / "coco/images/a.png").read_bytes())
-    client.put_object(Bucket=bucket, Key="line/e1/labels/a.txt", Body=b"0 0.5 0.5 0.1 0.1\n")
+    put(s3_env, bucket, "line/e1/images/a.png", (tmp_path / "coco/images/a.png").read_bytes())
+    put(s3_env, bucket, "line/e1/labels/a.txt", b"0 0.5 0.5 0.1 0.1\n")
     code, out, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 0 and "(resumed)" in out, err
     era = objects(s3_env, bucket, "line/e1/")
     assert era["labels/a.txt"].decode() == COCO_LABELS["labels/a.txt"] and "_READY" in era
 
 
-def test_import_from_s3_source_with_splits_per_file(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_import_from_s3_source_with_splits_per_file(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
     src = coco_dataset(tmp_path / "coco")
     doc = json.loads(src.read_text())
@@ -186,10 +208,9 @@ def test_import_from_s3_source_with_splits_per_file(s3_env, tmp_path: Path, caps
     (tmp_path / "coco" / "train.json").write_text(json.dumps(train_doc))
     (tmp_path / "coco" / "test.json").write_text(json.dumps(test_doc))
     src.unlink()
-    client = s3_env.client()
     for path in (tmp_path / "coco").rglob("*"):
         if path.is_file():
-            client.put_object(Bucket=bucket, Key=f"src/{path.relative_to(tmp_path / 'coco')}", Body=path.read_bytes())
+            put(s3_env, bucket, f"src/{path.relative_to(tmp_path / 'coco')}", path.read_bytes())
     code, _, err = run(
         capsys,
         "--format",
@@ -209,8 +230,9 @@ def test_import_from_s3_source_with_splits_per_file(s3_env, tmp_path: Path, caps
     assert splits["test"] == ["images/d.png"] and splits["val"] == [] and len(splits["train"]) == 3
 
 
-def test_new_class_appended_only_when_allowed(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_new_class_appended_only_when_allowed(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     put_classes(s3_env, bucket, ["car", "person"])
     src = coco_dataset(tmp_path / "coco")
     args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
@@ -266,9 +288,8 @@ COCO_REFUSALS = [
 
 @pytest.mark.parametrize(("edit", "message"), [c[1:] for c in COCO_REFUSALS], ids=[c[0] for c in COCO_REFUSALS])
 def test_coco_refusals_name_the_file_and_write_nothing(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, message: str
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, message: str
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     put_classes(s3_env, bucket, ["car", "person", "toothbrush"])
     src = _coco_edit(tmp_path / "coco", edit)
     code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
@@ -332,17 +353,17 @@ OTHER_REFUSALS = [
     ("fmt", "build", "message"), [c[1:] for c in OTHER_REFUSALS], ids=[c[0] for c in OTHER_REFUSALS]
 )
 def test_voc_and_ultralytics_refusals(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     src = build(tmp_path)
     code, _, err = run(capsys, "--format", fmt, str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 1 and message in err, err
     assert objects(s3_env, bucket) == {}
 
 
-def test_bad_era_name_and_local_target_refused(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_bad_era_name_and_local_target_refused(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     src = coco_dataset(tmp_path / "coco")
     code, _, err = run(capsys, "--format", "coco", str(src), "--era", "../x", "--to", f"s3://{bucket}/line")
     assert code == 1 and "era name '../x'" in err
@@ -354,8 +375,9 @@ def test_bad_era_name_and_local_target_refused(s3_env, tmp_path: Path, capsys: p
 
 
 @pytest.mark.parametrize("fmt", ["ultralytics", "voc"])
-def test_import_from_s3_source(s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
+def test_import_from_s3_source(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:  # type: ignore[no-untyped-def]
     if fmt == "ultralytics":
         put_classes(s3_env, bucket, ["dog", "cat"])
         ultralytics_dataset(tmp_path / "src")
@@ -363,10 +385,9 @@ def test_import_from_s3_source(s3_env, tmp_path: Path, capsys: pytest.CaptureFix
     else:
         voc_dataset(tmp_path / "src")
         source, expected = f"s3://{bucket}/src", VOC_LABELS
-    client = s3_env.client()
     for path in (tmp_path / "src").rglob("*"):
         if path.is_file():
-            client.put_object(Bucket=bucket, Key=f"src/{path.relative_to(tmp_path / 'src')}", Body=path.read_bytes())
+            put(s3_env, bucket, f"src/{path.relative_to(tmp_path / 'src')}", path.read_bytes())
     code, _, err = run(capsys, "--format", fmt, source, "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 0, err
     era = objects(s3_env, bucket, "line/e1/")
@@ -374,9 +395,8 @@ def test_import_from_s3_source(s3_env, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_coco_images_dir_subfolders_and_every_problem_listed(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     src = coco_dataset(tmp_path / "coco")
     pics = tmp_path / "pics"
     shutil.move(tmp_path / "coco" / "images", pics / "sub")
@@ -434,9 +454,8 @@ MORE_REFUSALS = [
 
 @pytest.mark.parametrize(("fmt", "build", "message"), [c[1:] for c in MORE_REFUSALS], ids=[c[0] for c in MORE_REFUSALS])
 def test_more_refusals(
-    s3_env, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, build, message: str
 ) -> None:  # type: ignore[no-untyped-def]
-    bucket = s3_env.new_bucket("imp")
     src = build(tmp_path)
     code, _, err = run(capsys, "--format", fmt, str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 1 and message in err, err
