@@ -53,3 +53,27 @@ def test_validate_unreadable_yaml(tmp_path: Path, capsys) -> None:  # type: igno
     bad.write_text("spec: [unclosed\n")
     assert main(["validate", "-f", str(bad)]) == 1
     assert "not valid YAML" in capsys.readouterr().out
+
+
+def test_validate_refuses_model_files_that_are_not_data(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Local paths, https:// and unpinned s3:// model files used to pass `kretrain validate`."""
+    bad = tmp_path / "models.yaml"
+    docs = []
+    for i, (field, value) in enumerate(
+        [
+            ("architecture", "/opt/models/evil.yaml"),
+            ("architecture", "https://example.com/evil.yaml"),
+            ("baseWeights", "s3://ml-models/seed.pt"),
+        ]
+    ):
+        docs.append(
+            "apiVersion: kretrain.dev/v1alpha1\nkind: RetrainJob\n"
+            f"metadata: {{name: m{i}}}\nspec:\n  model: m\n  dataset: {{uri: 's3://data/x', eras: [a]}}\n"
+            f"  strategy: {{{field}: '{value}'}}\n"
+        )
+    bad.write_text("---\n".join(docs))
+    assert main(["validate", "-f", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "m0: spec.strategy.architecture: local paths are not allowed" in out, out
+    assert "m1: spec.strategy.architecture: https:// is not allowed" in out, out
+    assert "m2: spec.strategy.baseWeights: an s3:// model file must pin its content" in out, out
