@@ -6,6 +6,7 @@ import re
 import unicodedata
 
 from kretrain.api.spec import ERA_PATTERN
+from kretrain.store import UNSAFE_KEY_CATEGORIES
 
 MAX_NAME_CHARS = 1024
 """Longest relative file name accepted from a source."""
@@ -14,9 +15,10 @@ MAX_NAME_CHARS = 1024
 def name_problem(name: object) -> str | None:
     """Why `name` is not a safe relative POSIX file name, or None if it is.
 
-    Refused: non-strings, empty or overlong names, control and format characters (including NUL,
-    newlines and bidirectional overrides), backslashes, absolute names, drive letters, and empty,
-    `.` or `..` segments (path traversal).
+    Refused: non-strings, empty or overlong names, the store's UNSAFE_KEY_CATEGORIES (controls such
+    as NUL and newlines, line/paragraph separators, format characters such as bidirectional
+    overrides, lone surrogates), backslashes, absolute names, drive letters, and empty, `.` or `..`
+    segments (path traversal). The same names the data pipeline accepts as object keys.
     """
     if not isinstance(name, str):
         return f"is not a string ({type(name).__name__})"
@@ -24,9 +26,13 @@ def name_problem(name: object) -> str | None:
         return "is empty"
     if len(name) > MAX_NAME_CHARS:
         return f"is longer than {MAX_NAME_CHARS} characters"
-    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
+    bad = (
+        None
+        if name.isprintable()
+        else next((c for c in name if unicodedata.category(c) in UNSAFE_KEY_CATEGORIES), None)
+    )
     if bad is not None:
-        return f"contains the control or format character U+{ord(bad):04X}"
+        return f"contains the control, separator or format character U+{ord(bad):04X} ({unicodedata.category(bad)})"
     if "\\" in name:
         return "contains a backslash"
     if name.startswith("/"):
