@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from kretrain.api.progress import RunProgress
 from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
+from kretrain.condprobe import probe_conditional_writes
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
 from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
 
@@ -45,6 +47,18 @@ class IncumbentChanged(RegistryError):
 
 class TamperedWeights(RegistryError):
     """Weights whose sha256 does not match the value registered for their version."""
+
+
+class ConditionalWritesIgnored(RegistryError):
+    """The registry's S3 backend does not honour If-None-Match / If-Match, so two promotions could both win.
+
+    `endpoint` is the S3 endpoint (None: AWS), `problems` what the probe saw.
+    """
+
+    def __init__(self, message: str, endpoint: str | None, problems: list[str]) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.problems = problems
 
 
 class VersionExists(RegistryError):
@@ -115,6 +129,30 @@ class Registry:
         parse_s3_uri(uri)  # ValueError naming the uri
         self.store = store
         self.uri = uri.rstrip("/")
+        self._conditional_problems: list[str] | None = None  # the probe's verdict, once it ran
+        self._probe_lock = threading.Lock()
+
+    def check_conditional_writes(self) -> None:
+        """Probe (once per Registry object) that the backend honours conditional writes; promotions need it.
+
+        Raises ConditionalWritesIgnored naming the endpoint when a conflicting put-if-absent or a stale
+        If-Match succeeds (or a correct If-Match fails); the verdict is kept, so every later promotion or
+        rollback through this object is refused without asking again. Network errors are raised as they
+        are and not kept: the next call probes again.
+        """
+        with self._probe_lock:
+            if self._conditional_problems is None:
+                self._conditional_problems = probe_conditional_writes(self.store, self.uri)
+            problems = self._conditional_problems
+        if problems:
+            endpoint = self.store.endpoint_url
+            raise ConditionalWritesIgnored(
+                f"S3 endpoint {endpoint or 'AWS (default endpoint)'} does not honour conditional writes under "
+                f"{self.uri}: {'; '.join(problems)}. Refusing to promote or roll back through it: two promotions "
+                "could both win. Use a backend that supports If-None-Match and If-Match on PUT.",
+                endpoint,
+                list(problems),
+            )
 
     # ---------------------------------------------------------------- paths
 
@@ -363,6 +401,7 @@ class Registry:
         action: str,
         check_expected: bool,
     ) -> ModelRef:
+        self.check_conditional_writes()  # ConditionalWritesIgnored: the pointer's conditional write means nothing
         info = self.version_info(model, version)
         got = self._pointer(model)
         current = got[0] if got else None

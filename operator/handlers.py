@@ -83,6 +83,28 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     if _settings.metrics_port:
         server = metrics.serve(_settings.metrics_port)
         logger.info("metrics and health on :%d (/metrics, /healthz)", server.server_port)
+    if _settings.registry:
+        probe_default_registry(logger)
+
+
+def probe_default_registry(logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Probe that the default registry's backend honours conditional writes (Registry.check_conditional_writes).
+
+    The operator keeps running either way: a failed verdict is kept on the (cached) Registry object, so every
+    promotion through it is refused with the error naming the endpoint; a network error is only logged and
+    the probe runs again on the first promotion.
+    """
+    from kretrain.registry import ConditionalWritesIgnored
+
+    assert _settings.registry is not None
+    try:
+        _registry(_settings.s3_endpoint, _settings.s3_region, _settings.registry).check_conditional_writes()
+    except ConditionalWritesIgnored as exc:
+        logger.error("promotions are refused: %s", exc)
+    except lifecycle.REGISTRY_ERRORS as exc:
+        logger.warning("could not probe the registry's conditional writes (probed again before promoting): %s", exc)
+    else:
+        logger.info("registry %s: the backend honours conditional writes", _settings.registry)
 
 
 @kopf.on.login()

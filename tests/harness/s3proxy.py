@@ -16,6 +16,16 @@ matches, or is forwarded when none is queued:
   Content-Length (a lying server sending far more than the object holds).
 
 With `tls=(certfile, keyfile)` the proxy speaks HTTPS.
+
+`conditions` emulates S3-compatible backends that ignore conditional writes (they differ: older MinIO
+releases and some gateways accept If-None-Match/If-Match and overwrite anyway). The headers are signed
+(SigV4 covers every header botocore sends), so the proxy cannot just drop them: a conditional PUT is
+re-signed with `credentials` without the condition and sent upstream as a plain PUT.
+
+- `"honour"` (default): forward unchanged;
+- `"strip"`: drop If-None-Match and If-Match (the PUT overwrites and answers 200);
+- `"strip-if-none-match"` / `"strip-if-match"`: drop only that one;
+- `"412-after-write"`: on a conditional PUT of an existing object, overwrite it anyway, then answer 412.
 """
 
 from __future__ import annotations
@@ -30,12 +40,19 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
 _ERRORS = {
     "429": ("SlowDown", "Please reduce your request rate."),
     "500": ("InternalError", "We encountered an internal error. Please try again."),
     "503": ("SlowDown", "Please reduce your request rate."),
 }
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+CONDITION_MODES = ("honour", "strip", "strip-if-none-match", "strip-if-match", "412-after-write")
+_CONDITIONS = {"strip": ("if-none-match", "if-match"), "strip-if-none-match": ("if-none-match",)}
+_CONDITIONS |= {"strip-if-match": ("if-match",), "412-after-write": ("if-none-match", "if-match")}
 
 
 class FaultProxy:
@@ -47,9 +64,14 @@ class FaultProxy:
         tls: tuple[str, str] | None = None,
         stall_seconds: float = 3.0,
         inflate_factor: int = 64,
+        credentials: tuple[str, str] | None = None,
+        conditions: str = "honour",
     ) -> None:
         parts = urlsplit(upstream)
         self.inflate_factor = inflate_factor
+        self.credentials = credentials
+        self.conditions = conditions
+        self.conditions_dropped = 0  # conditional PUTs sent upstream without their condition
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._faults: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
@@ -84,7 +106,10 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers), body)
+                if self.command == "PUT" and proxy._drops_condition(self.headers):
+                    status, headers, payload = proxy._put_without_condition(self.path, dict(self.headers), body)
+                else:
+                    status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers), body)
                 if fault in ("chunked", "inflate") and self.command != "HEAD":
                     self._send_chunked(status, headers, payload, proxy.inflate_factor if fault == "inflate" else 1)
                     return
@@ -175,6 +200,42 @@ class FaultProxy:
             return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+
+    def _drops_condition(self, headers: Any) -> bool:
+        if self.conditions not in CONDITION_MODES:
+            raise ValueError(f"conditions must be one of {CONDITION_MODES}, got {self.conditions!r}")
+        return any(headers.get(name) is not None for name in _CONDITIONS.get(self.conditions, ()))
+
+    def _put_without_condition(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The PUT re-signed without the conditions this mode drops, as a backend ignoring them would write."""
+        if self.credentials is None:
+            raise RuntimeError("FaultProxy needs credentials=(access_key, secret_key) to drop signed conditions")
+        drop = set(_CONDITIONS[self.conditions]) | {"authorization", "x-amz-date", "x-amz-content-sha256", "host"}
+        kept = {k: v for k, v in headers.items() if k.lower() not in drop and k.lower() not in _HOP_BY_HOP}
+        lie = self.conditions == "412-after-write"
+        if lie and self._signed("HEAD", path, {}, b"")[0] == 404:
+            lie = False  # a fresh key: written as asked (If-None-Match: * holds)
+        with self._lock:
+            self.conditions_dropped += 1
+        status, out, payload = self._signed("PUT", path, kept, body)
+        if lie and status == 200:
+            doc = b"<?xml version='1.0'?><Error><Code>PreconditionFailed</Code><Message>At least one of the "
+            doc += b"pre-conditions you specified did not hold</Message></Error>"
+            return 412, [("Content-Type", "application/xml")], doc
+        return status, out, payload
+
+    def _signed(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        assert self.credentials is not None
+        host = f"{self.upstream[0]}:{self.upstream[1]}"
+        request = AWSRequest(method=method, url=f"http://{host}{path}", data=body, headers=headers)
+        S3SigV4Auth(Credentials(*self.credentials), "s3", "us-east-1").add_auth(request)
+        signed = dict(request.headers.items())
+        signed["Host"] = host
+        return self._forward(method, path, signed, body)
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
