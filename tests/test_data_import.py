@@ -460,3 +460,15 @@ def test_more_refusals(
     code, _, err = run(capsys, "--format", fmt, str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 1 and message in err, err
     assert objects(s3_env, bucket) == {}
+
+
+def test_an_era_whose_name_prefixes_another_leaves_that_one_alone(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    put(s3_env, bucket, "line/e10/images/keep.png", b"other era")
+    src = coco_dataset(tmp_path / "coco")
+    args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
+    code, out, err = run(capsys, *args)
+    assert code == 0 and "(created)" in out, err
+    assert run(capsys, *args, "--replace")[1].count("(unchanged)") == 1
+    assert objects(s3_env, bucket, "line/e10/") == {"images/keep.png": b"other era"}
