@@ -255,3 +255,26 @@ def test_huge_integers_in_every_era_still_leave_the_status_under_256_kib(
     assert bounds.size(outcome.status) < STATUS_LIMIT
     assert sorted(outcome.status["evaluation"]["eras"]) == []  # per-era figures dropped, pooled kept
     assert outcome.status["evaluation"]["pooled"]["delta"] == pytest.approx(0.1)
+
+
+def test_the_trainer_writes_progress_without_nan_losses(s3_env: Any, registry: Registry, tmp_path: Path) -> None:
+    """The trainer's real per-epoch hooks, driven by a stand-in Ultralytics trainer whose losses diverged."""
+    from types import SimpleNamespace
+
+    from kretrain.trainer.train import RunHooks
+
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"checkpoint")
+    trainer = SimpleNamespace(
+        epoch=0, epochs=2, last=last, start_epoch=0, fitness=None, tloss=None,
+        metrics={"metrics/mAP50(B)": 0.5, "val/box_loss": float("nan")},
+        label_loss_items=lambda tloss, prefix: {f"{prefix}/box_loss": float("inf"), f"{prefix}/cls_loss": 1.5},
+    )  # fmt: skip
+    hooks = RunHooks(MODEL, RUN, 2, tmp_path / "hooks", registry_uri=registry.uri, endpoint=s3_env.endpoint)
+    hooks.on_train_start(trainer)
+    hooks.on_model_save(trainer)
+    hooks.on_fit_epoch_end(trainer)
+    hooks.flush()
+    progress = registry.read_progress(MODEL, RUN)
+    assert progress is not None and (progress.epoch, progress.epochs) == (1, 2)
+    assert progress.metrics == {"mAP50": 0.5, "train/cls_loss": 1.5}  # NaN and Infinity left out, not written
