@@ -327,3 +327,14 @@ def test_resume_checkpoint_not_matching_its_sidecar_is_never_loaded(
     store.put_bytes(uri + ".sha256", f"{hashlib.sha256(evil).hexdigest()}  last.pt\n".encode())
     assert _checkpoint(store, uri, dest) == dest  # the matching sidecar (the trainer's own) is accepted
     assert not marker.exists()  # downloading and hashing never unpickles
+
+
+def test_yaml_python_tags_refused(tmp_path: Path, store: ObjectStore, bucket: str, s3: Any) -> None:
+    marker = tmp_path / f"pwned-{uuid.uuid4().hex}"
+    data = f"nc: 2\nbackbone: !!python/object/apply:os.system ['touch {marker}']\nhead: []\n".encode()
+    key = f"arch/{uuid.uuid4().hex}.yaml"
+    store.put_bytes(f"s3://{bucket}/{key}", data)
+    pinned = f"s3://{bucket}/{key}@sha256:{hashlib.sha256(data).hexdigest()}"
+    with pytest.raises(TrainingError, match="not valid YAML"):
+        resolve_start_weights(spec(bucket, s3.endpoint, architecture=pinned), tmp_path / "w", store=store)
+    assert not marker.exists()
