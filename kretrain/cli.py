@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "kretrain.trainer.cli_train",  # train
     "kretrain.trainer.cli_local",  # run, demo
     "kretrain.operator.cli",  # operator
+    "kretrain.operator.schedule_cli",  # schedule check
 )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,8 +69,26 @@ def events(cluster: Cluster, reason: str) -> list[str]:
     return [m for _, r, m in cluster.events(NS) if r == reason]
 
 
+def kubectl(cluster: Cluster, home: Path, *args: str) -> str:
+    """The real kubectl against the emulator."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": cluster.server.url}}],
+        "users": [{"name": "tests", "user": {}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tests"}}],
+        "current-context": "emulator",
+    }
+    (home / "kubeconfig").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home)}
+    proc = subprocess.run(["kubectl", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
-    cluster: Cluster, operator: OperatorProcess, s3: Any
+    cluster: Cluster, operator: OperatorProcess, s3: Any, tmp_path: Path
 ) -> None:
     bucket = s3.new_bucket("data")
     put(s3, bucket, "classes.yaml", "e1/images/a.jpg", "e1/_READY", "_scratch/x", "bad name/y")
@@ -81,8 +102,10 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
             "failedRunsHistoryLimit": 0,
         },
     }
-    sched = cluster.client.create(rts_path(NS), body)
-    uid = sched["metadata"]["uid"]
+    manifest = tmp_path / "schedule.yaml"
+    manifest.write_text(yaml.safe_dump(body))
+    assert "created" in kubectl(cluster, tmp_path, "apply", "--validate=false", "-f", str(manifest))
+    uid = cluster.client.get(rts_path(NS, "nightly"))["metadata"]["uid"]
 
     # The eras there first are the baseline; names that are not eras are reported.
     st = wait_for("the baseline", lambda: (s := sched_status(cluster, "nightly")).get("latestEra") and s, op=operator)
@@ -134,12 +157,26 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     assert any("nightly-e2" in m for m in events(cluster, "RunPruned"))
     assert set(rtjs(cluster)) == {"nightly-e3"}
 
+    # The e3 run trains (simulated: the trainer's report and weights written as a pod would) and is promoted.
+    run_id = wait_for("the e3 Job", lambda: (rtjs(cluster)["nightly-e3"].get("status") or {}).get("runId"))
+    scores = {"e1": 0.6, "e2": 0.6, "e3": 0.6}
+    sim.train(cluster.registry, "m-sched", run_id, scores, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, cluster.tmp)
+    sim.complete_job(cluster.client, NS, rtjs(cluster)["nightly-e3"]["status"]["jobName"])
+    wait_for("the promotion", lambda: (rtjs(cluster)["nightly-e3"].get("status") or {}).get("state") == "Promoted")
+
     # Suspended: a new era is recorded but starts nothing.
     cluster.client.patch(rts_path(NS, "nightly"), {"spec": {"suspend": True, "concurrencyPolicy": "Allow"}})
     put(s3, bucket, "e4/images/a.jpg", "e4/_READY")
     st = wait_for("the suspend skip", lambda: (s := sched_status(cluster, "nightly")).get("latestEra") == "e4" and s)
     assert st["lastDecision"]["reason"] == "Suspended"
     assert set(rtjs(cluster)) == {"nightly-e3"}
+
+    # kubectl shows the schedule's last decision next to its runs.
+    table = kubectl(cluster, tmp_path, "get", "rts,rtj", "-n", NS)
+    print(table)
+    row = next(line for line in table.splitlines() if line.startswith("retrainschedule.kretrain.dev/nightly"))
+    assert "m-sched" in row and "true" in row and "e4" in row and "nightly-e3" in row and "Skipped" in row
+    assert "retrainjob.kretrain.dev/nightly-e3" in table and "Promoted" in table
 
 
 def test_restart_after_create_makes_no_duplicate(cluster: Cluster, operator: OperatorProcess, s3: Any) -> None:
