@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import ValidationError
+
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.policy import decide
 from kretrain.registry import IncumbentChanged, Registry, VersionNotFound, now_rfc3339
+from kretrain.store import ObjectTooLarge
 
 Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
 REPORT_MISMATCH: Reason = "ReportMismatch"
@@ -66,19 +69,26 @@ def _short(text: object) -> str:
     return value if len(value) <= 80 else value[:77] + "..."
 
 
-def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | None:
-    """The version registered under `run_id` as a ModelRef, or None when there is none."""
+def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | str | None:
+    """The version registered under `run_id` as a ModelRef, None when there is none, or why its record is unusable
+    (the trainer writes it too: an oversized or malformed version.json fails the run, it is not retried)."""
     try:
         info = registry.version_info(model, run_id)
     except VersionNotFound:
         return None
-    if isinstance(info, dict):
-        return ModelRef(version=run_id, uri=str(info.get("uri", "")), sha256=str(info.get("sha256", "")))
-    return ModelRef(version=run_id, uri=str(info.uri), sha256=str(info.sha256))
+    except ObjectTooLarge as exc:
+        return f"The version record of {run_id!r} is unusable: {exc}"
+    raw = info if isinstance(info, dict) else getattr(info, "__dict__", {})
+    try:
+        return ModelRef(version=run_id, uri=str(raw.get("uri", "")), sha256=str(raw.get("sha256", "")))
+    except ValidationError:
+        return f"The version record of {run_id!r} has no valid sha256 and uri ({_short(raw.get('sha256'))!r})."
 
 
-def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record: ModelRef | None) -> str | None:
+def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record: ModelRef | str | None) -> str | None:
     """Why the report does not belong to run `run_id` of `spec.model` (None when it does)."""
+    if isinstance(record, str):
+        return record
     if report.run_id != run_id:
         return f"report.json names run {_short(report.run_id)!r}, but it was read for run {run_id!r}."
     if report.model != spec.model:
@@ -169,8 +179,9 @@ def conclude(
     incumbent (an earlier attempt promoted it), nothing is written again.
     """
     stamp = now or now_rfc3339()
-    record = _record_ref(registry, spec.model, run_id)
-    mismatch = report_mismatch(report, spec, run_id, record)
+    found = _record_ref(registry, spec.model, run_id)
+    mismatch = report_mismatch(report, spec, run_id, found)
+    record = found if isinstance(found, ModelRef) else None
     current: ModelRef | None = registry.incumbent(spec.model)
     if mismatch is not None:
         return _refused(report, spec, REPORT_MISMATCH, [mismatch], run_id, stamp, current, record)

@@ -11,9 +11,10 @@ import pytest
 
 from emulator import sim
 from kretrain.api import ModelRef, RetrainJobSpec, RunReport
+from kretrain.limits import MAX_RECORD_BYTES
 from kretrain.promotion import conclude
 from kretrain.registry import Lineage, Registry
-from kretrain.store import ObjectStore
+from kretrain.store import ObjectStore, join_uri
 
 MODEL = "m"
 RUN = "ns-run-1234abcd"
@@ -98,6 +99,16 @@ def evaluated_against_v2(report: RunReport, registry: Registry, tmp: Path) -> Ru
     return upd(report, incumbent_evaluation=sim.evaluation(INCUMBENT, "v2"))
 
 
+def record(data: bytes) -> Forge:
+    """Overwrite the run's version.json (the trainer has the credentials to write it) and keep the report."""
+
+    def forge(report: RunReport, registry: Registry, tmp: Path) -> RunReport:
+        registry.store.put_bytes(join_uri(registry.version_uri(MODEL, RUN), "version.json"), data)
+        return report
+
+    return forge
+
+
 # (id, line setup, forgery, expected reason, expected incumbent afterwards, state the operator gives it)
 CASES: list[tuple[str, Callable[[Registry, Path], RunReport], Forge, str, str | None, str]] = [
     ("honest-report-is-promoted", line_with_incumbent, lambda r, g, t: r, "Promoted", RUN, "Promoted"),
@@ -107,6 +118,11 @@ CASES: list[tuple[str, Callable[[Registry, Path], RunReport], Forge, str, str | 
     ("report-is-an-old-versions-own-report", line_with_incumbent, v5_as_run, "ReportMismatch", "v2", "Failed"),
     ("candidate-sha256-differs-from-the-record", line_with_incumbent, other_sha, "ReportMismatch", "v2", "Failed"),
     ("report-without-a-candidate", line_with_incumbent, lambda r, g, t: upd(r, candidate=None),
+     "ReportMismatch", "v2", "Failed"),
+    ("version-record-is-a-list", line_with_incumbent, record(b"[1, 2]"), "ReportMismatch", "v2", "Failed"),
+    ("version-record-sha256-not-hex", line_with_incumbent, record(b'{"sha256": "../x", "uri": "s3://a/b"}'),
+     "ReportMismatch", "v2", "Failed"),
+    ("version-record-oversized", line_with_incumbent, record(b" " * (MAX_RECORD_BYTES + 1024) + b"{}"),
      "ReportMismatch", "v2", "Failed"),
     ("report-of-another-model", line_with_incumbent, lambda r, g, t: upd(r, model="other-model"),
      "ReportMismatch", "v2", "Failed"),
