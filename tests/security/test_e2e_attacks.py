@@ -19,7 +19,7 @@ from kretrain.api import ModelRef
 from kretrain.registry import Lineage, Registry
 from kretrain.store import ObjectStore, join_uri
 
-WATCHED = ["attack", "bypass", "badreport"]
+WATCHED = ["attack", "bypass", "badreport", "badprogress"]
 OTHER = "other-team"  # exists, holds a Job, is not watched by the operator
 INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
 BETTER = {"e1": 0.70, "e2": 0.70, "e3": 0.70}
@@ -163,3 +163,16 @@ def test_a_malformed_report_fails_the_run_after_three_tries(cluster: Cluster, op
     assert status["state"] == "Failed" and failed["reason"] == "InvalidReport", status
     assert "report.json" in failed["message"] and "try 3 of 3" in failed["message"]
     assert time.monotonic() - t0 < 15  # three tries 1 s apart (KRETRAIN_RETRY_DELAY), not a hot loop either
+
+
+def test_nan_progress_never_reaches_the_status_and_fails_the_run(cluster: Cluster, operator: OperatorProcess) -> None:
+    model = "m-badprogress"
+    cluster.create_rtj("badprogress", "run", model)
+    run_id = started(cluster, operator, "badprogress", "run")["runId"]
+    uri = join_uri(cluster.registry.run_uri(model, run_id), "progress.json")
+    cluster.registry.store.put_bytes(uri, b'{"epoch": 1, "epochs": 3, "etaSeconds": NaN, "metrics": {"m": Infinity}}')
+    status = settled(cluster, operator, "badprogress", "run")  # main put NaN into the status patch, forever
+    failed = conditions(status)["Failed"]
+    assert status["state"] == "Failed" and failed["reason"] == "InvalidProgress", status
+    assert "progress.json" in failed["message"] and "etaSeconds" in failed["message"]
+    assert "progress" not in status
