@@ -369,6 +369,8 @@ def test_bad_era_name_and_local_target_refused(
     assert code == 1 and "era name '../x'" in err
     code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", str(tmp_path / "out"))
     assert code == 2 and "--to must be an s3://" in err
+    code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", "s3://no-such-bucket-d19/line")
+    assert code == 1 and err.startswith("import failed:") and "Traceback" not in err
     shutil.rmtree(tmp_path / "coco")
     code, _, err = run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")
     assert code == 1 and "annotations.json: not found" in err

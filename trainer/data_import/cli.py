@@ -102,6 +102,8 @@ def summary(result: ImportResult) -> str:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Run an import; exit 1 with the file and the problem named on bad input."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from kretrain.store import ObjectStore, StoreError
     from kretrain.trainer.data_import.errors import ImportInputError
     from kretrain.trainer.data_import.writer import import_dataset
@@ -122,7 +124,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             replace=args.replace,
             workers=args.workers,
         )
-    except (ImportInputError, ValueError, StoreError) as exc:
+    except (ImportInputError, ValueError, StoreError, ClientError, BotoCoreError) as exc:
         print(f"import failed: {exc}", file=sys.stderr)
         return 1
     finally:

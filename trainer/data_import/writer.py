@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import Counter
@@ -171,7 +172,9 @@ def import_dataset(
     earlier import that did not finish), and then `_READY` is removed first, changed objects are
     written, stale ones deleted, and `_READY` written again last.
     """
-    from kretrain.store import PreconditionFailed, join_uri
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from kretrain.store import PreconditionFailed, StoreError, join_uri
 
     check_era(era)
     era_uri = join_uri(to, era)
@@ -196,7 +199,10 @@ def import_dataset(
             for name, data in extra.items():
                 writer._put(name, data, _md5(data), True)
         except BaseException:
-            writer.delete(list(writer.written))
+            # Take back what this run wrote; if the store fails here too, the original error is the one
+            # reported, and the era, without _READY, is completed by the next run.
+            with contextlib.suppress(StoreError, ClientError, BotoCoreError):
+                writer.delete(list(writer.written))
             raise
     else:
         done = writer.run(plan.items, False, workers)
