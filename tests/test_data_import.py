@@ -474,3 +474,47 @@ def test_an_era_whose_name_prefixes_another_leaves_that_one_alone(
     assert code == 0 and "(created)" in out, err
     assert run(capsys, *args, "--replace")[1].count("(unchanged)") == 1
     assert objects(s3_env, bucket, "line/e10/") == {"images/keep.png": b"other era"}
+
+
+def test_store_failure_mid_import_takes_back_what_was_written(s3_env, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from botocore.exceptions import ClientError
+
+    from harness.s3proxy import FaultProxy
+    from kretrain.store import ObjectStore
+    from kretrain.trainer.data_import.coco import plan_coco
+    from kretrain.trainer.data_import.source import open_source
+    from kretrain.trainer.data_import.writer import import_dataset
+
+    src = coco_dataset(tmp_path / "coco")
+    doc = json.loads(src.read_text())
+    for i in range(40):
+        image(tmp_path / "coco" / "images" / f"z{i:02d}.png", 20, 20, seed=2000 + i)
+        doc["images"].append({"id": 100 + i, "file_name": f"z{i:02d}.png"})
+    src.write_text(json.dumps(doc))
+    with FaultProxy(s3_env.endpoint) as proxy:
+        store = ObjectStore(
+            endpoint_url=proxy.endpoint,
+            access_key=s3_env.server.access_key,
+            secret_key=s3_env.server.secret_key,
+            max_workers=2,
+            max_attempts=1,
+        )
+
+        def arm() -> None:  # from the 10th PUT on, the server answers 500 to every PUT
+            while proxy.requests["PUT"] < 10:
+                time.sleep(0.002)
+            proxy.fail_next(*["500"] * 1000, method="PUT")
+
+        armer = threading.Thread(target=arm, daemon=True)
+        armer.start()
+        tree, name = open_source(str(src), None)
+        with pytest.raises(ClientError, match="InternalError"):
+            import_dataset(
+                plan_coco([(tree, name, None)], None, str(src)), store, f"s3://{bucket}/line", "e1", workers=2
+            )
+        armer.join(5)
+        assert proxy.requests["PUT"] >= 10 and proxy.requests["DELETE"] >= 9  # it had written, then took it back
+    assert objects(s3_env, bucket) == {}  # no _READY, no half era, no classes.yaml
