@@ -23,6 +23,7 @@ SUSPENDED = "Suspended"
 BASELINE = "Baseline"
 UP_TO_DATE = "UpToDate"
 NO_ERAS = "NoCompleteEras"
+WAITING_FOR_CRON = "WaitingForCron"
 INVALID_RUN = "InvalidRun"
 INVALID_SCHEDULE = "InvalidSchedule"
 EVENT_STARTED = "RunStarted"
@@ -128,6 +129,18 @@ def cron_slots(
     return due, nxt
 
 
+def poll_due(
+    poll_seconds: int | None, last_poll: datetime.datetime | None, now: datetime.datetime, cron_due: object
+) -> bool:
+    """Whether to list the dataset now: every `poll_seconds` with a newEra trigger (and at once the first time);
+    without one (`poll_seconds` None), only when a cron slot is due."""
+    if cron_due is not None:
+        return True
+    if poll_seconds is None:
+        return False
+    return last_poll is None or last_poll > now or (now - last_poll).total_seconds() >= poll_seconds
+
+
 @dataclass(frozen=True)
 class Child:
     """A RetrainJob of this schedule, as far as the decisions need it."""
@@ -192,6 +205,8 @@ def plan(
     if trigger is None and cron_due is not None:
         trigger = "cron"
     if trigger is None:
+        if new_era is None:
+            return Plan("Waiting", WAITING_FOR_CRON, "waiting for the next cron slot")
         if not complete:
             return Plan("Waiting", NO_ERAS, "no complete era under the dataset URI yet")
         return Plan("Waiting", UP_TO_DATE, f"no new era since {status.latest_era or newest}")

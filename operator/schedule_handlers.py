@@ -12,7 +12,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kretrain.api import API_VERSION, GROUP, KIND, SCHEDULE_PLURAL, VERSION, RetrainScheduleSpec, RetrainScheduleStatus
+from kretrain.api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    SCHEDULE_PLURAL,
+    VERSION,
+    NewEraTrigger,
+    RetrainScheduleSpec,
+    RetrainScheduleStatus,
+)
 from kretrain.api.schedule import ScheduleDecision
 from kretrain.api.spec import StorageSpec
 from kretrain.operator import schedule
@@ -174,9 +183,10 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
             return
         status.next_schedule_time = schedule.format_time(nxt)
 
-    trigger = spec.trigger.new_era
-    last_poll = schedule.parse_time(status.last_poll_time)
-    if trigger is not None and (last_poll is None or (now - last_poll).total_seconds() >= trigger.poll_seconds):
+    # A cron-only schedule lists the eras when a slot is due, with the default completeness rule (marker).
+    trigger = spec.trigger.new_era or NewEraTrigger()
+    poll_seconds = spec.trigger.new_era.poll_seconds if spec.trigger.new_era else None
+    if schedule.poll_due(poll_seconds, schedule.parse_time(status.last_poll_time), now, cron_due):
         uri = spec.template.dataset.uri
         try:
             endpoint = poll_endpoint(spec.template.storage.endpoint, _settings)
@@ -187,7 +197,7 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
         except (StoreError, ClientError, BotoCoreError) as exc:
             _record(body, patch, status, _decision(now, "Error", "PollFailed", f"cannot list {uri}: {exc}"))
             return
-        if found.invalid and found.invalid != status.invalid_names[: len(found.invalid)]:
+        if found.invalid and found.invalid[:20] != status.invalid_names:
             kopf.event(body, type="Warning", reason=schedule.EVENT_INVALID_NAMES,
                        message=f"not era names, not used: {', '.join(found.invalid[:20])}")  # fmt: skip
         for problem in found.problems:

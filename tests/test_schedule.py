@@ -165,6 +165,24 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str], list[Child], b
     ("suspended", {"suspend": True}, {"latestEra": "e1"}, ["e1", "e2"], [], False, ("Skipped", "Suspended", "s-e2")),
     ("cron-due", {}, {"latestEra": "e2"}, ["e1", "e2"], [], True, ("Started", schedule.CRON, "s-cron-202605011200")),
     ("cron-no-eras", {}, {}, [], [], True, ("Skipped", schedule.NO_ERAS, "s-cron-202605011200")),
+    (
+        "cron-only-waiting",
+        {"trigger": {"cron": {"schedule": "@daily"}}},
+        {},
+        ["e1"],
+        [],
+        False,
+        ("Waiting", schedule.WAITING_FOR_CRON, None),
+    ),
+    (
+        "cron-only-due",
+        {"trigger": {"cron": {"schedule": "@daily"}}},
+        {},
+        ["e1"],
+        [],
+        True,
+        ("Started", schedule.CRON, "s-cron-202605011200"),
+    ),
     ("new-era-wins-over-cron", {}, {"latestEra": "e1"}, ["e1", "e2"], [], True, ("Started", "NewEra", "s-e2")),
     (
         "invalid-run",
@@ -303,3 +321,20 @@ def test_full_retrain_starts_from_the_incumbent(
         p = schedule.from_incumbent(p, has_incumbent)
     assert p.spec is not None and p.spec.strategy.base_weights == want
     assert ("from the incumbent's weights" in p.summary) == (want == "incumbent" and not strategy)
+
+
+@pytest.mark.parametrize(
+    ("poll_seconds", "last", "cron", "want"),
+    [
+        (60, None, False, True),
+        (60, T0 - datetime.timedelta(seconds=59), False, False),
+        (60, T0 - datetime.timedelta(seconds=60), False, True),
+        (60, T0 + datetime.timedelta(days=1), False, True),
+        (60, T0, True, True),
+        (None, None, False, False),
+        (None, None, True, True),
+    ],
+    ids=["first-look", "too-soon", "due", "future-status", "cron-due", "cron-only-idle", "cron-only-due"],
+)
+def test_poll_due(poll_seconds: int | None, last: datetime.datetime | None, cron: bool, want: bool) -> None:
+    assert schedule.poll_due(poll_seconds, last, T0, T0 if cron else None) is want

@@ -24,6 +24,7 @@ from kretrain.operator.settings import OperatorSettings
 ROOT = Path(__file__).resolve().parent.parent
 NS = "sched"
 NS2 = "sched-restart"
+NS3 = "sched-more"
 
 
 def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = None) -> str:
@@ -32,7 +33,7 @@ def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = N
 
 @pytest.fixture(scope="module")
 def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS, NS2]) as c:
+    with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS, NS2, NS3]) as c:
         c.client.create(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
             yaml.safe_load((ROOT / "crds" / "retrainschedule.yaml").read_text()),
@@ -42,7 +43,7 @@ def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS, NS2])
+    op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS, NS2, NS3])
     op.env["KRETRAIN_SCHEDULE_TICK"] = "0.3"
     op.start().wait_ready()
     yield op
@@ -219,6 +220,35 @@ def test_restart_after_create_makes_no_duplicate(cluster: Cluster, operator: Ope
         return sum(1 for _, e in log if e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "again-e2")
 
     assert cluster.server.call(added) == 1 and set(rtjs(cluster, NS2)) == {"again-e2"}
+
+
+def test_settled_era_and_cron_slot_start_runs(cluster: Cluster, operator: OperatorProcess, s3: Any) -> None:
+    """`completeWhen: settled` counts an era once it stopped changing; a cron-only schedule retrains on the
+    complete eras when a slot is due (the slot is made due by an earlier lastCronTime, as after a missed slot)."""
+    bucket = s3.new_bucket("data")
+    put(s3, bucket, "e1/images/a.jpg", "e1/labels/a.txt")
+    template = {"model": "m-more", "dataset": {"uri": f"s3://{bucket}/set"}}
+    new = lambda name, trigger: cluster.client.create(  # noqa: E731
+        rts_path(NS3),
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainSchedule", "metadata": {"name": name},
+         "spec": {"template": template, "trigger": trigger}},
+    )  # fmt: skip
+    new("settled", {"newEra": {"pollSeconds": 1, "completeWhen": "settled", "settleSeconds": 2, "runExisting": True}})
+    st = wait_for("e1 settling", lambda: (s := sched_status(cluster, "settled", NS3)).get("pendingEras") and s)
+    assert st["pendingEras"] == ["e1"] and "settled-e1" not in rtjs(cluster, NS3)
+    run = wait_for("the settled run", lambda: rtjs(cluster, NS3).get("settled-e1"), op=operator)
+    assert run["spec"]["dataset"]["eras"] == ["e1"]
+
+    put(s3, bucket, "e1/_READY")  # the cron-only schedule uses the default rule: the marker
+    new("monthly", {"cron": {"schedule": "0 0 1 * *", "timeZone": "Europe/Berlin"}})
+    st = wait_for("the next slot", lambda: (s := sched_status(cluster, "monthly", NS3)).get("nextScheduleTime") and s)
+    assert st["lastDecision"]["reason"] == "WaitingForCron" and not st.get("eras")  # nothing listed before a slot
+    cluster.client.patch(rts_path(NS3, "monthly", "status"), {"status": {"lastCronTime": "2020-01-01T00:00:00Z"}})
+    runs = wait_for("the cron run", lambda: [r for n, r in rtjs(cluster, NS3).items() if n.startswith("monthly-cron-")])
+    assert runs[0]["spec"]["dataset"]["eras"] == ["e1"] and len(runs) == 1
+    st = wait_for("the cron status", lambda: (s := sched_status(cluster, "monthly", NS3)).get("lastTrigger") and s)
+    assert st["lastTrigger"] == "cron" and st["lastRun"] == runs[0]["metadata"]["name"]
+    assert st["lastCronTime"] > "2020-01-01T00:00:00Z"
 
 
 def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
