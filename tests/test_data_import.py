@@ -278,6 +278,7 @@ COCO_REFUSALS = [
         lambda d: _set(d, ("images", 0, "width"), 41),
         "a.png is 40x30 pixels but the annotation says 41x30",
     ),
+    ("image-twice", lambda d: d["images"].append({**d["images"][0], "id": 77}), "a.png is listed twice"),
     (
         "typo-class",
         lambda d: _set(d, ("categories", 1, "name"), "Car"),

@@ -97,6 +97,10 @@ def _check_keys(items: list[ImportItem]) -> None:
             where = item.source.describe(item.rel)
             if key in seen and seen[key] != where:
                 raise ImportInputError(f"{where} and {seen[key]} would both be written as {key} (rename one)")
+            if key in seen and key == item.key:
+                raise ImportInputError(
+                    f"{item.origin}: {item.rel} is listed twice (annotations of one image must be merged)"
+                )
             seen[key] = where
 
 
