@@ -26,6 +26,9 @@ NO_ERAS = "NoCompleteEras"
 WAITING_FOR_CRON = "WaitingForCron"
 INVALID_RUN = "InvalidRun"
 INVALID_SCHEDULE = "InvalidSchedule"
+RUN_REFUSED = "RunRefused"
+REFUSED_STATUSES = (400, 403, 404, 422)
+"""API answers to creating a run that retrying does not fix (the decision says so instead)."""
 EVENT_STARTED = "RunStarted"
 EVENT_SKIPPED = "RunSkipped"
 EVENT_PRUNED = "RunPruned"
@@ -127,6 +130,12 @@ def cron_slots(
     )
     due = prev if since < prev <= now else None
     return due, nxt
+
+
+def replaces(last_action: str, new_action: str) -> bool:
+    """Whether a new decision replaces the last one in status: waiting (nothing due) keeps the last run started
+    or skipped on show; everything else, and waiting after an error or a wait, replaces it."""
+    return not (new_action == "Waiting" and last_action in ("Started", "Skipped"))
 
 
 def poll_due(

@@ -216,11 +216,15 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
                 _api().delete_run(ns, old)
             created_now = _api().create_run(_run_object(body, plan))
         except KubeError as exc:
-            raise kopf.TemporaryError(f"cannot start run {plan.run}: {exc}", delay=_tick) from exc
+            if exc.status not in schedule.REFUSED_STATUSES:
+                raise kopf.TemporaryError(f"cannot start run {plan.run}: {exc}", delay=_tick) from exc
+            why = f"the API server refused run {plan.run}: {exc.status} {exc.reason}: {exc.message}"
+            _record(body, patch, status, _decision(now, "Error", schedule.RUN_REFUSED, why, run=plan.run))
+            return
         if not created_now:
             plan.summary += " (it existed already: not created twice)"
         status.last_run, status.last_trigger = plan.run, plan.trigger
-        status.last_trigger_time, status.last_trigger_reason = schedule.format_time(now), plan.summary
+        status.last_trigger_time, status.last_trigger_reason = schedule.format_time(now), plan.summary[:1024]
     if plan.handled_era is not None:
         status.latest_era = plan.handled_era
     if plan.handled_cron is not None:
@@ -230,4 +234,8 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
         active.add(plan.run)
     status.active = sorted(active)
     extra = {"trigger": plan.trigger, "run": plan.run} if plan.run else {}
-    _record(body, patch, status, _decision(now, plan.action, plan.reason, plan.summary, **extra))
+    decision = _decision(now, plan.action, plan.reason, plan.summary, **extra)
+    last = status.last_decision
+    if last is not None and not schedule.replaces(last.action, plan.action):
+        decision = last  # "no new era" does not hide the last run started or skipped
+    _record(body, patch, status, decision)

@@ -338,3 +338,20 @@ def test_full_retrain_starts_from_the_incumbent(
 )
 def test_poll_due(poll_seconds: int | None, last: datetime.datetime | None, cron: bool, want: bool) -> None:
     assert schedule.poll_due(poll_seconds, last, T0, T0 if cron else None) is want
+
+
+@pytest.mark.parametrize(
+    ("last", "new", "want"),
+    [
+        ("Started", "Waiting", False),
+        ("Skipped", "Waiting", False),
+        ("Error", "Waiting", True),
+        ("Waiting", "Waiting", True),
+        ("Started", "Skipped", True),
+        ("Skipped", "Started", True),
+        ("Started", "Error", True),
+    ],
+    ids=["started-stays", "skipped-stays", "error-cleared", "wait-updated", "skip", "start", "error"],
+)
+def test_which_decision_status_shows(last: str, new: str, want: bool) -> None:
+    assert schedule.replaces(last, new) is want
