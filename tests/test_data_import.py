@@ -342,9 +342,17 @@ OTHER_REFUSALS = [
         lambda r: _voc_with(
             r, "<annotation><object><name>cat</name><bndbox><xmin>a</xmin></bndbox></object></annotation>"
         ),
-        "<bndbox/xmin> is not a number",
+        "<bndbox/xmin> is not a finite number",
     ),
     ("yolo-bad-line", "ultralytics", lambda r: _yolo_label(r, "0 0.5 0.5\n"), "t1.txt line 1: expected"),
+    (
+        "voc-inf-size",
+        "voc",
+        lambda r: _voc_with(r, "<annotation><size><width>1e999</width><height>1</height></size></annotation>"),
+        "<size/width> is not a finite number",
+    ),
+    ("yolo-nan", "ultralytics", lambda r: _yolo_label(r, "nan 0.5 0.5 0.1 0.1\n"), "t1.txt line 1: not a finite"),
+    ("yolo-inf", "ultralytics", lambda r: _yolo_label(r, "0 1e400 0.5 0.1 0.1\n"), "t1.txt line 1: not a finite"),
     ("yolo-unknown-id", "ultralytics", lambda r: _yolo_label(r, "5 0.5 0.5 0.1 0.1\n"), "t1.txt line 1: class id '5'"),
     ("yolo-box-outside", "ultralytics", lambda r: _yolo_label(r, "0 0.95 0.5 0.2 0.2\n"), "t1.txt line 1: box"),
 ]

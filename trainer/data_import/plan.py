@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
@@ -96,6 +97,8 @@ def _yolo_lines(text: str, where: str, ids: dict[int, int], classes: dict[int, s
             values = [float(t) for t in toks]
         except ValueError:
             raise ImportInputError(f"{where} line {lineno}: not a number in {line.strip()[:80]!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise ImportInputError(f"{where} line {lineno}: not a finite number in {line.strip()[:80]!r}")
         cls_f = values[0]
         if cls_f != int(cls_f) or int(cls_f) not in classes:
             raise ImportInputError(f"{where} line {lineno}: class id {toks[0]!r} is not one of the dataset's names")

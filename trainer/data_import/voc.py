@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from pathlib import PurePosixPath
@@ -46,9 +47,12 @@ def _text(node: ET.Element, path: str, where: str, required: bool = True) -> str
 def _number(node: ET.Element, path: str, where: str) -> float:
     text = _text(node, path, where)
     try:
-        return float(text or "")
+        value = float(text or "")
     except ValueError:
-        raise ImportInputError(f"{where}: <{path}> is not a number: {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ImportInputError(f"{where}: <{path}> is not a finite number: {(text or '')[:40]!r}")
+    return value
 
 
 def _flag(node: ET.Element, path: str, where: str) -> bool:
