@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     crd.add_argument("--reference", action="store_true", help="the Markdown field reference instead of the CRD")
     crd.set_defaults(func=cmd_crd)
 
-    val = sub.add_parser("validate", help="check RetrainJob manifests offline (CRD schema and models)")
+    val = sub.add_parser(
+        "validate", help="check RetrainJob and RetrainSchedule manifests offline (CRD schema and models)"
+    )
     val.add_argument(
         "-f",
         "--file",

@@ -1,4 +1,4 @@
-"""Offline validation of RetrainJob manifests against the generated CRD schema and the pydantic models."""
+"""Offline validation of RetrainJob and RetrainSchedule manifests against the generated CRD schemas and the models."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import jsonschema
 import yaml
 from pydantic import ValidationError
 
-from kretrain.api import API_VERSION, KIND, RetrainJob
-from kretrain.crd import build_crd
+from kretrain.api import API_VERSION, KIND, SCHEDULE_KIND, RetrainJob, RetrainSchedule
+from kretrain.crd import build_crd, build_schedule_crd
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,10 @@ def _closed(schema: Any) -> Any:
     return out
 
 
-@lru_cache(maxsize=1)
-def _crd_validator() -> jsonschema.Draft4Validator:
-    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+@lru_cache(maxsize=2)
+def _crd_validator(kind: str = KIND) -> jsonschema.Draft4Validator:
+    crd = build_schedule_crd() if kind == SCHEDULE_KIND else build_crd()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     closed = _closed(schema)
     closed["properties"]["metadata"] = {"type": "object"}
     return jsonschema.Draft4Validator(closed)
@@ -61,7 +62,8 @@ def _dotted(parts: Any) -> str:
 def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
     """Problems the CRD schema itself reports (what the API server would reject)."""
     problems = []
-    for err in sorted(_crd_validator().iter_errors(manifest), key=lambda e: list(e.absolute_path)):
+    validator = _crd_validator(SCHEDULE_KIND if manifest.get("kind") == SCHEDULE_KIND else KIND)
+    for err in sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path)):
         path = _dotted(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
             allowed = set(err.schema.get("properties", {}))
@@ -80,7 +82,10 @@ def schema_problems(manifest: dict[str, Any]) -> list[Problem]:
 def model_problems(manifest: dict[str, Any]) -> list[Problem]:
     """Problems the pydantic models report (everything, including cross-field rules)."""
     try:
-        RetrainJob.from_manifest(manifest)
+        if manifest.get("kind") == SCHEDULE_KIND:
+            RetrainSchedule.from_manifest(manifest)
+        else:
+            RetrainJob.from_manifest(manifest)
     except ValidationError as exc:
         return [
             Problem("model", _dotted(e["loc"]), e["msg"].removeprefix("Value error, "))
@@ -93,12 +98,13 @@ def validate_manifest(manifest: Any) -> list[Problem]:
     """Every problem of one manifest document, from both the CRD schema and the models."""
     if not isinstance(manifest, dict):
         return [Problem("model", "", f"a manifest must be a mapping, got {type(manifest).__name__}")]
-    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") not in (KIND, SCHEDULE_KIND):
         return [
             Problem(
                 "model",
                 "apiVersion/kind",
-                f"expected {API_VERSION} {KIND}, got {manifest.get('apiVersion')} {manifest.get('kind')}",
+                f"expected {API_VERSION} {KIND} or {SCHEDULE_KIND}, "
+                f"got {manifest.get('apiVersion')} {manifest.get('kind')}",
             )
         ]
     return schema_problems(manifest) + model_problems(manifest)
@@ -113,7 +119,7 @@ def load_documents(path: Path) -> list[Any]:
 
 
 def validate_file(path: Path) -> list[str]:
-    """Human-readable problems of every RetrainJob in a file, each prefixed with file and object."""
+    """Human-readable problems of every RetrainJob and RetrainSchedule in a file, prefixed with file and object."""
     lines: list[str] = []
     try:
         docs = load_documents(path)

@@ -80,3 +80,30 @@ def test_gitops_example_builds_with_only_the_schedule() -> None:
     out = subprocess.run(["kubectl", "kustomize", str(EXAMPLE)], capture_output=True, text=True, timeout=60, check=True)
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
     assert kinds == ["Namespace", "RetrainSchedule"]
+
+
+def test_validate_accepts_the_example_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-f", str(EXAMPLE / "retrainschedule.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"template": {"model": "m", "dataset": {"uri": "s3://b/set"}}, "trigger": {}}, "set trigger.newEra"),
+        (
+            {"template": {"model": "m", "dataset": {"uri": "s3://b/set"}}, "trigger": {"newEra": {"pollSecs": 5}}},
+            "spec.trigger.newEra.pollSecs: unknown field [crd]",
+        ),
+        (
+            {"template": {"model": "m", "dataset": {"uri": "s3://b/set", "eras": ["e1"]}}, "trigger": {"newEra": {}}},
+            "spec.template.dataset.eras: unknown field [crd]",
+        ),
+    ],
+    ids=["no-trigger", "unknown-trigger-field", "eras-in-template"],
+)
+def test_validate_names_schedule_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: dict[str, Any], problem: str
+) -> None:
+    assert main(["validate", "-f", str(manifest(tmp_path, spec))]) == 1
+    assert problem in capsys.readouterr().out
