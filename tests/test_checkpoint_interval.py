@@ -42,7 +42,7 @@ def test_checkpoint_uploads_are_throttled(
         trainer.epoch = epoch
         hooks.on_model_save(trainer)
         hooks.on_fit_epoch_end(trainer)
-        checkpoint_epochs.append(submitted[-1][1]["checkpointEpoch"])
+        checkpoint_epochs.append(submitted[-1][1].checkpoint_epoch)
     uploads = [Path(arg).name for name, arg in submitted if name == "_upload"]
     assert uploads == [f"last-{e}.pt" for e in uploaded_epochs]
     # progress.json after each epoch names the newest epoch whose last.pt was queued before it
