@@ -21,7 +21,6 @@ from kretrain.api import GROUP, SCHEDULE_PLURAL, VERSION
 from kretrain.operator import kube as kube_mod
 from kretrain.operator.settings import OperatorSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 NS = "sched"
 NS2 = "sched-restart"
 NS3 = "sched-more"
@@ -34,10 +33,6 @@ def rts_path(ns: str | None = None, name: str | None = None, sub: str | None = N
 @pytest.fixture(scope="module")
 def cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(s3, tmp_path_factory.mktemp("weights"), [NS, NS2, NS3]) as c:
-        c.client.create(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            yaml.safe_load((ROOT / "crds" / "retrainschedule.yaml").read_text()),
-        )
         yield c
 
 

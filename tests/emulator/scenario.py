@@ -126,15 +126,17 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def running_cluster(s3: Any, tmp: Path, namespaces: list[str], crd: bool = True) -> Iterator[Cluster]:
-    """An emulator with `namespaces` (and the RetrainJob CRD unless crd=False), and a fresh registry bucket."""
+    """An emulator with `namespaces` (and the RetrainJob and RetrainSchedule CRDs unless crd=False), and a fresh
+    registry bucket."""
     server = EmulatorServer()
     server.start()
     client = Client(server.url)
     if crd:
-        client.create(
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            yaml.safe_load((ROOT / "crds" / "retrainjob.yaml").read_text()),
-        )
+        for name in ("retrainjob.yaml", "retrainschedule.yaml"):  # as the chart installs them
+            client.create(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                yaml.safe_load((ROOT / "crds" / name).read_text()),
+            )
     for ns in namespaces:
         client.ensure_namespace(ns)
     bucket = s3.new_bucket("reg")
