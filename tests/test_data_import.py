@@ -492,7 +492,7 @@ def test_store_failure_mid_import_takes_back_what_was_written(s3_env, bucket: st
     from botocore.exceptions import ClientError
 
     from harness.s3proxy import FaultProxy
-    from kretrain.store import ObjectStore
+    from kretrain.store import ObjectStore, StoreError
     from kretrain.trainer.data_import.coco import plan_coco
     from kretrain.trainer.data_import.source import open_source
     from kretrain.trainer.data_import.writer import import_dataset
@@ -520,10 +520,64 @@ def test_store_failure_mid_import_takes_back_what_was_written(s3_env, bucket: st
         armer = threading.Thread(target=arm, daemon=True)
         armer.start()
         tree, name = open_source(str(src), None)
-        with pytest.raises(ClientError, match="InternalError"):
+        with pytest.raises((ClientError, StoreError), match="InternalError"):
             import_dataset(
                 plan_coco([(tree, name, None)], None, str(src)), store, f"s3://{bucket}/line", "e1", workers=2
             )
         armer.join(5)
         assert proxy.requests["PUT"] >= 10 and proxy.requests["DELETE"] >= 9  # it had written, then took it back
     assert objects(s3_env, bucket) == {}  # no _READY, no half era, no classes.yaml
+
+
+def test_a_failed_replace_leaves_the_era_marked_importing_until_a_rerun_finishes_it(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    from botocore.exceptions import ClientError
+
+    from harness.s3proxy import FaultProxy
+    from kretrain.store import ObjectStore, StoreError
+    from kretrain.trainer.data_import.coco import plan_coco
+    from kretrain.trainer.data_import.source import open_source
+    from kretrain.trainer.data_import.writer import import_dataset
+
+    src = coco_dataset(tmp_path / "coco")
+    doc = json.loads(src.read_text())
+    for i in range(30):
+        doc["images"].append({"id": 100 + i, "file_name": f"z{i:02d}.png"})
+        image(tmp_path / "coco" / "images" / f"z{i:02d}.png", 20, 20, seed=3000 + i)
+    src.write_text(json.dumps(doc))
+    args = ["--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line"]
+    assert run(capsys, *args)[0] == 0
+    for i in range(30):  # new content for every z image: a replacement with 30 changed objects
+        image(tmp_path / "coco" / "images" / f"z{i:02d}.png", 20, 20, seed=4000 + i)
+    with FaultProxy(s3_env.endpoint) as proxy:
+        store = ObjectStore(
+            endpoint_url=proxy.endpoint,
+            access_key=s3_env.server.access_key,
+            secret_key=s3_env.server.secret_key,
+            max_workers=2,
+            max_attempts=1,
+        )
+
+        def arm() -> None:  # _IMPORTING and one image get through, then every PUT fails
+            while proxy.requests["PUT"] < 2:
+                time.sleep(0.001)
+            proxy.fail_next(*["500"] * 1000, method="PUT")
+
+        armer = threading.Thread(target=arm, daemon=True)
+        armer.start()
+        tree, name = open_source(str(src), None)
+        plan = plan_coco([(tree, name, None)], None, str(src))
+        with pytest.raises((ClientError, StoreError), match="InternalError"):
+            import_dataset(plan, store, f"s3://{bucket}/line", "e1", replace=True, workers=2)
+        armer.join(5)
+    era = objects(s3_env, bucket, "line/e1/")
+    assert "_IMPORTING" in era and "_READY" not in era  # the half-replaced era says so
+    code, out, err = run(capsys, *args)  # no --replace needed: the era is not complete
+    assert code == 0 and "(resumed)" in out, err
+    era = objects(s3_env, bucket, "line/e1/")
+    assert "_READY" in era and "_IMPORTING" not in era
+    assert era["images/z29.png"] == (tmp_path / "coco" / "images" / "z29.png").read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 READY_NAME = "_READY"
 """The era's completion marker (what a RetrainSchedule waits for); an import writes it last."""
+IMPORTING_NAME = "_IMPORTING"
+"""Present while an import writes the era (first object written, last deleted): the era is not consistent."""
+MARKERS = (READY_NAME, IMPORTING_NAME)
 CLASSES_NAME = "classes.yaml"
 
 
@@ -141,6 +145,20 @@ class _Writer:
         done = {d.key: d for d in bounded_map(lambda it: self.process(it, write), items, workers)}
         return [done[it.key] for it in items]
 
+    def begin(self, exclusive: bool) -> None:
+        """Write `_IMPORTING`; `exclusive` (a fresh era) fails if another import got there first."""
+        from kretrain.store import PreconditionFailed, join_uri
+
+        uri = join_uri(self.era_uri, IMPORTING_NAME)
+        body = json.dumps({"importedBy": "kretrain data import", "source": self.plan.source}).encode()
+        try:
+            if exclusive:
+                self.store.put_if_absent(uri, body)
+            else:
+                self.store.put_bytes(uri, body)
+        except PreconditionFailed:
+            raise ImportInputError(f"{uri} exists: another import is writing this era") from None
+
     def delete(self, keys: list[str]) -> None:
         """Delete era objects (in parallel)."""
         from kretrain.store import join_uri
@@ -170,11 +188,12 @@ def import_dataset(
 ) -> ImportResult:
     """Write the plan as era `era` of the line at `to`; `_READY` is written last, and only on success.
 
-    A fresh era whose import fails has what this run wrote deleted again. An era that exists is
-    first compared (every image read and converted, nothing written): identical content and classes
-    change nothing; different content is refused unless `replace` (or the era has no `_READY`, an
-    earlier import that did not finish), and then `_READY` is removed first, changed objects are
-    written, stale ones deleted, and `_READY` written again last.
+    `_IMPORTING` is written before anything else and deleted after `_READY`. A fresh era whose import
+    fails has what this run wrote deleted again. An era that exists is first compared (every image
+    read and converted, nothing written): identical content and classes change nothing; different
+    content is refused unless `replace` (or the era has no `_READY`, or still has `_IMPORTING`: an
+    earlier import that did not finish), and then `_IMPORTING` is written, `_READY` removed, changed
+    objects written, stale ones deleted, and `_READY` written again last.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -198,6 +217,7 @@ def import_dataset(
     if keep_splits:
         result.splits = Counter(assignment.values())
     if not writer.existing:
+        writer.begin(exclusive=True)
         try:
             done = writer.run(plan.items, True, workers)
             for name, data in extra.items():
@@ -206,13 +226,13 @@ def import_dataset(
             # Take back what this run wrote; if the store fails here too, the original error is the one
             # reported, and the era, without _READY, is completed by the next run.
             with contextlib.suppress(StoreError, ClientError, BotoCoreError):
-                writer.delete(list(writer.written))
+                writer.delete([*writer.written, IMPORTING_NAME])
             raise
     else:
         done = writer.run(plan.items, False, workers)
         planned = {k: v for d in done for k, v in d.md5.items()} | {k: _md5(v) for k, v in extra.items()}
-        current = {k: v for k, v in writer.existing.items() if k != READY_NAME}
-        ready = READY_NAME in writer.existing
+        current = {k: v for k, v in writer.existing.items() if k not in MARKERS}
+        ready = READY_NAME in writer.existing and IMPORTING_NAME not in writer.existing
         if planned == current and ready and mapping.classes == line:
             result.status = "unchanged"
         else:
@@ -225,7 +245,8 @@ def import_dataset(
                     else f"{era_uri}: the import would change classes.yaml; pass --replace"
                 )
             result.status = "replaced" if ready else "resumed"
-            if ready:
+            writer.begin(exclusive=False)  # stays if this fails: the half-replaced era is marked as such
+            if READY_NAME in writer.existing:
                 store.delete(join_uri(era_uri, READY_NAME))
             changed = set(differ)
             by_key = {d.key: d.md5 for d in done}
@@ -262,4 +283,5 @@ def import_dataset(
         content_digest=content_digest(objects),
     )
     store.put_json(join_uri(era_uri, READY_NAME), marker.dump())
+    store.delete(join_uri(era_uri, IMPORTING_NAME))
     return result
