@@ -581,3 +581,29 @@ def test_a_failed_replace_leaves_the_era_marked_importing_until_a_rerun_finishes
     era = objects(s3_env, bucket, "line/e1/")
     assert "_READY" in era and "_IMPORTING" not in era
     assert era["images/z29.png"] == (tmp_path / "coco" / "images" / "z29.png").read_bytes()
+
+
+def test_check_era_settled_sees_imports_and_replacements(
+    s3_env, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from harness.s3proxy import FaultProxy
+    from kretrain.store import ObjectStore
+    from kretrain.trainer.data_import import EraBeingWritten, check_era_settled
+
+    src = coco_dataset(tmp_path / "coco")
+    assert run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")[0] == 0
+    era_uri = f"s3://{bucket}/line/e1"
+    with FaultProxy(s3_env.endpoint) as proxy:
+        store = ObjectStore(
+            endpoint_url=proxy.endpoint, access_key=s3_env.server.access_key, secret_key=s3_env.server.secret_key
+        )
+        listed = {o.key: o.etag for o in store.list(era_uri)}
+        check_era_settled(store, era_uri, listed)  # settled: nothing changed since the listing
+        before = sum(proxy.requests.values())
+        check_era_settled(store, f"s3://{bucket}/line/legacy", {"images/a.png": "x"})
+        assert sum(proxy.requests.values()) == before  # an era without markers costs no request
+        with pytest.raises(EraBeingWritten, match="_IMPORTING exists"):
+            check_era_settled(store, era_uri, {**listed, "_IMPORTING": "x"})
+        put(s3_env, bucket, "line/e1/_READY", b'{"other": "import"}')
+        with pytest.raises(EraBeingWritten, match="was replaced while it was read"):
+            check_era_settled(store, era_uri, listed)

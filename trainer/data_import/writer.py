@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from kretrain.api.base import ApiModel
 from kretrain.trainer.data.split import Split
 from kretrain.trainer.data.validation import label_key_for, read_class_names
 from kretrain.trainer.data_import.classmap import ClassMapError, ClassMapping, map_classes
 from kretrain.trainer.data_import.errors import MAX_IMAGE_BYTES, MAX_YAML_BYTES, ImportInputError
+from kretrain.trainer.data_import.markers import IMPORTING_NAME, MARKERS, READY_NAME, ReadyMarker
 from kretrain.trainer.data_import.names import check_era
 from kretrain.trainer.data_import.parallel import bounded_map
 from kretrain.trainer.data_import.plan import ImportItem, ImportPlan, image_size, label_boxes, label_text
@@ -25,29 +25,7 @@ from kretrain.trainer.data_import.splits import SPLITS_NAME, splits_document
 if TYPE_CHECKING:
     from kretrain.store import ObjectStore
 
-READY_NAME = "_READY"
-"""The era's completion marker (what a RetrainSchedule waits for); an import writes it last."""
-IMPORTING_NAME = "_IMPORTING"
-"""Present while an import writes the era (first object written, last deleted): the era is not consistent."""
-MARKERS = (READY_NAME, IMPORTING_NAME)
 CLASSES_NAME = "classes.yaml"
-
-
-class ReadyMarker(ApiModel):
-    """The body of `<era>/_READY`: what was imported (its presence alone marks the era complete)."""
-
-    imported_by: str = "kretrain data import"
-    """The tool that wrote the era."""
-    format: str
-    """Source format (ultralytics, coco, voc)."""
-    source: str
-    """The source as given on the command line."""
-    images: int
-    """Images in the era."""
-    boxes: int
-    """Boxes in the era's labels."""
-    content_digest: str
-    """sha256 over the sorted `key<TAB>md5` lines of every other object of the era."""
 
 
 @dataclass
