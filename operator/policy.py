@@ -1,4 +1,4 @@
-"""The operator policy: which images, Secrets, S3 endpoints, priority classes and tolerations a spec may use."""
+"""The operator policy: which images, Secrets, S3 endpoints, registries, priority classes and tolerations a spec may use."""
 
 from __future__ import annotations
 
@@ -124,6 +124,21 @@ def require_allowed_endpoint(endpoint: str | None, settings: OperatorSettings) -
         raise PolicyError(str(Violation("spec.storage.endpoint", endpoint or "", why)))
 
 
+# ---- registries ----------------------------------------------------------------------------------------
+def allowed_registries(settings: OperatorSettings) -> list[str]:
+    """The registry prefixes in force: the operator's default registry plus the configured ones."""
+    own = [settings.registry] if settings.registry else []
+    return list(dict.fromkeys(r.rstrip("/") for r in [*own, *settings.allowed_registries]))
+
+
+def registry_allowed(registry: str, entry: str) -> bool:
+    """Whether `registry` equals the prefix `entry` or lies under it at a `/` boundary (no `..` segments)."""
+    registry, entry = registry.rstrip("/"), entry.rstrip("/")
+    if any(part in ("", ".", "..") for part in registry.removeprefix("s3://").split("/")):
+        return False
+    return registry == entry or registry.startswith(entry + "/")
+
+
 # ---- the whole spec ------------------------------------------------------------------------------------
 def violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violation]:
     """Every field of a resolved spec that is outside the operator policy (empty: the spec is allowed)."""
@@ -144,6 +159,10 @@ def violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violati
     why = endpoint_violation(storage.endpoint, settings)
     if why is not None:
         out.append(Violation("spec.storage.endpoint", storage.endpoint or "", why))
+    registries = allowed_registries(settings)
+    if storage.registry is not None and not any(registry_allowed(storage.registry, e) for e in registries):
+        rule = f"is not under an allowed registry (allowed: {_allowed_text(registries)})"
+        out.append(Violation("spec.storage.registry", storage.registry, rule))
     classes = settings.allowed_priority_classes
     if res.priority_class_name is not None and res.priority_class_name not in classes:
         rule = f"is not an allowed priority class (allowed: {', '.join([*classes, 'unset'])})"

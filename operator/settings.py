@@ -63,6 +63,11 @@ class OperatorSettings(BaseSettings):
     allowed_s3_endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """S3 endpoint URLs a RetrainJob may name in spec.storage.endpoint besides `s3_endpoint` (comma-separated;
     compared exactly after normalising scheme, host, port and path). Empty: only `s3_endpoint`."""
+    allowed_registries: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Registry prefixes (`s3://bucket[/prefix]`, comma-separated) a RetrainJob may name in
+    spec.storage.registry besides `registry`: the operator reads reports and moves incumbent pointers there
+    with its own credentials. A registry is allowed when it equals an entry or lies under it (at a `/`).
+    Empty: only `registry`."""
     allowed_priority_classes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """PriorityClass names a RetrainJob may name in spec.resources.priorityClassName (comma-separated).
     Empty: none (the field must stay unset)."""
@@ -75,6 +80,7 @@ class OperatorSettings(BaseSettings):
         "allowed_images",
         "allowed_credentials_secrets",
         "allowed_s3_endpoints",
+        "allowed_registries",
         "allowed_priority_classes",
         "allowed_toleration_keys",
         mode="before",

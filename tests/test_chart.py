@@ -529,6 +529,8 @@ def test_trainer_network_policy_defaults_and_namespaces(chart: Any) -> None:
         ({"policy": {"allowedImages": ["ghcr.io/a,evil.io/b"]}}, "allowedImages"),
         ({"policy": {"allowedS3Endpoints": ["http://ok@evil.example"]}}, "allowedS3Endpoints"),
         ({"policy": {"allowedCredentialsSecrets": ["Bad_Name"]}}, "allowedCredentialsSecrets"),
+        ({"policy": {"allowedRegistries": ["s3://ml/a,s3://evil/b"]}}, "allowedRegistries"),
+        ({"policy": {"allowedRegistries": ["https://evil.example/reg"]}}, "allowedRegistries"),
         ({"policy": {"allowedPriorityClass": ["x"]}}, "allowedPriorityClass"),
     ],
 )
@@ -541,6 +543,7 @@ POLICY_ENV = (
     "KRETRAIN_ALLOWED_IMAGES",
     "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS",
     "KRETRAIN_ALLOWED_S3_ENDPOINTS",
+    "KRETRAIN_ALLOWED_REGISTRIES",
     "KRETRAIN_ALLOWED_PRIORITY_CLASSES",
     "KRETRAIN_ALLOWED_TOLERATION_KEYS",
 )
@@ -570,6 +573,7 @@ def test_default_policy_is_the_operators_own_image_secret_and_endpoint(
         "KRETRAIN_ALLOWED_IMAGES": "",
         "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS": "",
         "KRETRAIN_ALLOWED_S3_ENDPOINTS": "",
+        "KRETRAIN_ALLOWED_REGISTRIES": "",
         "KRETRAIN_ALLOWED_PRIORITY_CLASSES": "",
         "KRETRAIN_ALLOWED_TOLERATION_KEYS": "nvidia.com/gpu",
     }
@@ -587,5 +591,6 @@ def test_policy_values_reach_the_operator_settings(chart: Any, monkeypatch: pyte
     assert settings.allowed_images == wanted["allowedImages"]
     assert settings.allowed_credentials_secrets == wanted["allowedCredentialsSecrets"]
     assert settings.allowed_s3_endpoints == wanted["allowedS3Endpoints"]
+    assert settings.allowed_registries == wanted["allowedRegistries"]
     assert settings.allowed_priority_classes == wanted["allowedPriorityClasses"]
     assert settings.allowed_toleration_keys == wanted["allowedTolerationKeys"]

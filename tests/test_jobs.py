@@ -19,6 +19,7 @@ SETTINGS = OperatorSettings(
     metrics_port=0,
     allowed_images=["img:2"],
     allowed_credentials_secrets=["mine"],
+    allowed_registries=["s3://own/reg"],
     allowed_priority_classes=["training"],
 )
 

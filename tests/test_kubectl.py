@@ -56,9 +56,10 @@ def kubectl(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Kubec
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS, EXAMPLES_NS])
-    # The operator policy a cluster admin would set for examples/ (their endpoint and priority class).
+    # The operator policy a cluster admin would set for examples/ (their endpoint, registry, priority class).
     op.env.update(
         KRETRAIN_ALLOWED_S3_ENDPOINTS="https://s3.eu-central-1.amazonaws.com",
+        KRETRAIN_ALLOWED_REGISTRIES="s3://ml-models/registry",
         KRETRAIN_ALLOWED_PRIORITY_CLASSES="ml-batch",
     )
     op.start()

@@ -209,6 +209,47 @@ HOSTILE: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, OperatorS
         "spec.storage.endpoint",
         "allowed: none",
     ),
+    # ---- registries: the operator reads reports and moves pointers there with its own credentials
+    (
+        "registry-another-teams-bucket",
+        None,
+        {"registry": "s3://payments-models/registry"},
+        DEFAULT,
+        "spec.storage.registry",
+        "not under an allowed registry",
+    ),
+    (
+        "registry-prefix-without-boundary",
+        None,
+        {"registry": "s3://models/registry-evil"},
+        DEFAULT,
+        "spec.storage.registry",
+        "not under an allowed registry",
+    ),
+    (
+        "registry-parent-of-allowed",
+        None,
+        {"registry": "s3://models"},
+        DEFAULT,
+        "spec.storage.registry",
+        "not under an allowed registry",
+    ),
+    (
+        "registry-dotdot-out-of-allowed",
+        None,
+        {"registry": "s3://mlx/team-a/../team-b"},
+        settings(allowed_registries=["s3://mlx/team-a"]),
+        "spec.storage.registry",
+        "not under an allowed registry",
+    ),
+    (
+        "registry-when-operator-has-none",
+        None,
+        {"registry": "s3://models/registry"},
+        settings(registry=None),
+        "spec.storage.registry",
+        "allowed: none",
+    ),
     # ---- priority classes: none by default
     (
         "priority-system-cluster-critical",
@@ -357,6 +398,14 @@ ALLOWED: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, OperatorS
         None,
         {"endpoint": "https://s3.eu-central-1.amazonaws.com"},
         settings(allowed_s3_endpoints=["https://s3.eu-central-1.amazonaws.com:443"]),
+    ),
+    ("registry-default-named", None, {"registry": "s3://models/registry"}, DEFAULT),
+    ("registry-under-default", None, {"registry": "s3://models/registry/team-a"}, DEFAULT),
+    (
+        "registry-in-list",
+        None,
+        {"registry": "s3://mlx/team-a/registry"},
+        settings(allowed_registries=["s3://mlx/team-a/"]),
     ),
     ("priority-in-list", {"priorityClassName": "ml-batch"}, None, settings(allowed_priority_classes=["ml-batch"])),
     (
