@@ -21,7 +21,7 @@ def probe_conditional_writes(store: ObjectStore, base_uri: str) -> list[str]:
     On a fresh key `<base_uri>/.kretrain-probe/<uuid>`: a put-if-absent must succeed; a second put-if-absent
     (If-None-Match: *) and a put with a stale If-Match must both fail with 412/409 and leave the object as
     it was; a put with its current ETag in If-Match must succeed. Network and permission errors are raised
-    (StoreError, ClientError): they say nothing about the backend's semantics and are worth a retry.
+    (StoreUnavailable, AccessDenied: StoreErrors): they say nothing about the backend's semantics.
     """
     uri = join_uri(base_uri, PROBE_PREFIX, f"{uuid.uuid4().hex}.txt")
     problems: list[str] = []

@@ -22,8 +22,10 @@ from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import unquote_plus
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     IncompleteReadError,
@@ -31,7 +33,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from kretrain.s3fast import BodyTooLarge, FastS3, Response, S3HTTPError, backoff, proxied
+from kretrain.s3fast import RETRY_STATUS, BodyTooLarge, FastS3, Response, S3HTTPError, backoff, proxied
 
 # Name of the small manifest (key -> etag, size) that `sync_down` keeps in the local directory.
 MANIFEST_NAME = ".kretrain-sync.json"
@@ -46,6 +48,18 @@ _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 class StoreError(Exception):
     """Base of every error raised by the object store."""
+
+
+class ObjectNotFound(StoreError, FileNotFoundError):
+    """A missing object (HTTP 404 NoSuchKey); also a FileNotFoundError."""
+
+
+class AccessDenied(StoreError, PermissionError):
+    """The store refused the credentials or the permission (HTTP 403: AccessDenied, a bad key or signature)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or answered throttling / 5xx, on every attempt: worth a later retry."""
 
 
 class UnsafeKeyError(StoreError, ValueError):
@@ -218,6 +232,28 @@ def _is_missing(exc: ClientError) -> bool:
     return _code(exc) != "NoSuchBucket" and (_status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound"))
 
 
+_DENIED_CODES = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled", "403")
+
+
+def _store_error(exc: Exception, what: str) -> StoreError:
+    """The StoreError for a boto3 failure on `what` (a URI): the same classes the fast path raises."""
+    if isinstance(exc, ClientError):
+        status, code = _status(exc), _code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "") or "")
+        detail = f"HTTP {status} {code} {message}".rstrip()
+        if _is_missing(exc):
+            return ObjectNotFound(f"no such object: {what}")
+        if status == 403 or code in _DENIED_CODES:
+            return AccessDenied(f"S3 denied access to {what}: {detail}")
+        if status in RETRY_STATUS or status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout"):
+            return StoreUnavailable(f"S3 request for {what} failed after every attempt: {detail}")
+        return StoreError(f"S3 request for {what} failed: {detail}")
+    return StoreUnavailable(f"S3 request for {what} failed after every attempt: {type(exc).__name__}: {exc}")
+
+
+_BOTO_ERRORS = (ClientError, BotoCoreError, S3UploadFailedError)
+
+
 def _is_precondition(exc: ClientError) -> bool:
     return _status(exc) in (409, 412) or _code(exc) in (
         "PreconditionFailed",
@@ -341,7 +377,7 @@ class ObjectStore:
         try:
             return self._fast.get(bucket, key, query, into=into, max_body=limit)
         except S3HTTPError as exc:
-            raise StoreError(str(exc)) from exc
+            raise StoreUnavailable(str(exc)) from exc
         except BodyTooLarge as exc:
             raise ObjectTooLarge(f"s3://{bucket}/{key}", exc.length, exc.limit) from None
 
@@ -353,8 +389,13 @@ class ObjectStore:
             root = ET.fromstring(body or b"<x/>")
             code, message = root.findtext("Code") or "", root.findtext("Message") or ""
         if resp.status == 404 and code in ("NoSuchKey", ""):
-            raise FileNotFoundError(f"no such object: {what}")
-        raise StoreError(f"S3 GET {what} failed: HTTP {resp.status} {code} {message}".rstrip())
+            raise ObjectNotFound(f"no such object: {what}")
+        detail = f"HTTP {resp.status} {code} {message}".rstrip()
+        if resp.status == 403 or code in _DENIED_CODES:
+            raise AccessDenied(f"S3 denied access to {what}: {detail}")
+        if resp.status in RETRY_STATUS or resp.status >= 500:
+            raise StoreUnavailable(f"S3 GET {what} failed after every attempt: {detail}")
+        raise StoreError(f"S3 GET {what} failed: {detail}")
 
     def _fast_list(
         self, bucket: str, pfx: str, page_size: int, delimiter: str = ""
@@ -407,11 +448,17 @@ class ObjectStore:
 
         if self._fast is None:
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=pfx, PaginationConfig={"PageSize": page_size}):
+            pages = iter(paginator.paginate(Bucket=bucket, Prefix=pfx, PaginationConfig={"PageSize": page_size}))
+            while True:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    return
+                except _BOTO_ERRORS as exc:
+                    raise _store_error(exc, f"s3://{bucket}/{pfx} (list)") from exc
                 yield relative(
                     [(o["Key"], int(o.get("Size", 0)), _etag(o.get("ETag"))) for o in page.get("Contents", [])]
                 )
-            return
         objects, prefixes = self._fast_list(bucket, pfx, page_size, delimiter="/")
         yield relative(objects)
         if not prefixes:
@@ -437,10 +484,10 @@ class ObjectStore:
         bucket, key = parse_s3_uri(uri)
         try:
             resp = self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
+        except _BOTO_ERRORS as exc:
+            if isinstance(exc, ClientError) and _is_missing(exc):
                 return None
-            raise
+            raise _store_error(exc, uri) from exc
         return ObjectInfo(key=PurePosixPath(key).name, size=int(resp["ContentLength"]), etag=_etag(resp["ETag"]))
 
     def exists(self, uri: str) -> bool:
@@ -475,10 +522,8 @@ class ObjectStore:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 obj = self.client.get_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                if _is_missing(exc):
-                    raise FileNotFoundError(f"no such object: {uri}") from exc
-                raise
+            except _BOTO_ERRORS as exc:
+                raise _store_error(exc, uri) from exc
             length = obj.get("ContentLength")
             if sink.limit is not None and isinstance(length, int) and length > sink.limit:
                 obj["Body"].close()
@@ -488,10 +533,10 @@ class ObjectStore:
                 for chunk in obj["Body"].iter_chunks(1024 * 1024):
                     sink.write(chunk)
                 return _etag(obj.get("ETag"))
-            except _STREAM_ERRORS:
+            except _STREAM_ERRORS as exc:
                 # botocore retries the request, not the read of its body.
                 if attempt == self.max_attempts:
-                    raise
+                    raise _store_error(exc, uri) from exc
             except ObjectTooLarge:
                 obj["Body"].close()  # the rest of a body that ran past the cap is not read
                 raise
@@ -541,11 +586,11 @@ class ObjectStore:
             raise ValueError(f"S3 URI names no object key: {uri!r}")
         try:
             resp = self.client.put_object(Bucket=bucket, Key=key, Body=data, **conditions)  # type: ignore[arg-type]
-        except ClientError as exc:
-            if conditions and _is_precondition(exc):
+        except _BOTO_ERRORS as exc:
+            if conditions and isinstance(exc, ClientError) and _is_precondition(exc):
                 cond = ", ".join(f"{k}={v}" for k, v in conditions.items())
                 raise PreconditionFailed(f"conditional write of {uri} lost ({cond}): {_code(exc)}") from exc
-            raise
+            raise _store_error(exc, uri) from exc
         return _etag(resp.get("ETag"))
 
     def put_bytes(self, uri: str, data: bytes) -> str:
@@ -567,15 +612,16 @@ class ObjectStore:
         """
         try:
             return self._put(uri, data, IfMatch=f'"{_etag(expected_etag)}"')
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise PreconditionFailed(f"conditional write of {uri} lost: the object no longer exists") from exc
-            raise
+        except ObjectNotFound as exc:
+            raise PreconditionFailed(f"conditional write of {uri} lost: the object no longer exists") from exc
 
     def delete(self, uri: str) -> None:
         """Delete one object (no error if it is missing)."""
         bucket, key = parse_s3_uri(uri)
-        self.client.delete_object(Bucket=bucket, Key=key)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except _BOTO_ERRORS as exc:
+            raise _store_error(exc, uri) from exc
 
     # ---------------------------------------------------------------- files
 
@@ -585,7 +631,10 @@ class ObjectStore:
         path = Path(path)
         if path.stat().st_size <= 64 * 1024 * 1024:
             return self._put(uri, path.read_bytes())
-        self.client.upload_file(str(path), bucket, key)
+        try:
+            self.client.upload_file(str(path), bucket, key)
+        except _BOTO_ERRORS as exc:
+            raise _store_error(exc, uri) from exc
         info = self.head(uri)
         return info.etag if info else ""
 

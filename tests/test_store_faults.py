@@ -16,7 +16,15 @@ from cryptography.x509.oid import NameOID
 
 from harness.s3proxy import FaultProxy
 from kretrain.s3fast import FastS3, S3HTTPError
-from kretrain.store import ObjectStore, StoreError, join_uri
+from kretrain.store import (
+    AccessDenied,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    join_uri,
+)
 
 PATHS = [True, False]
 PATH_IDS = ["fast-path", "boto3"]
@@ -264,3 +272,54 @@ def test_https_endpoint_with_untrusted_certificate_fails_at_once(
         with pytest.raises(StoreError, match=r"certificate.*not trusted.*AWS_CA_BUNDLE"):
             store.download_file(f"s3://{bucket}/x", tmp_path / "x")
         assert proxy.connections == 1  # not retried: another try cannot make the certificate trusted
+
+
+# ------------------------------------------------------------------ one error hierarchy on both paths
+
+OPERATIONS = {
+    "get_bytes": lambda st, uri, tmp: st.get_bytes(uri),
+    "download_file": lambda st, uri, tmp: st.download_file(uri, tmp / "out.bin"),
+    "head": lambda st, uri, tmp: st.head(uri),
+    "list": lambda st, uri, tmp: st.list(uri),
+    "put_bytes": lambda st, uri, tmp: st.put_bytes(uri, b"x"),
+    "put_if_absent": lambda st, uri, tmp: st.put_if_absent(uri, b"x"),
+    "delete": lambda st, uri, tmp: st.delete(uri),
+}
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("op", list(OPERATIONS), ids=list(OPERATIONS))
+@pytest.mark.parametrize("failure", ["denied", "unavailable", "unreachable"])
+def test_failures_raise_the_same_store_errors_on_both_paths(  # type: ignore[no-untyped-def]
+    s3, proxy: FaultProxy, bucket: str, tmp_path: Path, fast: bool, op: str, failure: str
+) -> None:
+    uri = f"s3://{bucket}/obj.bin"
+    _store(s3, s3.endpoint, True).put_bytes(uri, b"content")
+    if failure == "denied":
+        store = ObjectStore(
+            endpoint_url=s3.endpoint, access_key="wrong", secret_key="wrong", fast_path=fast, max_attempts=1
+        )
+        expected: type[StoreError] = AccessDenied
+    elif failure == "unavailable":
+        store = _store(s3, proxy.endpoint, fast, max_attempts=2)
+        proxy.fail_next(*["503"] * 2)
+        expected = StoreUnavailable
+    else:
+        with FaultProxy(s3.endpoint) as gone:
+            dead = gone.endpoint
+        store = _store(s3, dead, fast, max_attempts=1)
+        expected = StoreUnavailable
+    with pytest.raises(expected) as info:
+        OPERATIONS[op](store, uri, tmp_path)
+    assert "obj.bin" in str(info.value) or bucket.partition("/")[0] in str(info.value)
+
+
+@pytest.mark.parametrize("fast", PATHS, ids=PATH_IDS)
+def test_a_missing_object_is_object_not_found_and_file_not_found(s3, bucket: str, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    store = _store(s3, s3.endpoint, fast)
+    with pytest.raises(ObjectNotFound, match="nope") as info:
+        store.get_bytes(f"s3://{bucket}/nope")
+    assert isinstance(info.value, FileNotFoundError)
+    assert store.head(f"s3://{bucket}/nope") is None
+    with pytest.raises(PreconditionFailed):
+        store.compare_and_swap(f"s3://{bucket}/nope", b"x", "0" * 32)

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import kopf
 import pytest
-from botocore.exceptions import BotoCoreError
 
 from harness.s3proxy import FaultProxy
 from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunReport, TrainingSummary
 from kretrain.condprobe import PROBE_PREFIX
 from kretrain.registry import ConditionalWritesIgnored, IncumbentChanged, Lineage, Registry
-from kretrain.store import ObjectStore
+from kretrain.store import ObjectStore, StoreUnavailable
 
 MODEL = "detector"
 
@@ -155,7 +154,7 @@ def test_a_network_error_during_the_probe_is_not_a_verdict(s3, proxy: FaultProxy
     _seed(s3, uri, tmp_path, ["v1"])
     registry = _registry(s3, uri, proxy.endpoint, attempts=1)
     proxy.fail_next("drop", method="PUT")
-    with pytest.raises(BotoCoreError):
+    with pytest.raises(StoreUnavailable):
         registry.check_conditional_writes()
     registry.promote(MODEL, "v1", expected=None, reason="", actor="t")  # probed again, fine this time
     assert registry.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
