@@ -121,6 +121,11 @@ def create_run_objects(
 
 
 # ---- steps -------------------------------------------------------------------------------------------
+def _finished(job: Mapping[str, Any]) -> bool:
+    """Whether a Job has completed or failed (suspending it would change nothing)."""
+    return job_state(job)[0] in ("succeeded", "failed")
+
+
 def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     """Validate, resolve the incumbent and create the run's ConfigMap and Job (once, whatever happens)."""
     meta, status = body["metadata"], dict(body.get("status") or {})
@@ -128,17 +133,25 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         return Outcome()
     now = deps.now()
     parsed = parse_spec(body, deps.settings)
-    if isinstance(parsed, str):
-        return failed(body, "InvalidSpec", f"invalid spec: {parsed}", now, permanent=True)
-    spec, resolved = parsed
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     run = jobs.run_id(ns, name, uid)
     jname = jobs.job_name(run)
+    ours = {jname, jobs.job_name(jobs.fallback_run_id(run))}
     try:
         existing = deps.kube.find_jobs(ns, jobs.selector(uid))
     except KubeError as exc:
         return Outcome(retry=f"cannot list Jobs in {ns}: {exc}")
-    ours = {jname, jobs.job_name(jobs.fallback_run_id(run))}
+    if isinstance(parsed, str):
+        # Invalid now, e.g. the admin tightened the policy while a run was under way: stop its Job too.
+        running = [j for j in existing if (j.get("metadata") or {}).get("name") in ours and not _finished(j)]
+        try:
+            for job in running:
+                deps.kube.patch_job(ns, job["metadata"]["name"], {"spec": {"suspend": True}})
+        except KubeError as exc:
+            return Outcome(retry=f"cannot suspend the Job of a run whose spec is now invalid: {exc}")
+        stopped = f" (Job {', '.join(j['metadata']['name'] for j in running)} suspended)" if running else ""
+        return failed(body, "InvalidSpec", f"invalid spec: {parsed}{stopped}", now, permanent=True)
+    spec, resolved = parsed
     if any((j.get("metadata") or {}).get("name") in ours for j in existing):
         if status.get("jobName") and status.get("state"):
             return Outcome()  # a resumed operator: the run is already under way

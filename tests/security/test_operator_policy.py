@@ -512,3 +512,41 @@ def test_image_check_is_linear_on_long_hostile_input() -> None:
     for image in ("a" + "-a" * 250 + "!", "a." * 250 + "/", "a/" * 255 + ":"):
         assert not policy.image_allowed(image, "ghcr.io/kretrain/")
     assert time.perf_counter() - started < 0.5
+
+
+class _JobsKube:
+    """One namespace's Jobs, as the API server lists them; records every suspend patch."""
+
+    def __init__(self, jobs_: list[dict[str, Any]]) -> None:
+        self.jobs, self.patches = jobs_, []  # type: ignore[var-annotated]
+
+    def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return self.jobs
+
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append((namespace, name, patch))
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("job_status", "suspended"),
+    [({}, True), ({"conditions": [{"type": "Complete", "status": "True"}]}, False)],
+    ids=["running-job-suspended", "finished-job-left-alone"],
+)
+def test_a_run_outside_a_tightened_policy_fails_and_its_job_stops(job_status: dict[str, Any], suspended: bool) -> None:
+    """The admin removed an image from the policy while a run used it: on resume the run fails, its Job stops."""
+    ns, name, uid = "ns", "rtj", "0123abcd-0000"
+    own_job = jobs.job_name(jobs.run_id(ns, name, uid))
+    other = {"metadata": {"name": "someone-elses-job"}, "spec": {}, "status": {}}
+    kube = _JobsKube([{"metadata": {"name": own_job}, "spec": {}, "status": job_status}, other])
+    deps = lifecycle.Deps(settings=DEFAULT, kube=kube, registry_for=lambda s: None, adopt=lambda o: None)  # type: ignore[arg-type,return-value]
+    body = {
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1},
+        "spec": spec({"image": "evil.io/x:1"}).dump(),
+        "status": {"state": "Training", "jobName": own_job, "runId": jobs.run_id(ns, name, uid)},
+    }
+    outcome = lifecycle.start(body, deps)
+    assert outcome.status["state"] == "Failed" and outcome.permanent_error is not None
+    assert "spec.resources.image" in outcome.permanent_error
+    assert kube.patches == ([(ns, own_job, {"spec": {"suspend": True}})] if suspended else [])
+    assert (f"Job {own_job} suspended" in outcome.permanent_error) is suspended
