@@ -64,6 +64,8 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
     """Sync `classes.yaml` and every era of the dataset into the cache; unchanged objects are skipped."""
     from kretrain.limits import MAX_CLASSES_BYTES
     from kretrain.store import MANIFEST_NAME, ObjectTooLarge, join_uri
+    from kretrain.trainer.data.validation import DataValidationError
+    from kretrain.trainer.data_import.markers import EraBeingWritten, check_era_settled
 
     start = time.perf_counter()
     root = cache_root(cache_dir, dataset.uri)
@@ -89,6 +91,10 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
             entries = [(k, str(v.get("etag", "")), int(v.get("size", -1))) for k, v in manifest.items()]
         else:
             entries = [(o.key, o.etag, o.size) for o in store.list(uri)]
+        try:  # an era `kretrain data import` was writing or replacing meanwhile is not used
+            check_era_settled(store, uri, {key: etag for key, etag, _ in entries})
+        except EraBeingWritten as exc:
+            raise DataValidationError(str(exc)) from None
         return era, result, era_hash(entries)
 
     with ThreadPoolExecutor(max_workers=max(1, min(ERA_PARALLELISM, len(dataset.eras)))) as pool:

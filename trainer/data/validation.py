@@ -20,7 +20,7 @@ import yaml
 from PIL import Image, ImageStat, UnidentifiedImageError
 
 from kretrain.limits import MAX_CLASSES_BYTES, MAX_LABEL_BYTES
-from kretrain.trainer.data.split import Split, split_of
+from kretrain.trainer.data.split import Split
 
 IMAGE_EXTENSIONS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm"})
 """Image file extensions Ultralytics loads (lower case)."""
@@ -373,7 +373,7 @@ def _era_layout(era: str, files: dict[str, Path]) -> tuple[dict[str, Path], dict
             images[key] = path
         elif top == "labels" and ext == "txt":
             labels[key] = path
-        elif key == "classes.yaml" or key.startswith("."):
+        elif key in ("classes.yaml", "splits.yaml", "_READY", "_IMPORTING") or key.startswith("."):
             continue
         else:
             findings.append(Finding("info", "ignored_file", era, key, "not an image under images/ or a .txt label"))
@@ -398,9 +398,12 @@ def validate_eras(
     first in era order then key order is kept), an era `classes.yaml` that differs from the dataset's
     (fatal), an era without images (fatal), and a class first labelled in a new era (warning).
     """
+    from kretrain.trainer.data_import.splits import era_split_override, split_with_override
+
     nc = len(classes)
     findings: list[Finding] = []
     fatal: list[str] = []
+    overrides: dict[str, dict[str, Split] | None] = {}
     records: dict[str, list[ImageRecord]] = {}
     orphans: dict[str, int] = {}
     unsafe: dict[str, int] = {}
@@ -419,6 +422,11 @@ def validate_eras(
             if era_names != classes:
                 findings.append(Finding("error", "class_list_mismatch", era, "classes.yaml", msg))
                 fatal.append(f"era {era!r}: {msg}")
+        try:
+            overrides[era] = era_split_override(era, files)  # the user's own split, kept by `data import`
+        except ValueError as exc:
+            findings.append(Finding("error", "invalid_split_manifest", era, "splits.yaml", str(exc)))
+            fatal.append(f"era {era!r}: {exc}")
         images, labels, layout = _era_layout(era, files)
         findings.extend(layout)
         unsafe[era] = sum(1 for f in layout if f.code == "unsafe_key")
@@ -448,7 +456,7 @@ def validate_eras(
     t1 = time.perf_counter()
     flat = [r for era in era_files for r in records[era]]
     for rec in flat:
-        rec.split = split_of(split_seed, rec.era, rec.key, val, test)
+        rec.split = split_with_override(overrides.get(rec.era), split_seed, rec.era, rec.key, val, test)
     t2 = time.perf_counter()
     for rec, (sha, width, height, brightness, boxes, problems) in zip(flat, results, strict=True):
         rec.sha, rec.width, rec.height, rec.brightness, rec.boxes = sha, width, height, brightness, boxes
