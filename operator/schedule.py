@@ -217,7 +217,9 @@ def plan(
         if new_era is None:
             return Plan("Waiting", WAITING_FOR_CRON, "waiting for the next cron slot")
         if not complete:
-            return Plan("Waiting", NO_ERAS, "no complete era under the dataset URI yet")
+            # An empty first look is a baseline too (`""`): the first era to complete later starts a run.
+            baseline = "" if status.latest_era is None else None
+            return Plan("Waiting", NO_ERAS, "no complete era under the dataset URI yet", handled_era=baseline)
         return Plan("Waiting", UP_TO_DATE, f"no new era since {status.latest_era or newest}")
     key = handled_era if trigger == "newEra" else cron_key(cron_due)  # type: ignore[arg-type]
     run = child_name(name, trigger, key or "")

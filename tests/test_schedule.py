@@ -115,6 +115,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str], list[Child], b
     ("baseline", {}, {}, ["e1", "e2"], [], False, ("Waiting", schedule.BASELINE, None)),
     ("no-eras", {}, {}, [], [], False, ("Waiting", schedule.NO_ERAS, None)),
     ("up-to-date", {}, {"latestEra": "e2"}, ["e1", "e2"], [], False, ("Waiting", schedule.UP_TO_DATE, None)),
+    ("first-era-after-empty-start", {}, {"latestEra": ""}, ["e1"], [], False, ("Started", schedule.NEW_ERA, "s-e1")),
     ("new-era", {}, {"latestEra": "e1"}, ["e1", "e2"], [], False, ("Started", schedule.NEW_ERA, "s-e2")),
     ("older-era-appears", {}, {"latestEra": "e2"}, ["e0", "e1", "e2"], [], False, ("Waiting", "UpToDate", None)),
     (
@@ -226,6 +227,9 @@ def test_plan(
 
 def test_plan_details() -> None:
     """What each outcome remembers: a skipped new era (Forbid) is retried, a suspended one is not; Replace deletes."""
+    assert schedule.plan("s", make_spec(), status(), [], [], None).handled_era == ""  # empty baseline
+    assert schedule.plan("s", make_spec(), status(latestEra="e1"), [], [], None).handled_era is None
+    assert schedule.plan("s", make_spec(), status(), ["e1"], [], None).handled_era == "e1"  # baseline
     forbid = schedule.plan("s", make_spec(), status(latestEra="e1"), ["e1", "e2"], [Child("s-e1", "Training")], None)
     assert forbid.handled_era is None and "s-e1 is still active" in forbid.summary
     suspended = schedule.plan("s", make_spec(suspend=True), status(latestEra="e1"), ["e1", "e2"], [], None)

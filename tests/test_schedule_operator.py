@@ -142,13 +142,13 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     # The active run fails: the deferred era starts its run (a full retrain from the incumbent's weights, now
     # that the line has one), and the failed run is pruned (limit 0).
     sim.seed_incumbent(cluster.registry, "m-sched", "seed-1", {"e1": 0.5, "e2": 0.5}, cluster.tmp)
-    cluster.client.patch(
-        path(GROUP, VERSION, "retrainjobs", NS, "nightly-e2", "status"), {"status": {"state": "Failed"}}
-    )
+    e2_job = rtjs(cluster)["nightly-e2"]["status"]["jobName"]
+    sim.fail_job(cluster.client, NS, e2_job, "BackoffLimitExceeded", "Job has reached the specified backoff limit", "")
     run3 = wait_for("the e3 run", lambda: rtjs(cluster).get("nightly-e3"), op=operator)
     assert run3["spec"]["dataset"]["eras"] == ["e1", "e2", "e3"]
     assert run3["spec"]["strategy"] == {**run3["spec"]["strategy"], "type": "full", "baseWeights": "incumbent"}
-    assert "from the incumbent's weights" in sched_status(cluster, "nightly")["lastTriggerReason"]
+    st = wait_for("e3 in status", lambda: (s := sched_status(cluster, "nightly")).get("lastRun") == "nightly-e3" and s)
+    assert "from the incumbent's weights" in st["lastTriggerReason"]
     wait_for("the prune", lambda: "nightly-e2" not in rtjs(cluster), op=operator)
     assert any("nightly-e2" in m for m in events(cluster, "RunPruned"))
     assert set(rtjs(cluster)) == {"nightly-e3"}
@@ -244,6 +244,11 @@ def test_settled_era_and_cron_slot_start_runs(cluster: Cluster, operator: Operat
     st = wait_for("the cron status", lambda: (s := sched_status(cluster, "monthly", NS3)).get("lastTrigger") and s)
     assert st["lastTrigger"] == "cron" and st["lastRun"] == runs[0]["metadata"]["name"]
     assert st["lastCronTime"] > "2020-01-01T00:00:00Z"
+
+    # Deleting a schedule deletes its runs (owner references); other schedules' runs stay.
+    cluster.client.delete(rts_path(NS3, "monthly"))
+    wait_for("the schedule gone", lambda: cluster.client.get_or_none(rts_path(NS3, "monthly")) is None, op=operator)
+    wait_for("its runs gone", lambda: set(rtjs(cluster, NS3)) == {"settled-e1"}, op=operator)
 
 
 def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
