@@ -187,6 +187,8 @@ class Plan:
     delete: list[str] = field(default_factory=list)
     handled_era: str | None = None
     handled_cron: datetime.datetime | None = None
+    why: str = ""
+    """What asked for the run (`new era e3`, `cron slot ...`), when something did."""
 
 
 def plan(
@@ -224,7 +226,7 @@ def plan(
     key = handled_era if trigger == "newEra" else cron_key(cron_due)  # type: ignore[arg-type]
     run = child_name(name, trigger, key or "")
     why = f"new era {handled_era}" if trigger == "newEra" else f"cron slot {format_time(cron_due)}"  # type: ignore[arg-type]
-    base = Plan("Skipped", "", "", trigger, run, handled_era=handled_era, handled_cron=cron_due)
+    base = Plan("Skipped", "", "", trigger, run, handled_era=handled_era, handled_cron=cron_due, why=why)
     if spec.suspend:
         base.reason, base.summary = SUSPENDED, f"{why}: the schedule is suspended, no run started"
         return base
@@ -254,7 +256,7 @@ def plan(
     if replaced:
         summary += f", replacing {', '.join(replaced)}"
     reason = REPLACED if replaced else (NEW_ERA if trigger == "newEra" else CRON)
-    return Plan("Started", reason, summary, trigger, run, job, list(eras), replaced, handled_era, cron_due)
+    return Plan("Started", reason, summary, trigger, run, job, list(eras), replaced, handled_era, cron_due, why)
 
 
 def defaults_to_incumbent(template: RetrainJobTemplate) -> bool:

@@ -24,7 +24,7 @@ from kretrain.api import (
 )
 from kretrain.api.schedule import ScheduleDecision
 from kretrain.api.spec import StorageSpec
-from kretrain.operator import schedule
+from kretrain.operator import jobs, schedule
 from kretrain.operator.kube import KubeError
 from kretrain.operator.schedule_kube import RunsApi
 from kretrain.operator.schedule_scan import ScanError, poll_endpoint, scan
@@ -63,17 +63,13 @@ def _store(endpoint: str | None, region: str) -> ObjectStore:
 
 
 def _has_incumbent(model: str, storage: StorageSpec) -> bool:
-    """Whether the model line has an incumbent (read with the operator's credentials at its own endpoint)."""
-    registry = storage.registry or _settings.registry
-    if registry is None:
-        return False  # the run itself reports the missing registry
+    """Whether the model line has an incumbent, read with the operator's credentials from a resolved spec's
+    registry and endpoint (jobs.resolve_spec has checked both against the operator policy)."""
+    assert storage.registry is not None  # resolve_spec guarantees it
     try:
-        endpoint = poll_endpoint(storage.endpoint, _settings)
-        return Registry(_store(endpoint, storage.region), registry).incumbent(model) is not None
-    except ScanError:
-        return False  # the run itself is refused by the operator policy
+        return Registry(_store(storage.endpoint, storage.region), storage.registry).incumbent(model) is not None
     except (RegistryError, StoreError, ClientError, BotoCoreError, ValidationError) as exc:
-        raise kopf.TemporaryError(f"cannot read the incumbent of {model} from {registry}: {exc}", delay=_tick) from exc
+        raise kopf.TemporaryError(f"cannot read the incumbent of {model}: {exc}", delay=_tick) from exc
 
 
 def _now() -> datetime.datetime:
@@ -208,9 +204,15 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
 
     plan = schedule.plan(name, spec, status, list(status.eras), children, cron_due)
     if plan.action == "Started":
-        template = spec.template
-        if schedule.defaults_to_incumbent(template):
-            plan = schedule.from_incumbent(plan, _has_incumbent(template.model, template.storage))
+        assert plan.spec is not None
+        try:  # the run as the operator would run it: defaults filled in and inside the operator policy
+            resolved = jobs.resolve_spec(plan.spec, _settings)
+        except jobs.SpecError as exc:
+            why = f"{plan.why}: the run would be refused: {exc}"
+            _record(body, patch, status, _decision(now, "Error", schedule.INVALID_RUN, why, run=plan.run))
+            return
+        if schedule.defaults_to_incumbent(spec.template):
+            plan = schedule.from_incumbent(plan, _has_incumbent(resolved.model, resolved.storage))
         try:
             for old in plan.delete:
                 _api().delete_run(ns, old)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kretrain.api import NewEraTrigger, RetrainScheduleStatus
-from kretrain.operator import schedule
+from kretrain.operator import policy, schedule
 from kretrain.operator.settings import OperatorSettings
 from kretrain.store import ObjectStore, join_uri, parse_s3_uri
 
@@ -39,16 +39,15 @@ def shown(name: str) -> str:
 
 
 def poll_endpoint(template_endpoint: str | None, settings: OperatorSettings) -> str | None:
-    """The endpoint polled with the operator's own credentials. Only the operator's default endpoint is allowed:
-    a schedule naming another one would make the operator send its credentials there (ScanError).
-    (When the operator policy of kretrain.operator.policy lands, its allowed endpoints can extend this.)"""
-    own = (settings.s3_endpoint or "").rstrip("/").lower()
-    if template_endpoint is None or template_endpoint.rstrip("/").lower() == own:
-        return settings.s3_endpoint
-    raise ScanError(
-        f"spec.template.storage.endpoint {shown(template_endpoint)!r} is not the operator's S3 endpoint "
-        f"({settings.s3_endpoint or 'AWS'}); the operator polls only its own endpoint with its credentials"
-    )
+    """The endpoint polled with the operator's own credentials: the template's, when the operator policy allows
+    the operator to sign for it (kretrain.operator.policy), else ScanError; unset: the operator's own."""
+    why = policy.endpoint_violation(template_endpoint, settings)
+    if why is not None:
+        raise ScanError(
+            f"spec.template.storage.endpoint {shown(template_endpoint or '')!r} {why}; the operator lists the dataset "
+            "with its own credentials, so only endpoints in its policy are polled"
+        )
+    return template_endpoint or settings.s3_endpoint
 
 
 def list_folders(client: Any, uri: str, limit: int = MAX_FOLDERS) -> tuple[list[str], bool]:

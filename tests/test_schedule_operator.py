@@ -251,6 +251,48 @@ def test_settled_era_and_cron_slot_start_runs(cluster: Cluster, operator: Operat
     wait_for("its runs gone", lambda: set(rtjs(cluster, NS3)) == {"settled-e1"}, op=operator)
 
 
+@pytest.mark.parametrize(
+    ("name", "template", "reason", "says"),
+    [
+        (
+            "other-endpoint",
+            {"storage": {"endpoint": "http://127.0.0.1:9"}},
+            "PollRefused",
+            "is not an allowed S3 endpoint",
+        ),
+        (
+            "other-image",
+            {"resources": {"image": "evil.example/miner:latest"}},
+            "InvalidRun",
+            "spec.resources.image",
+        ),
+    ],
+    ids=["endpoint-outside-policy", "image-outside-policy"],
+)
+def test_schedule_outside_the_operator_policy_starts_nothing(
+    cluster: Cluster, operator: OperatorProcess, s3: Any, name: str, template: dict[str, Any], reason: str, says: str
+) -> None:
+    """The operator lists S3 with its own credentials only at endpoints its policy allows, and stamps no run the
+    policy would refuse: the decision says why, with a Warning Event."""
+    bucket = s3.new_bucket("data")
+    put(s3, bucket, "e1/_READY")
+    spec = {
+        "template": {"model": "m-policy", "dataset": {"uri": f"s3://{bucket}/set"}, **template},
+        "trigger": {"newEra": {"pollSeconds": 1, "runExisting": True}},
+    }
+    cluster.client.create(
+        rts_path(NS3),
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainSchedule", "metadata": {"name": name}, "spec": spec},
+    )
+    st = wait_for(
+        "the refusal",
+        lambda: (s := sched_status(cluster, name, NS3)).get("lastDecision", {}).get("reason") == reason and s,
+    )
+    assert st["lastDecision"]["action"] == "Error" and says in st["summary"], st["summary"]
+    assert not [n for n in rtjs(cluster, NS3) if n.startswith(name)]
+    assert any(says in m for t, _, m in cluster.events(NS3) if t == "Warning")
+
+
 def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
     calls: dict[str, set[tuple[str, str]]] = cluster.server.call(lambda: dict(cluster.server.emulator.calls))
     made = calls.get("kretrain-operator", set()) | calls.get("kopf", set())
