@@ -115,8 +115,10 @@ def cron_slots(
 ) -> tuple[datetime.datetime | None, datetime.datetime]:
     """(the latest slot in (since, now], or None; the next slot after now). Raises ValueError naming the field
     for a bad expression or time zone. Missed slots are not queued: only the latest one runs (like a CronJob)."""
-    from croniter import croniter
-
+    try:
+        from croniter import croniter
+    except ImportError as exc:  # the trainer image has no operator extra
+        raise ValueError("trigger.cron: needs the croniter package (pip install 'kretrain[operator]')") from exc
     if not croniter.is_valid(expression):
         raise ValueError(f"trigger.cron.schedule: not a valid cron expression: {expression!r}")
     try:
