@@ -50,8 +50,10 @@ def poll_endpoint(template_endpoint: str | None, settings: OperatorSettings) -> 
     return template_endpoint or settings.s3_endpoint
 
 
-def list_folders(client: Any, uri: str, limit: int = MAX_FOLDERS) -> tuple[list[str], bool]:
-    """First-level folder names under `uri` (untrusted, unsorted) and whether there were more than `limit`."""
+def list_folders(client: Any, uri: str, limit: int | None = None) -> tuple[list[str], bool]:
+    """First-level folder names under `uri` (untrusted, unsorted) and whether there were more than `limit`
+    (default MAX_FOLDERS)."""
+    limit = MAX_FOLDERS if limit is None else limit
     bucket, prefix = parse_s3_uri(uri)
     pfx = f"{prefix}/" if prefix else ""
     names: list[str] = []
