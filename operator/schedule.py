@@ -225,9 +225,11 @@ def plan(
             baseline = "" if status.latest_era is None else None
             return Plan("Waiting", NO_ERAS, "no complete era under the dataset URI yet", handled_era=baseline)
         return Plan("Waiting", UP_TO_DATE, f"no new era since {status.latest_era or newest}")
-    key = handled_era if trigger == "newEra" else cron_key(cron_due)  # type: ignore[arg-type]
-    run = child_name(name, trigger, key or "")
-    why = f"new era {handled_era}" if trigger == "newEra" else f"cron slot {format_time(cron_due)}"  # type: ignore[arg-type]
+    if handled_era is not None:
+        run, why = child_name(name, "newEra", handled_era), f"new era {handled_era}"
+    else:
+        assert cron_due is not None
+        run, why = child_name(name, "cron", cron_key(cron_due)), f"cron slot {format_time(cron_due)}"
     base = Plan("Skipped", "", "", trigger, run, handled_era=handled_era, handled_cron=cron_due, why=why)
     if spec.suspend:
         base.reason, base.summary = SUSPENDED, f"{why}: the schedule is suspended, no run started"

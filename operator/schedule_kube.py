@@ -6,15 +6,16 @@ from typing import Any
 from urllib.parse import quote
 
 from kretrain.api import GROUP, PLURAL, VERSION
-from kretrain.operator.kube import Kube, KubeError
+from kretrain.operator.kube import Kube, KubeError, checked_name, checked_namespace
 
 
 def _runs(namespace: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(checked_namespace(namespace), safe='')}/{PLURAL}"
 
 
 class RunsApi(Kube):
-    """Kube plus the RetrainJob calls of schedules (each listed in kretrain.operator.kube.SCHEDULE_API_CALLS)."""
+    """Kube plus the RetrainJob calls of schedules (each listed in kretrain.operator.kube.SCHEDULE_API_CALLS).
+    Namespaces and names are checked as DNS-1123 before any URL is built (kube.UnsafeName otherwise)."""
 
     def list_runs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """RetrainJobs in `namespace` matching a label selector."""
@@ -25,6 +26,7 @@ class RunsApi(Kube):
 
     def create_run(self, obj: dict[str, Any]) -> bool:
         """Create a RetrainJob; False when one of that name exists already (409: created before, never twice)."""
+        checked_name(obj["metadata"]["name"])
         try:
             self.call("POST", _runs(obj["metadata"]["namespace"]), body=obj)
         except KubeError as exc:
@@ -36,7 +38,8 @@ class RunsApi(Kube):
     def delete_run(self, namespace: str, name: str) -> None:
         """Delete a RetrainJob (its Job and ConfigMap follow by owner reference); gone already is fine."""
         try:
-            self.call("DELETE", f"{_runs(namespace)}/{quote(name)}", query={"propagationPolicy": "Background"})
+            path = f"{_runs(namespace)}/{quote(checked_name(name), safe='')}"
+            self.call("DELETE", path, query={"propagationPolicy": "Background"})
         except KubeError as exc:
             if exc.status != 404:
                 raise

@@ -330,6 +330,15 @@ def test_runs_api_makes_exactly_the_schedule_calls() -> None:
         api.list_runs("ns", "a=b")
         api.create_run({"metadata": {"name": "n", "namespace": "ns"}})
         api.delete_run("ns", "n")
+        before = len(calls)
+        for bad in ("../x", "a/b", "N", "x" * 64):
+            with pytest.raises(kube_mod.UnsafeName):
+                api.delete_run("ns", bad)
+            with pytest.raises(kube_mod.UnsafeName):
+                api.create_run({"metadata": {"name": bad, "namespace": "ns"}})
+            with pytest.raises(kube_mod.UnsafeName):
+                api.list_runs(bad, "a=b")
+        assert len(calls) == before  # refused before any request
     finally:
         server.shutdown()
         server.server_close()
