@@ -23,6 +23,7 @@ from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
 from kretrain.condprobe import probe_conditional_writes
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
+from kretrain.registry_records import HistoryEntry, IncumbentPointer, VersionRecord
 from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -105,6 +106,19 @@ def _check_name(kind: str, name: str) -> str:
             f"invalid {kind} {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit)"
         )
     return name
+
+
+_R = TypeVar("_R", VersionRecord, IncumbentPointer, HistoryEntry)
+
+
+def _validated_record(model: type[_R], uri: str, data: Any) -> _R:
+    """`data` (parsed JSON of `uri`) validated as `model`; RegistryError naming the first three bad fields."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
+        raise RegistryError(f"{uri} is not a valid {model.__name__}: {'; '.join(parts)}") from None
 
 
 def _json(obj: Any) -> bytes:
@@ -257,13 +271,19 @@ class Registry:
         return ModelRef(version=ref.version, uri=str(existing.get("uri", ref.uri)), sha256=ref.sha256)
 
     def _version_info(self, model: str, version: str) -> dict | None:
+        """The version's record, validated as a VersionRecord (and naming this model and version), or None."""
+        uri = join_uri(self.version_uri(model, version), "version.json")
         try:
-            info: dict = self.store.get_json(
-                join_uri(self.version_uri(model, version), "version.json"), max_bytes=MAX_RECORD_BYTES
-            )
+            info = self.store.get_json(uri, max_bytes=MAX_RECORD_BYTES)
         except FileNotFoundError:
             return None
-        return info
+        record = _validated_record(VersionRecord, uri, info)
+        if (record.model, record.version) != (model, version):
+            raise RegistryError(
+                f"{uri} is the record of version {record.version[:80]!r} of {record.model[:80]!r}, not of "
+                f"{version!r} of {model!r}; refusing it"
+            )
+        return dict(info)
 
     def version_info(self, model: str, version: str) -> dict:
         """The version's `version.json` (sha256, uri, lineage, pooled metrics); VersionNotFound if missing."""
@@ -362,8 +382,7 @@ class Registry:
         if got is None:
             return None
         data, etag = got
-        if not isinstance(data, dict) or "version" not in data:
-            raise RegistryError(f"{self._incumbent_uri(model)} is malformed: {str(data)[:200]}")
+        _validated_record(IncumbentPointer, self._incumbent_uri(model), data)
         return data, etag
 
     def incumbent(self, model: str) -> ModelRef | None:
@@ -477,13 +496,14 @@ class Registry:
         got = self._pointer(model)
         if got is not None:
             self._ensure_history_entry(model, got[0])
-        entries = []
+        entries: list[dict] = []
         for obj in self.store.list(self._history_uri(model)):
             if re.fullmatch(r"\d+\.json", obj.key):
+                uri = self._model_uri(model, "history", obj.key)
                 with contextlib.suppress(FileNotFoundError):
-                    entries.append(
-                        self.store.get_json(self._model_uri(model, "history", obj.key), max_bytes=MAX_RECORD_BYTES)
-                    )
+                    entry = self.store.get_json(uri, max_bytes=MAX_RECORD_BYTES)
+                    _validated_record(HistoryEntry, uri, entry)
+                    entries.append(entry)
         entries.sort(key=lambda e: int(e.get("seq", 0)))
         return entries
 

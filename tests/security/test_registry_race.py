@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -139,10 +140,15 @@ FORGED = [
     ("uri", "s3://elsewhere/evil.pt", RegistryError, "not an object in"),
     ("uri", "{base}/../../other/versions/v9/weights-x.pt", RegistryError, "not an object in"),
     ("uri", "{base}/sub/weights.pt", RegistryError, "not an object in"),
-    ("uri", "{base}/weights.pt\n", RegistryError, "not an object in"),
-    ("uri", 42, RegistryError, "not an object in"),
-    ("sha256", "not-a-digest", TamperedWeights, "no valid sha256"),
-    ("sha256", "", TamperedWeights, "no valid sha256"),
+    ("uri", "{base}/weights.pt\n", RegistryError, "not a valid VersionRecord: uri"),
+    ("uri", 42, RegistryError, "not a valid VersionRecord: uri"),
+    ("sha256", "not-a-digest", RegistryError, "not a valid VersionRecord: sha256"),
+    ("sha256", "", RegistryError, "not a valid VersionRecord: sha256"),
+    ("size", -1, RegistryError, "not a valid VersionRecord: size"),
+    ("version", "v9", RegistryError, "record of version 'v9'"),
+    ("model", "other", RegistryError, "of 'other', not of"),
+    ("metrics", {"mAP50-95": "high"}, RegistryError, "not a valid VersionRecord: metrics"),
+    ("injected", True, RegistryError, "not a valid VersionRecord: injected"),
     ("reportUri", "s3://elsewhere/report.json", RegistryError, "not an object in"),
 ]
 
@@ -174,3 +180,34 @@ def test_swapped_larger_weights_are_not_downloaded(s3, bucket: str, tmp_path: Pa
     with pytest.raises(TamperedWeights, match="1000000 bytes, but 500 were registered"):
         registry.fetch_weights(MODEL, "v1", tmp_path / "dl")
     assert list((tmp_path / "dl").iterdir()) == []
+
+
+POINTERS = [
+    ({"version": "v1"}, "sha256"),  # before: KeyError 'uri' out of Registry.incumbent
+    ({"sha256": "0" * 64, "uri": "s3://b/k", "seq": 1}, "version"),
+    ({"version": "v1", "sha256": "0" * 64, "uri": "s3://b/k", "seq": 0}, "seq"),
+    ({"version": "v1", "sha256": "0" * 64, "uri": "s3://b/k", "seq": "1; drop"}, "seq"),
+    ({"version": "v1", "sha256": "0" * 64, "uri": "s3://b/k", "seq": 1, "action": "delete"}, "action"),
+    ({"version": "v1", "sha256": "0" * 64, "uri": "s3://b/k", "seq": 1, "reason": "r" * 70_000}, "reason"),
+    (["v1"], "(document)"),
+]
+
+
+@pytest.mark.parametrize(("pointer", "field"), POINTERS, ids=[*[f for _, f in POINTERS][:-1], "a-list"])
+def test_forged_incumbent_pointer_is_refused_by_name(s3, bucket: str, pointer: Any, field: str) -> None:  # type: ignore[no-untyped-def]
+    """incumbent.json is read by the operator at every start: a malformed one is a RegistryError naming the field."""
+    registry = _registry(s3, f"s3://{bucket}/{uuid.uuid4().hex[:8]}")
+    registry.store.put_bytes(f"{registry.uri}/{MODEL}/incumbent.json", json.dumps(pointer).encode())
+    for read in (lambda: registry.incumbent(MODEL), lambda: registry.history(MODEL)):
+        with pytest.raises(
+            RegistryError, match=rf"incumbent\.json is not a valid IncumbentPointer: {re.escape(field)}"
+        ):
+            read()
+
+
+def test_forged_history_entry_is_refused_by_name(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    registry = _registry(s3, f"s3://{bucket}/{uuid.uuid4().hex[:8]}")
+    entry = {"seq": 1, "action": "pwn", "version": "v1"}
+    registry.store.put_bytes(f"{registry.uri}/{MODEL}/history/00000001.json", json.dumps(entry).encode())
+    with pytest.raises(RegistryError, match=r"00000001\.json is not a valid HistoryEntry: action"):
+        registry.history(MODEL)

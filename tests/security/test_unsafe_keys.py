@@ -43,7 +43,13 @@ HOSTILE = [
 HOSTILE_IDS = [repr(k)[1:-1][:40] or "empty" for k, _ in HOSTILE]
 
 # Unusual but harmless: they stay allowed.
-ALLOWED = ["images/a b.jpg", "images/a\u00a0b.jpg", "images/\u6f22\u5b57.jpg", "images/caf\u00e9.jpg", "images/\ue000.jpg"]
+ALLOWED = [
+    "images/a b.jpg",
+    "images/a\u00a0b.jpg",
+    "images/\u6f22\u5b57.jpg",
+    "images/caf\u00e9.jpg",
+    "images/\ue000.jpg",
+]
 
 
 @pytest.mark.parametrize(("key", "named"), HOSTILE, ids=HOSTILE_IDS)
@@ -95,7 +101,7 @@ def test_sync_refuses_a_hostile_key(s3, bucket: str, tmp_path: Path, fast: bool,
     assert repr(key) in str(info.value) and uri in str(info.value)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert all(p.startswith("cache/") for p in written), written
-    assert not any("hostile" == (tmp_path / p).read_text(errors="replace") for p in written)
+    assert not any((tmp_path / p).read_text(errors="replace") == "hostile" for p in written)
     assert key not in (cache / MANIFEST_NAME).read_text()
 
 
@@ -109,7 +115,9 @@ def test_data_pull_fails_on_a_hostile_key(s3, bucket: str, tmp_path: Path) -> No
         pull_dataset(DatasetSpec(uri=uri, eras=["era-1"]), store, tmp_path / "cache")
 
 
-@pytest.mark.parametrize("name", ["v1\n", "v1\nx", "v1\u2028", "../v1", "v1/x"], ids=["trailing-nl", "nl", "U+2028", "dotdot", "slash"])
+@pytest.mark.parametrize(
+    "name", ["v1\n", "v1\nx", "v1\u2028", "../v1", "v1/x"], ids=["trailing-nl", "nl", "U+2028", "dotdot", "slash"]
+)
 def test_registry_refuses_hostile_names(s3, bucket: str, name: str) -> None:  # type: ignore[no-untyped-def]
     """Version and model names become keys; `$` in the old pattern let a trailing newline through."""
     registry = Registry(_store(s3, True), f"s3://{bucket}/reg")
