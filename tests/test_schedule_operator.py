@@ -248,7 +248,35 @@ def test_settled_era_and_cron_slot_start_runs(cluster: Cluster, operator: Operat
     # Deleting a schedule deletes its runs (owner references); other schedules' runs stay.
     cluster.client.delete(rts_path(NS3, "monthly"))
     wait_for("the schedule gone", lambda: cluster.client.get_or_none(rts_path(NS3, "monthly")) is None, op=operator)
-    wait_for("its runs gone", lambda: set(rtjs(cluster, NS3)) == {"settled-e1"}, op=operator)
+    wait_for("its runs gone", lambda: not [n for n in rtjs(cluster, NS3) if n.startswith("monthly-")], op=operator)
+    assert "settled-e1" in rtjs(cluster, NS3)
+
+
+def test_replace_deletes_the_active_run(cluster: Cluster, operator: OperatorProcess, s3: Any) -> None:
+    bucket = s3.new_bucket("data")
+    put(s3, bucket, "e1/_READY")
+    spec = {
+        "template": {"model": "m-replace", "dataset": {"uri": f"s3://{bucket}/set"}},
+        "trigger": {"newEra": {"pollSeconds": 1}},
+        "concurrencyPolicy": "Replace",
+    }
+    cluster.client.create(
+        rts_path(NS3),
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RetrainSchedule", "metadata": {"name": "replace"}, "spec": spec},
+    )
+    wait_for("the baseline", lambda: sched_status(cluster, "replace", NS3).get("latestEra") == "e1", op=operator)
+    put(s3, bucket, "e2/_READY")
+    wait_for(
+        "the e2 run active", lambda: ((rtjs(cluster, NS3).get("replace-e2") or {}).get("status") or {}).get("jobName")
+    )
+    put(s3, bucket, "e3/_READY")
+    wait_for("the e3 run", lambda: "replace-e3" in rtjs(cluster, NS3), op=operator)
+    wait_for("the e2 run deleted", lambda: "replace-e2" not in rtjs(cluster, NS3), op=operator)
+    st = wait_for(
+        "e3 in status", lambda: (s := sched_status(cluster, "replace", NS3)).get("lastRun") == "replace-e3" and s
+    )
+    assert st["lastDecision"]["reason"] == "ReplacedActiveRun" and "replacing replace-e2" in st["summary"]
+    assert st["active"] == ["replace-e3"]
 
 
 @pytest.mark.parametrize(
