@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.policy import decide
-from kretrain.registry import IncumbentChanged, Registry, VersionNotFound, now_rfc3339
+from kretrain.registry import IncumbentChanged, Registry, RegistryError, VersionNotFound, now_rfc3339
 from kretrain.store import ObjectTooLarge
 
 Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
@@ -64,9 +65,18 @@ def fallback_spec(spec: RetrainJobSpec) -> RetrainJobSpec:
     return spec.model_copy(update={"strategy": strategy})
 
 
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+"""An object directly in a version folder (no `/`, no leading dot)."""
+
+
 def _short(text: object) -> str:
     value = str(text)
     return value if len(value) <= 80 else value[:77] + "..."
+
+
+def _short_text(text: object) -> str:
+    value = str(text)
+    return value if len(value) <= 400 else value[:397] + "..."
 
 
 def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | str | None:
@@ -76,13 +86,23 @@ def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | str |
         info = registry.version_info(model, run_id)
     except VersionNotFound:
         return None
-    except ObjectTooLarge as exc:
-        return f"The version record of {run_id!r} is unusable: {exc}"
+    except (ObjectTooLarge, RegistryError) as exc:  # RegistryError: the record does not validate
+        return f"The version record of {run_id!r} is unusable: {_short_text(exc)}"
     raw = info if isinstance(info, dict) else getattr(info, "__dict__", {})
     try:
-        return ModelRef(version=run_id, uri=str(raw.get("uri", "")), sha256=str(raw.get("sha256", "")))
+        ref = ModelRef(version=run_id, uri=str(raw.get("uri", "")), sha256=str(raw.get("sha256", "")))
     except ValidationError:
         return f"The version record of {run_id!r} has no valid sha256 and uri ({_short(raw.get('sha256'))!r})."
+    # The pointer a promotion writes copies this uri: it must name an object in the run's own version folder,
+    # never another version's weights (or another bucket) that the trainer's record points at.
+    folder = registry.version_uri(model, run_id) + "/"
+    name = ref.uri[len(folder) :] if ref.uri.startswith(folder) else ""
+    if not _OBJECT_NAME.fullmatch(name):
+        return (
+            f"The version record of {run_id!r} names weights {_short(ref.uri)!r}, which are not an object in "
+            f"{folder}; a run's candidate is only ever its own registered weights."
+        )
+    return ref
 
 
 def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record: ModelRef | str | None) -> str | None:
