@@ -23,6 +23,8 @@ MAX_WEIGHTS_BYTES = 4 * 1024**3
 """Largest .pt downloaded as start weights."""
 MAX_LAYERS = 1000
 """Most rows in a model YAML's backbone plus head."""
+MAX_ARG_VALUES = 20_000
+"""Most layer-argument values (lists and scalars, counted each time an alias repeats them) in one model YAML."""
 ALLOWED_ACTIVATIONS = frozenset(
     {
         "CELU", "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Identity", "LeakyReLU", "Mish",
@@ -82,6 +84,18 @@ def _literal(node: ast.expr, act: str, source: str) -> Any:
     return value
 
 
+def _activation_class(func: ast.expr) -> str | None:
+    """`X` when `func` is exactly `nn.X` or `torch.nn.X` (names, no calls or subscripts), else None."""
+    if not isinstance(func, ast.Attribute):
+        return None
+    owner = func.value
+    if isinstance(owner, ast.Name) and owner.id == "nn":
+        return func.attr
+    if isinstance(owner, ast.Attribute) and owner.attr == "nn" and isinstance(owner.value, ast.Name):
+        return func.attr if owner.value.id == "torch" else None
+    return None
+
+
 def check_activation(act: Any, source: str) -> None:
     """Refuse any `activation` but `[torch.]nn.<allowed>(literal numbers)`: Ultralytics `eval`s it otherwise."""
     if not isinstance(act, str):
@@ -97,8 +111,13 @@ def check_activation(act: Any, source: str) -> None:
         call = ast.parse(text, mode="eval").body
     except SyntaxError:
         raise ModelFileError(f"{source}: activation {act[:200]!r} is not a valid call") from None
-    if not isinstance(call, ast.Call):
-        raise ModelFileError(f"{source}: activation {act[:200]!r} is not a call such as nn.SiLU()")
+    if not isinstance(call, ast.Call) or _activation_class(call.func) not in ALLOWED_ACTIVATIONS:
+        # The regex alone let `nn.SiLU(<any code>).__class__(1)` through: only the outer call's arguments were
+        # checked, and Ultralytics `eval`s the whole text outside its restricted mode.
+        raise ModelFileError(
+            f"{source}: activation {act[:200]!r} is not a call of an allowed class such as nn.SiLU() "
+            "(nothing but [torch.]nn.<Name>(literal numbers))"
+        )
     for arg in call.args:
         _literal(arg, text, source)
     for kw in call.keywords:
@@ -120,7 +139,13 @@ def check_layer_module(name: Any, source: str) -> None:
         raise ModelFileError(f"{source}: layer module {name!r} is not a torch.nn or Ultralytics module")
 
 
-def _check_arg(value: Any, source: str, where: str, depth: int = 0) -> None:
+def _check_arg(value: Any, source: str, where: str, budget: list[int], depth: int = 0) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:  # YAML aliases (or a pickle's shared references) repeat one list without copying it
+        raise ModelFileError(
+            f"{source}: {where}: more than {MAX_ARG_VALUES} argument values in all (YAML aliases count each time "
+            "they are used)"
+        )
     if value is None or isinstance(value, (bool, int, float)):
         return
     if isinstance(value, str):
@@ -129,7 +154,7 @@ def _check_arg(value: Any, source: str, where: str, depth: int = 0) -> None:
         return
     if isinstance(value, list) and depth < 3:
         for v in value:
-            _check_arg(v, source, where, depth + 1)
+            _check_arg(v, source, where, budget, depth + 1)
         return
     raise ModelFileError(f"{source}: {where}: arguments must be numbers, strings or short lists")
 
@@ -152,6 +177,7 @@ def check_model_yaml(doc: Any, source: str) -> dict[str, Any]:
         rows += [(part, i, row) for i, row in enumerate(layers)]
     if len(rows) > MAX_LAYERS:
         raise ModelFileError(f"{source}: {len(rows)} layers; at most {MAX_LAYERS}")
+    budget = [MAX_ARG_VALUES]
     for part, i, row in rows:
         where = f"{part}[{i}]"
         if not isinstance(row, list) or len(row) != 4:
@@ -163,7 +189,7 @@ def check_model_yaml(doc: Any, source: str) -> dict[str, Any]:
         check_layer_module(module, f"{source}: {where}")
         if not isinstance(args, list):
             raise ModelFileError(f"{source}: {where}: args must be a list")
-        _check_arg(args, source, where)
+        _check_arg(args, source, where, budget)
     return doc
 
 
@@ -184,7 +210,7 @@ def builtin_yaml(name: str, field: str) -> Path:
     searched: never the working directory, never the network."""
     import ultralytics
 
-    if not re.match(BUILTIN_YAML_PATTERN, name):
+    if not re.fullmatch(BUILTIN_YAML_PATTERN, name):
         raise ModelFileError(f"{field}: {name!r} is not an Ultralytics built-in model name")
     root = Path(ultralytics.__file__).resolve().parent / "cfg" / "models"
     stem = re.sub(r"^(yolov[58][nslmx])6$", r"\1-p6", Path(name).stem)  # Ultralytics' P6 rename
