@@ -143,9 +143,9 @@ def _model_file_form(value: str, suffixes: tuple[str, ...], what: str) -> str:
                 f"an s3:// model file must pin its content: write {example} (the sha256 of the file); "
                 f"got {value!r}. A .sha256 file next to it proves nothing: whoever can write one can write both"
             )
-        if not re.match(SHA256_PATTERN, digest.lower()):
+        if not re.fullmatch(SHA256_PATTERN, digest.lower()):
             raise ValueError(f"malformed sha256 pin {digest!r}: expected 64 hexadecimal digits ({example})")
-        if not re.match(S3_URI_PATTERN, uri) or "/../" in f"{uri}/" or "/./" in f"{uri}/":
+        if not re.fullmatch(S3_URI_PATTERN, uri) or "/../" in f"{uri}/" or "/./" in f"{uri}/":
             raise ValueError(f"malformed s3 URI {uri!r}: expected {example}")
         if not uri.endswith(suffixes):
             raise ValueError(f"{uri!r} must name {what} file ({' or '.join(suffixes)})")
@@ -161,7 +161,7 @@ def _model_file_form(value: str, suffixes: tuple[str, ...], what: str) -> str:
             f"local paths are not allowed ({value!r}): the trainer image's files are not part of the spec; "
             f"use an Ultralytics built-in model name or a pinned {example}"
         )
-    if value.endswith((".yaml", ".yml")) and re.match(BUILTIN_YAML_PATTERN, value) and len(value) <= 128:
+    if value.endswith((".yaml", ".yml")) and re.fullmatch(BUILTIN_YAML_PATTERN, value) and len(value) <= 128:
         return value
     raise ValueError(f"must be an Ultralytics built-in model YAML name (e.g. yolov8n.yaml) or a pinned {example}")
 
@@ -245,7 +245,7 @@ class StrategySpec(ApiModel):
             return bw
         if bw.endswith((".yaml", ".yml")) or "://" in bw or PIN_SEPARATOR in bw or re.search(r"[/\\~]", bw):
             return _model_file_form(bw, suffixes=(".pt",), what="a .pt")
-        if not re.match(VERSION_PATTERN, bw) or ".." in bw:
+        if not re.fullmatch(VERSION_PATTERN, bw) or ".." in bw:
             raise ValueError(
                 "must be 'incumbent', a registry version, an Ultralytics built-in model YAML name or a pinned "
                 f"s3://bucket/key.pt@sha256:<64 hex digits>, got {bw!r}"
