@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Any
 
 from kretrain.api import CheckResult, Comparison, Decision, EraDelta, Evaluation, Metrics, RunProgress
@@ -25,9 +26,26 @@ MAX_CHECKS = 32
 """The most check results the status keeps."""
 
 
+UNSAFE_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+"""Characters shown as escapes in status and events: controls (ANSI escapes, newlines), format characters
+(bidi overrides), line/paragraph separators and lone surrogates (report text reaches `kubectl describe`)."""
+
+
+def printable(text: str) -> str:
+    """`text` with every character in UNSAFE_TEXT_CATEGORIES written as its Python escape (`\\x1b`, `\\u202e`)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if unicodedata.category(ch) in UNSAFE_TEXT_CATEGORIES
+        else ch
+        for ch in text
+    )
+
+
 def short(text: object, limit: int = MAX_TEXT) -> str:
-    """`text` as a string of at most `limit` characters (cut with an ellipsis)."""
-    value = str(text)
+    """`text` as a printable string (see `printable`) of at most `limit` characters (cut with an ellipsis)."""
+    value = printable(str(text))
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 

@@ -17,6 +17,7 @@ from kretrain.operator.status_patch import (
     Event,
     Outcome,
     StatusBuilder,
+    condition_reason,
     correct_names,
     failed,
     job_state,
@@ -268,7 +269,7 @@ def _follow(
             pod_message = ""
         text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")
         text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
-        return failed(body, reason if reason[:1].isalpha() else "JobFailed", text, now)
+        return failed(body, condition_reason(reason, "JobFailed"), text, now)
     if phase == "succeeded":
         return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
     build = StatusBuilder(body, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,19 @@ def parse_spec(body: Mapping[str, Any], settings: OperatorSettings) -> tuple[Ret
         return str(exc)
 
 
+CONDITION_REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+"""A condition reason the CRD accepts (its pattern; at most MAX_REASON_CHARS characters)."""
+MAX_REASON_CHARS = 128
+
+
+def condition_reason(reason: object, default: str) -> str:
+    """`reason` when the CRD's condition pattern accepts it (e.g. a Job condition's reason, which any writer of
+    the Job's status chooses), else `default`: a status patch the API server refuses would be retried forever."""
+    if isinstance(reason, str) and len(reason) <= MAX_REASON_CHARS and CONDITION_REASON.fullmatch(reason):
+        return reason
+    return default
+
+
 def with_condition(
     conditions: list[dict[str, Any]],
     type_: str,
@@ -75,7 +89,7 @@ def with_condition(
         "type": type_,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": bounds.short(message, bounds.MAX_CONDITION_MESSAGE),
         "lastTransitionTime": since,
     }
     if generation is not None:
@@ -110,6 +124,7 @@ class StatusBuilder:
 
 def failed(body: Mapping[str, Any], reason: str, message: str, now: str, permanent: bool = False) -> Outcome:
     """The run failed: `Failed` condition naming why, state Failed, a Warning event."""
+    message = bounds.short(message, bounds.MAX_CONDITION_MESSAGE)
     status = StatusBuilder(body, now)
     if any(c.get("type") == "Training" for c in status.conditions):
         status.condition("Training", "False", reason, message)
