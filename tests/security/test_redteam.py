@@ -1,0 +1,304 @@
+"""Red-team regressions for issue 13: bypasses found by attacking the gate, model-file checks, spec forms and
+status text with the real code (SeaweedFS for the registry); each case failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from emulator import sim
+from kretrain.api import CheckResult, ModelRef, RetrainJobSpec, RunReport
+from kretrain.operator import bounds, jobs, lifecycle
+from kretrain.operator.settings import OperatorSettings
+from kretrain.operator.status_patch import CONDITION_REASON
+from kretrain.promotion import conclude
+from kretrain.registry import Lineage, Registry
+from kretrain.store import ObjectStore, join_uri
+from kretrain.trainer.modelfiles import (
+    ModelFileError,
+    builtin_yaml,
+    check_activation,
+    check_model_yaml,
+    read_model_yaml,
+)
+
+MODEL = "m"
+RUN = "ns-run-1234abcd"
+ERAS = ["e1", "e2"]
+INCUMBENT = {"e1": 0.50, "e2": 0.50}
+BETTER = {"e1": 0.60, "e2": 0.60}
+SPEC_DOC = {
+    "model": MODEL,
+    "dataset": {"uri": "s3://data/set", "eras": ERAS},
+    "promotion": {"minImprovement": {"absolute": 0.01}, "maxEraRegression": 0.02},
+}
+SPEC = RetrainJobSpec.model_validate(SPEC_DOC)
+UNSAFE = ["\x1b", "\n", "\r", "\x00", "\x07", "\u0085", "\u2028", "\u2029", "\u202e", "\u200b", "\ufeff"]
+
+
+@pytest.fixture(scope="module")
+def bucket(s3: Any) -> str:
+    return str(s3.new_bucket("redteam"))
+
+
+@pytest.fixture
+def registry(s3: Any, bucket: str) -> Registry:
+    store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
+    return Registry(store, f"s3://{bucket}/{uuid.uuid4().hex[:8]}")
+
+
+# ---- 1. the trainer's own version record cannot point the promotion at other weights -------------------------
+def _line(registry: Registry, tmp: Path) -> tuple[RunReport, dict[str, Any], ModelRef]:
+    """Incumbent v2, an unpromoted old version v5, and run RUN registered honestly; (report, RUN's record, v5)."""
+    sim.seed_incumbent(registry, MODEL, "v2", INCUMBENT, tmp)
+    rep5 = sim.report("v5", MODEL, {}, {"e1": 0.9, "e2": 0.9}, None, None)
+    v5 = registry.register(MODEL, "v5", sim.weights_file(tmp, "v5"), rep5, {}, Lineage(parent=None))
+    report = sim.train(registry, MODEL, RUN, BETTER, INCUMBENT, tmp)
+    return report, dict(registry.version_info(MODEL, RUN)), v5
+
+
+RecordForge = Callable[[dict[str, Any], ModelRef, Registry], dict[str, Any]]
+
+
+def _points_at(uri: Callable[[Registry, ModelRef], str], sha: Callable[[dict[str, Any], ModelRef], str]) -> RecordForge:
+    return lambda rec, v5, reg: {**rec, "uri": uri(reg, v5), "sha256": sha(rec, v5)}
+
+
+def _own_folder(reg: Registry, rest: str) -> str:
+    return f"{reg.version_uri(MODEL, RUN)}/{rest}"
+
+
+# (id, how the trainer rewrites runs' version.json, expected reason). The report always names RUN with the
+# record's sha256, so only the record's `uri` differs from an honest run.
+RECORD_FORGERIES: list[tuple[str, RecordForge, str]] = [
+    ("honest-record-is-promoted", lambda rec, v5, reg: rec, "Promoted"),
+    ("uri-is-another-versions-weights", _points_at(lambda reg, v5: v5.uri, lambda rec, v5: v5.sha256),
+     "ReportMismatch"),
+    ("uri-in-another-bucket", _points_at(lambda reg, v5: "s3://evil-bucket/weights.pt", lambda rec, v5: rec["sha256"]),
+     "ReportMismatch"),
+    ("uri-traverses-to-another-version",
+     _points_at(lambda reg, v5: _own_folder(reg, "../v5/" + v5.uri.rsplit("/", 1)[1]), lambda rec, v5: v5.sha256),
+     "ReportMismatch"),
+    ("uri-in-a-subfolder-of-the-version", _points_at(lambda reg, v5: _own_folder(reg, "x/w.pt"),
+     lambda rec, v5: rec["sha256"]), "ReportMismatch"),
+    ("uri-is-the-version-folder-itself", _points_at(lambda reg, v5: _own_folder(reg, ""), lambda rec, v5: rec["sha256"]),
+     "ReportMismatch"),
+    ("uri-is-a-prefix-lookalike-folder",
+     _points_at(lambda reg, v5: reg.version_uri(MODEL, RUN) + "-x/w.pt", lambda rec, v5: rec["sha256"]),
+     "ReportMismatch"),
+    ("record-names-another-version", lambda rec, v5, reg: {**rec, "version": "v5"}, "ReportMismatch"),
+    ("record-is-a-json-list", lambda rec, v5, reg: [rec], "ReportMismatch"),  # type: ignore[list-item,return-value]
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("forge", "reason"), [c[1:] for c in RECORD_FORGERIES], ids=[c[0] for c in RECORD_FORGERIES])
+def test_the_candidate_is_only_the_runs_own_weights(
+    registry: Registry, tmp_path: Path, forge: RecordForge, reason: str
+) -> None:
+    report, record, v5 = _line(registry, tmp_path)
+    forged = forge(record, v5, registry)
+    registry.store.put_bytes(join_uri(registry.version_uri(MODEL, RUN), "version.json"), json.dumps(forged).encode())
+    sha = forged["sha256"] if isinstance(forged, dict) else record["sha256"]
+    assert report.candidate is not None
+    report = report.model_copy(update={"candidate": report.candidate.model_copy(update={"sha256": sha})})
+    conclusion = conclude(registry, report, SPEC, actor="tests", run_id=RUN)  # no exception: Kopf would retry it
+    assert conclusion.reason == reason, conclusion.decision.reasons
+    now = registry.incumbent(MODEL)
+    assert now is not None
+    if reason == "Promoted":
+        assert now.version == RUN and now.uri.startswith(registry.version_uri(MODEL, RUN) + "/")
+    else:
+        assert conclusion.failed and now.version == "v2"  # the pointer never names v5's (or foreign) weights
+        assert all(h["version"] != RUN for h in registry.history(MODEL))
+
+
+# ---- 2. model-file tricks ---------------------------------------------------------------------------------
+HOSTILE_ACTIVATIONS = [
+    ("code-in-the-inner-call", 'nn.SiLU(__import__("os").system("echo PWNED")).__class__(1)'),
+    ("dunder-chain-after-the-call", "nn.ReLU(1).__class__.__base__.__subclasses__(1)"),
+    ("method-of-the-class", "nn.SiLU.__call__()"),
+    ("subscript-owner", "nn.modules['SiLU'](1)"),
+    ("foreign-owner-named-nn", "foo.nn.SiLU()"),
+    ("call-of-a-call", "nn.SiLU()()"),
+    ("torch-owner-not-torch", "xtorch.nn.SiLU()"),
+    ("lambda-argument", "nn.SiLU(lambda: 1)"),
+]
+
+
+@pytest.mark.parametrize("act", [a for _, a in HOSTILE_ACTIVATIONS], ids=[i for i, _ in HOSTILE_ACTIVATIONS])
+def test_an_activation_that_is_not_a_plain_allowed_call_is_refused(act: str) -> None:
+    with pytest.raises(ModelFileError, match="activation"):
+        check_activation(act, "arch.yaml")
+    doc = {"activation": act, "backbone": [[-1, 1, "Conv", [16, 3, 2]]], "head": [[[0], 1, "Detect", ["nc"]]]}
+    with pytest.raises(ModelFileError, match="activation"):
+        read_model_yaml(yaml.safe_dump(doc).encode(), "arch.yaml")
+
+
+@pytest.mark.parametrize("act", ["nn.SiLU()", "torch.nn.LeakyReLU(0.1, inplace=True)", " nn.Hardswish() "])
+def test_plain_allowed_activations_still_pass(act: str) -> None:
+    check_activation(act, "arch.yaml")
+
+
+def _alias_bomb(width: int) -> bytes:
+    """One layer whose args repeat a list `width`^2 times through YAML aliases (a few KiB of text)."""
+    ints = ", ".join("1" for _ in range(width))
+    rows = ", ".join("*a" for _ in range(width))
+    args = ", ".join("*b" for _ in range(width))
+    return (
+        f"x: &a [{ints}]\ny: &b [{rows}]\nbackbone:\n  - [-1, 1, Conv, [{args}]]\nhead:\n  - [[0], 1, Detect, [nc]]\n"
+    ).encode()
+
+
+def _shared_refs(width: int) -> dict[str, Any]:
+    """The same structure as a pickled .pt's embedded YAML would hold it (the pickle memo shares one list)."""
+    inner = [1] * width
+    middle = [inner] * width
+    return {"backbone": [[-1, 1, "Conv", [middle] * width]], "head": [[[0], 1, "Detect", ["nc"]]]}
+
+
+BOMBS: list[tuple[str, Callable[[], Any]]] = [
+    ("yaml-alias-bomb", lambda: read_model_yaml(_alias_bomb(1500), "arch.yaml")),
+    ("pickle-shared-reference-bomb", lambda: check_model_yaml(_shared_refs(3000), "base.pt (its embedded model YAML)")),
+]
+
+
+@pytest.mark.parametrize("run", [b for _, b in BOMBS], ids=[i for i, _ in BOMBS])
+def test_repeated_references_in_a_model_yaml_are_bounded(run: Callable[[], Any]) -> None:
+    started = time.monotonic()
+    with pytest.raises(ModelFileError, match="argument values"):
+        run()
+    assert time.monotonic() - started < 5  # before: billions of values walked (hours)
+
+
+def test_every_builtin_model_yaml_is_within_the_bounds() -> None:
+    import ultralytics
+
+    root = Path(ultralytics.__file__).parent / "cfg" / "models"
+    found = sorted(root.rglob("*.yaml"))
+    assert len(found) > 20
+    for path in found:
+        check_model_yaml(yaml.safe_load(path.read_text()), str(path))
+
+
+# ---- 3. spec forms that only Python's `$` accepted (a trailing newline) ----------------------------------
+PIN = "s3://bucket/k.pt@sha256:" + "a" * 64
+TRAILING_NEWLINE_FORMS = [
+    ("version-with-newline", "baseWeights", "v1\n"),
+    ("builtin-name-as-version-with-newline", "baseWeights", "yolov8n.yaml\n"),
+    ("pinned-digest-with-newline", "baseWeights", PIN + "\n"),
+    ("architecture-with-newline", "architecture", "yolov8n.yaml\n"),
+    ("architecture-pin-with-newline", "architecture", PIN.replace(".pt", ".yaml") + "\n"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), [c[1:] for c in TRAILING_NEWLINE_FORMS],
+                         ids=[c[0] for c in TRAILING_NEWLINE_FORMS])  # fmt: skip
+def test_a_trailing_newline_does_not_pass_admission(field: str, value: str) -> None:
+    doc = {**SPEC_DOC, "strategy": {field: value}}
+    with pytest.raises(ValidationError, match=f"strategy.{field}"):
+        RetrainJobSpec.model_validate(doc)
+    assert RetrainJobSpec.model_validate({**SPEC_DOC, "strategy": {field: value.rstrip()}})  # the plain form passes
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml\n", "yolov8n.yaml/../x.yaml", "*.yaml", "yolov8?.yaml"])
+def test_builtin_lookup_takes_only_plain_names(name: str) -> None:
+    with pytest.raises(ModelFileError, match="built-in"):
+        builtin_yaml(name, "strategy.architecture")
+
+
+# ---- 4. report text reaching status and events -------------------------------------------------------------
+def _printable(text: str) -> bool:
+    return not any(ch in text for ch in UNSAFE)
+
+
+@pytest.mark.parametrize("char", UNSAFE, ids=[f"U+{ord(c):04X}" for c in UNSAFE])
+def test_bounds_short_escapes_unsafe_characters(char: str) -> None:
+    out = bounds.short(f"check{char}[2J failed", 50)
+    assert _printable(out) and "check" in out and "failed" in out
+
+
+SETTINGS = OperatorSettings(registry="s3://models/reg", metrics_port=0, kube_url="http://127.0.0.1:9")
+NS, NAME, UID = "ns", "run", "12345678-aaaa"
+OP_RUN = jobs.run_id(NS, NAME, UID)
+
+
+def _body(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1},
+        "spec": SPEC_DOC,
+        "status": status,
+    }
+
+
+def test_hostile_check_text_reaches_events_and_status_escaped(registry: Registry, tmp_path: Path) -> None:
+    sim.seed_incumbent(registry, MODEL, "v2", INCUMBENT, tmp_path)
+    report = sim.train(registry, MODEL, OP_RUN, BETTER, INCUMBENT, tmp_path)
+    hostile = CheckResult(name="x\x1b]0;owned\x07\u202e", passed=False, detail="\x1b[2J\nline\u2028two" * 50)
+    report = report.model_copy(update={"checks": [*report.checks, hostile]})
+    deps = lifecycle.Deps(settings=SETTINGS, kube=None, registry_for=lambda spec: registry,  # type: ignore[arg-type]
+                          adopt=lambda objs: None, now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
+    parsed = lifecycle.parse_spec(_body({}), SETTINGS)
+    assert not isinstance(parsed, str)
+    outcome = lifecycle.finish(_body({"jobName": jobs.job_name(OP_RUN)}), *parsed, report, deps)
+    assert outcome.status["state"] == "Promoted"  # an advisory check: its failure is a reason, not a veto
+    texts = [e.message for e in outcome.events] + [c["message"] for c in outcome.status["conditions"]]
+    texts += outcome.status["decision"]["reasons"] + [c["name"] + c["detail"] for c in outcome.status["checks"]]
+    assert any("owned" in t for t in texts)  # the text is shown ...
+    assert all(_printable(t) for t in texts)  # ... but never as terminal escapes or line breaks
+
+
+class FailedJobKube:
+    """The API server's view of one failed Job whose condition (any writer of jobs/status) and pod are hostile."""
+
+    def __init__(self, reason: str, message: str, termination: str) -> None:
+        cond = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+        self.job = {"metadata": {"name": jobs.job_name(OP_RUN)}, "spec": {}, "status": {"conditions": [cond]}}
+        self.pod = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
+                    "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {
+                        "message": termination, "exitCode": 1}}}]}}  # fmt: skip
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.job
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return [self.pod]
+
+
+JOB_FAILURES = [
+    ("reason-with-a-space", "Backoff Limit", "m", "t", "JobFailed"),
+    ("reason-with-a-newline", "Deadline\nExceeded", "m", "t", "JobFailed"),
+    ("reason-non-ascii-letter", "Échec", "m", "t", "JobFailed"),
+    ("reason-too-long", "A" * 2000, "m", "t", "JobFailed"),
+    ("reason-ends-with-colon", "Failed:", "m", "t", "JobFailed"),
+    ("honest-reason-is-kept", "BackoffLimitExceeded", "m", "t", "BackoffLimitExceeded"),
+    ("huge-job-message", "DeadlineExceeded", "x" * 200_000, "t", "DeadlineExceeded"),
+    ("termination-message-with-escapes", "BackoffLimitExceeded", "m", "\x1b[2Jowned\r\n" * 400,
+     "BackoffLimitExceeded"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reason", "message", "termination", "expected"), [c[1:] for c in JOB_FAILURES],
+                         ids=[c[0] for c in JOB_FAILURES])  # fmt: skip
+def test_a_failed_jobs_text_cannot_make_the_status_patch_unacceptable(
+    reason: str, message: str, termination: str, expected: str
+) -> None:
+    deps = lifecycle.Deps(settings=SETTINGS, kube=FailedJobKube(reason, message, termination),
+                          registry_for=lambda spec: None, adopt=lambda objs: None,  # type: ignore[arg-type,return-value]
+                          now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
+    outcome = lifecycle.poll(_body({"jobName": jobs.job_name(OP_RUN), "state": "Training"}), deps)
+    assert outcome.status["state"] == "Failed"
+    [failed] = [c for c in outcome.status["conditions"] if c["type"] == "Failed"]
+    # What the CRD (conditions[].reason pattern, message maxLength 32768) and etcd accept: a status patch the
+    # API server refused would leave the run Training, polled and refused again forever.
+    assert failed["reason"] == expected and CONDITION_REASON.fullmatch(failed["reason"])
+    assert len(failed["message"]) <= bounds.MAX_CONDITION_MESSAGE and _printable(failed["message"])
+    assert all(CONDITION_REASON.fullmatch(e.reason) and _printable(e.message) for e in outcome.events)
+    assert bounds.size(outcome.status) < bounds.MAX_STATUS_BYTES
