@@ -63,15 +63,25 @@ def _names_a_reference(entry: str) -> bool:
     return "@" in entry or ":" in entry.rsplit("/", 1)[-1]
 
 
+def _port_continuation(image: str, entry: str) -> bool:
+    """True when `image` continues `entry` with `:<port>/...`: a registry host of the same name on another
+    port (`registry.corp:8443/x` under the entry `registry.corp` or `registry.corp:`), not a tag of it."""
+    stem = entry[:-1] if entry.endswith(":") else entry
+    rest = image[len(stem) :]
+    return rest.startswith(":") and "/" in rest
+
+
 def image_allowed(image: str, entry: str) -> bool:
     """Whether `image` is allowed by one policy entry (exact reference, boundary-ended prefix or repository)."""
     if not IMAGE_RE.fullmatch(image):
         return False
     if entry.endswith(_BOUNDARIES):
-        return image.startswith(entry) and len(image) > len(entry)
+        return image.startswith(entry) and len(image) > len(entry) and not _port_continuation(image, entry)
     if _names_a_reference(entry):
         return image == entry
-    return image == entry or (image.startswith(entry) and image[len(entry)] in _BOUNDARIES)
+    if image == entry:
+        return True
+    return image.startswith(entry) and image[len(entry)] in _BOUNDARIES and not _port_continuation(image, entry)
 
 
 def allowed_images(settings: OperatorSettings) -> list[str]:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from emulator import sim
 from kretrain.api import CheckResult, ModelRef, RetrainJobSpec, RunReport
-from kretrain.operator import bounds, jobs, lifecycle
+from kretrain.operator import bounds, jobs, lifecycle, policy
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import CONDITION_REASON
 from kretrain.promotion import conclude
@@ -302,3 +302,25 @@ def test_a_failed_jobs_text_cannot_make_the_status_patch_unacceptable(
     assert len(failed["message"]) <= bounds.MAX_CONDITION_MESSAGE and _printable(failed["message"])
     assert all(CONDITION_REASON.fullmatch(e.reason) and _printable(e.message) for e in outcome.events)
     assert bounds.size(outcome.status) < bounds.MAX_STATUS_BYTES
+
+
+# ---- 5. image policy: `entry:<port>/...` is another registry host, not a tag -----------------------------------
+IMAGE_CASES = [
+    ("host-entry-other-port", "registry.corp", "registry.corp:8443/evil/trainer:1", False),
+    ("bare-name-entry-becomes-a-host", "trainer", "trainer:5000/evil", False),
+    ("tag-entry-becomes-a-host", "trainer:", "trainer:5000/evil:1", False),
+    ("localhost-entry-other-port", "localhost", "localhost:5000/evil", False),
+    ("repository-entry-other-port", "ghcr.io", "ghcr.io:1234/kretrain/trainer", False),
+    ("tag-of-a-bare-name-is-allowed", "trainer", "trainer:v2", True),
+    ("tag-entry-allows-a-tag", "trainer:", "trainer:v2", True),
+    ("repository-entry-allows-a-tag", "ghcr.io/kretrain/trainer", "ghcr.io/kretrain/trainer:0.2.0", True),
+    ("host-port-prefix-entry", "registry.corp:8443/", "registry.corp:8443/team/trainer:1", True),
+]
+
+
+@pytest.mark.parametrize(("entry", "image", "allowed"), [c[1:] for c in IMAGE_CASES], ids=[c[0] for c in IMAGE_CASES])
+def test_an_image_entry_does_not_allow_the_same_name_as_a_registry_host(entry: str, image: str, allowed: bool) -> None:
+    settings = OperatorSettings(registry="s3://models/reg", metrics_port=0, allowed_images=[entry])
+    spec = RetrainJobSpec.model_validate({**SPEC_DOC, "resources": {"image": image}})
+    found = [v for v in policy.violations(spec, settings) if v.field == "spec.resources.image"]
+    assert (not found) == allowed, found
