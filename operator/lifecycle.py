@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,6 +66,10 @@ REGISTRY_ERRORS = (StoreError, RegistryError, ClientError, BotoCoreError)
 """What a registry call raises when S3 or a record is at fault (anything else is a bug and reaches Kopf)."""
 MAX_RECORD_TRIES = 3
 """A malformed or oversized progress.json/report.json fails the run on this try (Kopf counts the tries)."""
+CONCLUDING = threading.Lock()
+"""One run's report is read and concluded at a time: a report may hold MAX_REPORT_BYTES of JSON (several hundred
+MiB once parsed), and runs finishing together (Kopf polls them in parallel threads) must not add up past the
+operator's memory limit."""
 
 
 class KubeApi(Protocol):
@@ -256,11 +261,12 @@ def _follow(
     status, ns, now = dict(body.get("status") or {}), body["metadata"]["namespace"], deps.now()
     registry = deps.registry_for(resolved)
     if job is None:
-        report = registry.read_run_report(spec.model, run)
-        if report is None:
-            msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
-            return failed(body, "JobLost", msg, now)
-        return finish(body, spec, resolved, report, deps)
+        with CONCLUDING:
+            report = registry.read_run_report(spec.model, run)
+            if report is None:
+                msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
+                return failed(body, "JobLost", msg, now)
+            return finish(body, spec, resolved, report, deps)
     phase, reason, message = job_state(job)
     if phase == "failed":
         try:
@@ -271,7 +277,8 @@ def _follow(
         text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
         return failed(body, condition_reason(reason, "JobFailed"), text, now)
     if phase == "succeeded":
-        return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
+        with CONCLUDING:
+            return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
     build = StatusBuilder(body, now)
     events: list[Event] = []
     correct_names(body, build, events, run, jname)

@@ -324,3 +324,57 @@ def test_an_image_entry_does_not_allow_the_same_name_as_a_registry_host(entry: s
     spec = RetrainJobSpec.model_validate({**SPEC_DOC, "resources": {"image": image}})
     found = [v for v in policy.violations(spec, settings) if v.field == "spec.resources.image"]
     assert (not found) == allowed, found
+
+
+# ---- 6. reports of runs finishing together are concluded one at a time ---------------------------------------
+class SucceededJobs:
+    """Every Job the operator asks for has succeeded."""
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        conds = [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]
+        return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": conds}}
+
+
+class SlowReports:
+    """The real registry, but reading a report takes a while (as a 16 MiB one does) and each step is logged."""
+
+    def __init__(self, registry: Registry, log: list[tuple[str, str]]) -> None:
+        self.registry, self.log = registry, log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+    def read_run_report(self, model: str, run_id: str) -> RunReport | None:
+        self.log.append(("read", model))
+        time.sleep(0.3)
+        return self.registry.read_run_report(model, run_id)
+
+    def version_info(self, model: str, version: str) -> dict[str, Any]:
+        self.log.append(("concluded", model))
+        return self.registry.version_info(model, version)
+
+
+def test_two_finished_runs_are_not_parsed_at_the_same_time(registry: Registry, tmp_path: Path) -> None:
+    import threading
+
+    log: list[tuple[str, str]] = []
+    slow = SlowReports(registry, log)
+    deps = lifecycle.Deps(settings=SETTINGS, kube=SucceededJobs(), registry_for=lambda spec: slow,  # type: ignore[arg-type]
+                          adopt=lambda objs: None, now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
+    bodies = []
+    for model, uid in (("m1", "aaaaaaaa-1"), ("m2", "bbbbbbbb-2")):
+        run = jobs.run_id(NS, model, uid)
+        sim.train(registry, model, run, BETTER, None, tmp_path)
+        spec = {**SPEC_DOC, "model": model}
+        bodies.append({"metadata": {"name": model, "namespace": NS, "uid": uid, "generation": 1}, "spec": spec,
+                       "status": {"jobName": jobs.job_name(run), "runId": run, "state": "Training"}})  # fmt: skip
+    outcomes: list[lifecycle.Outcome] = []
+    threads = [threading.Thread(target=lambda b=b: outcomes.append(lifecycle.poll(b, deps))) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.state or "" for o in outcomes) == ["Promoted", "Promoted"]
+    first, second = log[0][1], log[2][1]
+    # Each report is concluded before the next one is read: at most one parsed report in memory.
+    assert log == [("read", first), ("concluded", first), ("read", second), ("concluded", second)]
