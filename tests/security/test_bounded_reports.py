@@ -135,7 +135,8 @@ def rtj(registry: Registry, eras: list[str], status: dict[str, Any] | None = Non
 
 
 def deps(s3: Any, registry: Registry, kube: Any) -> lifecycle.Deps:
-    return lifecycle.Deps(settings=settings(s3), kube=kube, registry_for=lambda spec: registry,
+    allowed = settings(s3).model_copy(update={"allowed_registries": [registry.uri]})  # the policy names it
+    return lifecycle.Deps(settings=allowed, kube=kube, registry_for=lambda spec: registry,
                           adopt=lambda objs: None, now=lambda: NOW)  # fmt: skip
 
 
