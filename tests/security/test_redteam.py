@@ -378,3 +378,50 @@ def test_two_finished_runs_are_not_parsed_at_the_same_time(registry: Registry, t
     first, second = log[0][1], log[2][1]
     # Each report is concluded before the next one is read: at most one parsed report in memory.
     assert log == [("read", first), ("concluded", first), ("read", second), ("concluded", second)]
+
+
+# ---- 7. the same through the real operator and the API emulator (which validates the status against the CRD) ---
+E2E_JOB_FAILURES = [
+    ("job-reason-with-a-space", "Backoff Limit", "\x1b[2Jowned\r\nfake: line", "JobFailed"),
+    ("job-reason-non-ascii", "Échec", "ok", "JobFailed"),
+]
+
+
+@pytest.fixture(scope="module")
+def redteam_cluster(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from emulator.scenario import running_cluster
+
+    with running_cluster(s3, tmp_path_factory.mktemp("weights"), ["redteam"]) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def redteam_operator(redteam_cluster: Any, s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from emulator.scenario import operator_for
+
+    op = operator_for(redteam_cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", ["redteam"])
+    op.start().wait_ready()
+    yield op
+    op.stop()
+    assert "Traceback" not in op.log.read_text(), op.tail(200)
+
+
+@pytest.mark.parametrize(("reason", "termination", "expected"), [c[1:] for c in E2E_JOB_FAILURES],
+                         ids=[c[0] for c in E2E_JOB_FAILURES])  # fmt: skip
+def test_a_hostile_job_failure_settles_through_the_real_operator(
+    redteam_cluster: Any, redteam_operator: Any, reason: str, termination: str, expected: str
+) -> None:
+    from emulator.scenario import conditions, settled, started
+
+    name = f"run-{uuid.uuid4().hex[:6]}"
+    redteam_cluster.create_rtj("redteam", name, f"m-{name}")
+    job = started(redteam_cluster, redteam_operator, "redteam", name)["jobName"]
+    sim.fail_job(redteam_cluster.client, "redteam", job, reason, "Job has reached the specified backoff limit",
+                 termination)  # fmt: skip
+    # Before: the operator's status patch carried the Job's reason, the API server refused it (422) on every poll
+    # and the run stayed Training for ever.
+    status = settled(redteam_cluster, redteam_operator, "redteam", name)
+    failed = conditions(status)["Failed"]
+    assert status["state"] == "Failed" and failed["reason"] == expected
+    assert _printable(failed["message"])
+    assert termination == "ok" or "owned" in failed["message"]
