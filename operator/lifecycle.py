@@ -308,8 +308,8 @@ def finish(
     """
     meta, status = body["metadata"], dict(body.get("status") or {})
     now = deps.now()
-    if status.get("decision"):
-        return Outcome()
+    # status.decision is not consulted: a status writer could set it to stop the run from ever concluding
+    # (conclude itself is idempotent; a concluded run's state is terminal and is not polled again).
     run, jname = run_names(body)
     if report is None:
         msg = f"Job {jname} succeeded but runs/{run}/report.json is missing from the registry"

@@ -425,3 +425,27 @@ def test_a_hostile_job_failure_settles_through_the_real_operator(
     assert status["state"] == "Failed" and failed["reason"] == expected
     assert _printable(failed["message"])
     assert termination == "ok" or "owned" in failed["message"]
+
+
+# ---- 8. a forged status.decision does not stop a finished run from being concluded ---------------------------
+FORGED_DECISIONS = [
+    ("not-promoted", {"promoted": False, "passed": False, "mode": "auto", "summary": "forged", "reasons": ["x"]}),
+    ("promoted", {"promoted": True, "passed": True, "mode": "auto", "summary": "forged", "reasons": []}),
+    ("any-truthy-value", {"x": 1}),
+]
+
+
+@pytest.mark.parametrize("decision", [d for _, d in FORGED_DECISIONS], ids=[i for i, _ in FORGED_DECISIONS])
+def test_a_forged_status_decision_does_not_stall_the_run(
+    registry: Registry, tmp_path: Path, decision: dict[str, Any]
+) -> None:
+    sim.train(registry, MODEL, OP_RUN, BETTER, None, tmp_path)
+    deps = lifecycle.Deps(settings=SETTINGS, kube=SucceededJobs(), registry_for=lambda spec: registry,  # type: ignore[arg-type]
+                          adopt=lambda objs: None, now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
+    status = {"jobName": jobs.job_name(OP_RUN), "runId": OP_RUN, "state": "Training", "decision": decision}
+    outcome = lifecycle.poll(_body(status), deps)
+    # Before: finish() returned nothing for a status with any decision, so the run stayed Training for ever
+    # (and its report was downloaded and parsed again on every poll).
+    assert outcome.state == "Promoted" and outcome.status["decision"]["summary"] != "forged"
+    now = registry.incumbent(MODEL)
+    assert now is not None and now.version == OP_RUN
