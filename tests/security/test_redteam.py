@@ -449,3 +449,40 @@ def test_a_forged_status_decision_does_not_stall_the_run(
     assert outcome.state == "Promoted" and outcome.status["decision"]["summary"] != "forged"
     now = registry.incumbent(MODEL)
     assert now is not None and now.version == OP_RUN
+
+
+# ---- 9. endpoint and registry forms that must not slip through the policy (held; kept as regressions) ----------
+OWN_ENDPOINT = "http://s3.internal:8333"
+ENDPOINT_FORMS = [
+    ("userinfo-points-elsewhere", "http://s3.internal:8333@evil.example", False),
+    ("ipv4-mapped-ipv6", "http://[::ffff:127.0.0.1]:8333", False),
+    ("trailing-dot-host", "http://s3.internal.:8333", False),
+    ("other-port", "http://s3.internal:8334", False),
+    ("dot-dot-path", "http://s3.internal:8333/..", False),
+    ("percent-escaped-host", "http://s3%2einternal:8333", False),
+    ("backslash", "http://s3.internal:8333\\@evil", False),
+    ("https-instead-of-http", "https://s3.internal:8333", False),
+    ("uppercase-host-is-the-same-endpoint", "http://S3.INTERNAL:8333", True),
+    ("trailing-slash-is-the-same-endpoint", "http://s3.internal:8333/", True),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "allowed"), [c[1:] for c in ENDPOINT_FORMS], ids=[c[0] for c in ENDPOINT_FORMS])
+def test_endpoint_forms_against_the_policy(endpoint: str, allowed: bool) -> None:
+    settings = OperatorSettings(registry="s3://models/reg", metrics_port=0, s3_endpoint=OWN_ENDPOINT)
+    assert (policy.endpoint_violation(endpoint, settings) is None) == allowed
+
+
+REGISTRY_FORMS = [
+    ("dot-dot-out-of-the-prefix", "s3://models/reg/../other", False),
+    ("dot-segment", "s3://models/reg/./x", False),
+    ("double-slash", "s3://models/reg//x", False),
+    ("prefix-lookalike", "s3://models/reg-other", False),
+    ("other-bucket", "s3://models2/reg", False),
+    ("under-the-prefix", "s3://models/reg/team-a", True),
+]
+
+
+@pytest.mark.parametrize(("uri", "allowed"), [c[1:] for c in REGISTRY_FORMS], ids=[c[0] for c in REGISTRY_FORMS])
+def test_registry_forms_against_the_policy(uri: str, allowed: bool) -> None:
+    assert policy.registry_allowed(uri, "s3://models/reg") == allowed
