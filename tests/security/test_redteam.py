@@ -486,3 +486,47 @@ REGISTRY_FORMS = [
 @pytest.mark.parametrize(("uri", "allowed"), [c[1:] for c in REGISTRY_FORMS], ids=[c[0] for c in REGISTRY_FORMS])
 def test_registry_forms_against_the_policy(uri: str, allowed: bool) -> None:
     assert policy.registry_allowed(uri, "s3://models/reg") == allowed
+
+
+# ---- 10. a data contributor cannot hand Ultralytics a label file the validator never read ----------------------
+NESTED_IMAGES = [
+    ("second-images-folder", "images/x/images/y.png", "images/x/labels/y.txt"),
+    ("images-folder-deeper", "images/a/b/images/c/y.png", "images/a/b/labels/c/y.txt"),
+]
+
+
+@pytest.mark.parametrize(("key", "shadow"), [c[1:] for c in NESTED_IMAGES], ids=[c[0] for c in NESTED_IMAGES])
+def test_an_image_whose_label_ultralytics_reads_elsewhere_is_excluded(key: str, shadow: str, tmp_path: Path) -> None:
+    from PIL import Image
+    from ultralytics.data.utils import img2label_paths
+
+    from kretrain.trainer.data.prepare import prepare_pulled
+    from kretrain.trainer.data.pull import scan_local
+    from kretrain.trainer.data.validation import label_key_for
+
+    root = tmp_path / "ds"
+    (root / "e1" / "images").mkdir(parents=True)
+    (root / "classes.yaml").write_text("names: [thing]\n")
+    for i in range(8):
+        Image.new("RGB", (32, 32), (i * 30, 0, 0)).save(root / "e1" / "images" / f"{i}.png")
+        (root / "e1" / "labels").mkdir(exist_ok=True)
+        (root / "e1" / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "e1" / key).parent.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (0, 99, 0)).save(root / "e1" / key)
+    (root / "e1" / label_key_for(key)).parent.mkdir(parents=True)
+    (root / "e1" / label_key_for(key)).write_text("0 0.5 0.5 0.2 0.2\n")  # what the validator checks
+    (root / "e1" / shadow).parent.mkdir(parents=True)
+    (root / "e1" / shadow).write_text("0 0.5 0.5 0.2 0.2\n" * 20_000)  # what Ultralytics would read: never checked
+    spec = RetrainJobSpec.model_validate(
+        {"model": "shapes", "dataset": {"uri": "s3://datasets/shapes", "eras": ["e1"], "maxBadFraction": 0.5}}
+    )
+    prepared = prepare_pulled(spec, scan_local(root, ["e1"]), tmp_path / "work", workers=1, chart=False)
+    report = json.loads(prepared.report_path.read_text())
+    assert [(f["code"], f["excluded"]) for f in report["findings"] if key in f["key"]] == [("unsafe_key", True)]
+    files = [prepared.train_list, prepared.val_list, *prepared.test_lists.values()]
+    lines = [line for f in files for line in Path(f).read_text().strip().splitlines()]
+    assert len(lines) == 8 and not any(line.endswith(key) for line in lines)
+    # Every listed image's label, by Ultralytics' own rule, is the file the validator read.
+    for image, label in zip(lines, img2label_paths(lines), strict=True):
+        era_key = image.split("/e1/", 1)[1]
+        assert label.endswith("/e1/" + label_key_for(era_key))

@@ -369,7 +369,12 @@ def _era_layout(era: str, files: dict[str, Path]) -> tuple[dict[str, Path], dict
             continue
         top = key.split("/", 1)[0]
         ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
-        if top == "images" and ext in IMAGE_EXTENSIONS:
+        if top == "images" and ext in IMAGE_EXTENSIONS and "images" in key.split("/")[1:-1]:
+            # Ultralytics takes an image's label from its *last* `/images/` folder: for images/x/images/y.png it
+            # reads images/x/labels/y.txt, a file this validator never checked (size, boxes, classes).
+            why = "has a second images/ folder: Ultralytics would read its label from another file; excluded"
+            findings.append(Finding("error", "unsafe_key", era, ascii(key), why, excluded=True))
+        elif top == "images" and ext in IMAGE_EXTENSIONS:
             images[key] = path
         elif top == "labels" and ext == "txt":
             labels[key] = path
