@@ -530,3 +530,51 @@ def test_an_image_whose_label_ultralytics_reads_elsewhere_is_excluded(key: str, 
     for image, label in zip(lines, img2label_paths(lines), strict=True):
         era_key = image.split("/e1/", 1)[1]
         assert label.endswith("/e1/" + label_key_for(era_key))
+
+
+# ---- 11. a data contributor's <labels folder>.cache is never unpickled by Ultralytics ---------------------------
+class _Payload:
+    """Unpickling this writes a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+CACHE_KEYS = [
+    ("era-labels-cache", "", "labels.cache"),
+    ("subfolder-labels-cache", "sub/", "labels/sub.cache"),
+]
+
+
+@pytest.mark.parametrize(("sub", "cache_key"), [c[1:] for c in CACHE_KEYS], ids=[c[0] for c in CACHE_KEYS])
+def test_a_labels_cache_in_the_dataset_runs_no_code(sub: str, cache_key: str, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from ultralytics.data.dataset import YOLODataset
+
+    from kretrain.trainer.data.prepare import prepare_pulled
+    from kretrain.trainer.data.pull import scan_local
+
+    root = tmp_path / "ds"
+    (root / "e1" / "images" / sub).mkdir(parents=True)
+    (root / "e1" / "labels" / sub).mkdir(parents=True)
+    (root / "classes.yaml").write_text("names: [thing]\n")
+    for i in range(20):
+        Image.new("RGB", (32, 32), (i * 12, 0, 0)).save(root / "e1" / "images" / sub / f"{i}.png")
+        (root / "e1" / "labels" / sub / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    marker = tmp_path / "pwned"
+    with (root / "e1" / cache_key).open("wb") as f:  # where Ultralytics looks: <labels folder>.cache
+        np.save(f, np.array(_Payload(marker), dtype=object), allow_pickle=True)
+    spec = RetrainJobSpec.model_validate(
+        {"model": "shapes", "dataset": {"uri": "s3://datasets/shapes", "eras": ["e1"], "maxBadFraction": 0.5}}
+    )
+    prepared = prepare_pulled(spec, scan_local(root, ["e1"]), tmp_path / "work", workers=1, chart=False)
+    report = json.loads(prepared.report_path.read_text())
+    hits = [(f["code"], f["excluded"]) for f in report["findings"] if f["key"] == ascii(cache_key)]
+    assert hits == [("unsafe_key", True)], report["findings"]
+    assert not (root / "e1" / cache_key).exists()
+    YOLODataset(img_path=str(prepared.train_list), data={"names": {0: "thing"}, "nc": 1, "channels": 3}, imgsz=32)
+    assert not marker.exists()  # before: Ultralytics' np.load(allow_pickle=True) ran the payload

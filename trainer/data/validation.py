@@ -367,6 +367,13 @@ def _era_layout(era: str, files: dict[str, Path]) -> tuple[dict[str, Path], dict
         if unsafe is not None:
             findings.append(Finding("error", "unsafe_key", era, ascii(key), f"key {unsafe}; excluded", excluded=True))
             continue
+        if key.endswith(".cache"):
+            # Ultralytics loads `<labels folder>.cache` (e.g. <era>/labels.cache) with np.load(allow_pickle=True)
+            # before checking it: a data contributor's object there runs code in the trainer (and its DDP workers).
+            Path(path).unlink(missing_ok=True)
+            why = "is a *.cache file, which Ultralytics would unpickle (code execution); removed from the local copy"
+            findings.append(Finding("error", "unsafe_key", era, ascii(key), why, excluded=True))
+            continue
         top = key.split("/", 1)[0]
         ext = key.rsplit(".", 1)[-1].lower() if "." in key else ""
         if top == "images" and ext in IMAGE_EXTENSIONS and "images" in key.split("/")[1:-1]:
