@@ -588,7 +588,7 @@ def test_check_era_settled_sees_imports_and_replacements(
 ) -> None:  # type: ignore[no-untyped-def]
     from harness.s3proxy import FaultProxy
     from kretrain.store import ObjectStore
-    from kretrain.trainer.data_import import EraBeingWritten, check_era_settled
+    from kretrain.trainer.data_import.markers import EraBeingWritten, check_era_settled
 
     src = coco_dataset(tmp_path / "coco")
     assert run(capsys, "--format", "coco", str(src), "--era", "e1", "--to", f"s3://{bucket}/line")[0] == 0

@@ -83,7 +83,9 @@ def image_size(data: bytes, where: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, ImportError) as exc:
+        # ImportError: once Ultralytics is imported its patched Image.open answers an unidentified image by
+        # importing pi_heif (not installed) instead of raising UnidentifiedImageError.
         raise ImportInputError(f"{where}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
 
