@@ -130,7 +130,7 @@ def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record
     return None
 
 
-def missing_evaluations(report: RunReport, spec: RetrainJobSpec, current: ModelRef | None) -> list[str]:
+def missing_evaluations(report: RunReport, spec: RetrainJobSpec, current: str | None) -> list[str]:
     """Evaluations the spec requires that the report lacks: every era of the candidate, and of the current
     incumbent when there is one (an evaluation of another incumbent version is not 'missing' but stale)."""
     missing = [
@@ -141,10 +141,10 @@ def missing_evaluations(report: RunReport, spec: RetrainJobSpec, current: ModelR
     inc = report.incumbent_evaluation
     if current is not None and inc is None:
         missing.append(
-            f"The registry has incumbent {current.version!r}, but the report has no incumbentEvaluation; "
+            f"The registry has incumbent {current!r}, but the report has no incumbentEvaluation; "
             "a candidate is only compared with the incumbent on the same images."
         )
-    elif current is not None and inc is not None and inc.model_version == current.version:
+    elif current is not None and inc is not None and inc.model_version == current:
         missing += [
             f"Era {e!r} is missing from the incumbent's evaluation; the two models cannot be compared on it."
             for e in spec.dataset.eras
@@ -202,11 +202,15 @@ def conclude(
     found = _record_ref(registry, spec.model, run_id)
     mismatch = report_mismatch(report, spec, run_id, found)
     record = found if isinstance(found, ModelRef) else None
-    current: ModelRef | None = registry.incumbent(spec.model)
+    pointer = registry.incumbent_pointer(spec.model)
+    current = None if pointer is None else ModelRef(version=pointer.version, uri=pointer.uri, sha256=pointer.sha256)
     if mismatch is not None:
         return _refused(report, spec, REPORT_MISMATCH, [mismatch], run_id, stamp, current, record)
-    already = current is not None and current.version == run_id
-    missing = missing_evaluations(report, spec, None if already else current)
+    already = pointer is not None and pointer.version == run_id
+    # Already the incumbent: an earlier attempt of ours promoted it against the pointer's previous incumbent,
+    # so that is the evaluation the report must hold (a pointer moved to the run by anyone else is not a pass).
+    previous = pointer.previous if pointer is not None else None
+    missing = missing_evaluations(report, spec, previous if already else (current.version if current else None))
     if missing:
         return _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
     decision = decide(
@@ -216,7 +220,18 @@ def conclude(
     expected = current.version if current else None
     evaluated_against = report.incumbent_evaluation.model_version if report.incumbent_evaluation else None
     reason: Reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
-    if already:
+    if already and (not decision.promoted or evaluated_against != previous):
+        decision.promoted = False
+        decision.reasons.append(
+            f"Not promoted: {run_id} is the incumbent, but not through this gate (the pointer's previous incumbent "
+            f"is {previous or 'none'}, the report was evaluated against "
+            f"{_short(evaluated_against or 'none')}"
+            + ("" if decision.passed else ", and the candidate fails the gate")
+            + "); the pointer was moved outside the operator: check the line's history and roll back."
+        )
+        decision.summary = "not promoted: incumbent set outside the gate"
+        reason = "IncumbentChanged"
+    elif already:
         decision.reasons.append(f"{run_id} is already the incumbent (an earlier attempt promoted it).")
     elif evaluated_against != expected:
         decision.promoted = False

@@ -385,6 +385,11 @@ class Registry:
         _validated_record(IncumbentPointer, self._incumbent_uri(model), data)
         return data, etag
 
+    def incumbent_pointer(self, model: str) -> IncumbentPointer | None:
+        """The validated incumbent pointer (version, previous, seq, actor...), or None when the line has none."""
+        got = self._pointer(model)
+        return None if got is None else IncumbentPointer.model_validate(got[0])
+
     def incumbent(self, model: str) -> ModelRef | None:
         """The version in production, or None when the line has none yet."""
         got = self._pointer(model)

@@ -30,7 +30,7 @@ from kretrain.operator.status_patch import (
     with_condition,
 )
 from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
-from kretrain.registry import InvalidRunRecord, RegistryError
+from kretrain.registry import ConditionalWritesIgnored, InvalidRunRecord, RegistryError
 from kretrain.store import StoreError
 
 if TYPE_CHECKING:
@@ -315,14 +315,17 @@ def finish(
         msg = f"Job {jname} succeeded but runs/{run}/report.json is missing from the registry"
         return failed(body, "NoReport", msg, now)
     metric = spec.promotion.metric
-    conclusion = conclude(
-        deps.registry_for(resolved),
-        report,
-        spec,
-        actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
-        now=now,
-        run_id=run,
-    )
+    try:
+        conclusion = conclude(
+            deps.registry_for(resolved),
+            report,
+            spec,
+            actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
+            now=now,
+            run_id=run,
+        )
+    except ConditionalWritesIgnored as exc:  # the verdict is kept: retrying could never promote
+        return failed(body, "RegistryUnsafe", bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
     if wants_fallback(spec, conclusion) and not status.get("fallback"):
         return start_fallback(body, spec, resolved, conclusion, deps)
     decision, reason = bounds.decision(conclusion.decision), conclusion.reason

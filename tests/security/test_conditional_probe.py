@@ -201,7 +201,7 @@ def test_the_real_operator_refuses_to_promote_through_a_stripping_backend(  # ty
     s3, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     """`kretrain operator` against the emulator, its S3 endpoint the stripping proxy: a candidate that passes the
-    gate is not promoted; the startup log and the retry name the endpoint; the incumbent stays."""
+    gate is not promoted and the run fails (RegistryUnsafe) naming the endpoint; the incumbent stays."""
     from emulator import sim
     from emulator.operator import OperatorProcess
     from emulator.scenario import running_cluster, started, wait_for
@@ -222,11 +222,11 @@ def test_the_real_operator_refuses_to_promote_through_a_stripping_backend(  # ty
             assert run_id.endswith(obj["metadata"]["uid"][:8])
             sim.train(cluster.registry, MODEL, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, incumbent, tmp_path)
             sim.complete_job(cluster.client, "probe", run_id)
-            wait_for(
-                "a refused promotion", lambda: op.tail(400).count("does not honour conditional writes") >= 2, op=op
-            )
+            wait_for("a refused promotion", lambda: cluster.status("probe", "run").get("state") == "Failed", op=op)
             assert cluster.registry.incumbent(MODEL).version == "seed-1"  # type: ignore[union-attr]
-            assert cluster.status("probe", "run").get("state") != "Promoted"
+            # Failed at once, naming the endpoint: the verdict is kept, so a retry could never promote.
+            [cond] = [c for c in cluster.status("probe", "run")["conditions"] if c["type"] == "Failed"]
+            assert cond["reason"] == "RegistryUnsafe" and proxy.endpoint in cond["message"], cond
             assert [h["version"] for h in cluster.registry.history(MODEL)] == ["seed-1"]
         finally:
             op.stop()

@@ -185,3 +185,34 @@ def test_a_repeated_conclusion_after_promotion_is_idempotent(registry: Registry,
     again = conclude(registry, report, SPEC, actor="tests", run_id=RUN)  # the operator restarted mid-way
     assert again.reason == "Promoted" and any("already the incumbent" in r for r in again.decision.reasons)
     assert sum(1 for h in registry.history(MODEL) if h["version"] == RUN) == 1
+
+
+def pointer_to_run(registry: Registry, previous: str | None) -> None:
+    """The trainer's credentials can write incumbent.json: point it at the run itself (previous as given)."""
+    info = registry.version_info(MODEL, RUN)
+    forged = {"version": RUN, "uri": info["uri"], "sha256": info["sha256"], "previous": previous, "seq": 9}
+    registry.store.put_json(join_uri(registry.uri, MODEL, "incumbent.json"), forged)
+
+
+# (id, forgery of the report, previous incumbent the forged pointer names)
+FORGED_POINTERS: list[tuple[str, Callable[[RunReport], RunReport], str | None]] = [
+    ("pointer-moved-to-the-run-report-without-incumbent-evaluation",
+     lambda r: upd(r, incumbent_evaluation=None, incumbent=None), "v2"),
+    ("pointer-moved-to-the-run-names-no-previous", lambda r: r, None),
+    ("pointer-moved-to-the-run-that-fails-the-gate",
+     lambda r: upd(r, candidate_evaluation=sim.evaluation({"e1": 0.1, "e2": 0.1, "e3": 0.1}, RUN)), "v2"),
+    ("pointer-moved-to-the-run-previous-is-not-the-evaluated-one", lambda r: r, "v5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("forge", "previous"), [c[1:] for c in FORGED_POINTERS], ids=[c[0] for c in FORGED_POINTERS])
+def test_a_pointer_moved_to_the_run_outside_the_gate_is_not_a_promotion(
+    registry: Registry, tmp_path: Path, forge: Callable[[RunReport], RunReport], previous: str | None
+) -> None:
+    """Before: conclude saw 'already the incumbent' and reported Promoted whatever the report held."""
+    report = forge(line_with_incumbent(registry, tmp_path))
+    pointer_to_run(registry, previous)
+    conclusion = conclude(registry, report, SPEC, actor="tests", run_id=RUN)
+    assert conclusion.decision.promoted is False, conclusion.decision.reasons
+    assert conclusion.reason in ("IncumbentChanged", "MissingEvaluation")
+    assert not any("already the incumbent" in r for r in conclusion.decision.reasons)
