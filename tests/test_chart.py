@@ -338,7 +338,7 @@ def test_default_images_follow_app_version(chart: Any) -> None:
 
 
 def test_env_names_are_operator_settings(chart: Any) -> None:
-    """Every KRETRAIN_* variable the chart sets is a setting the operator reads (operator/settings.py)."""
+    """Every KRETRAIN_* variable the chart sets is a setting the operator reads (kretrain/operator/settings.py)."""
     try:
         settings_mod = importlib.import_module("kretrain.operator.settings")
     except ModuleNotFoundError:
@@ -358,7 +358,7 @@ def settings_fields(module: Any) -> set[str]:
         for v in vars(module).values()
         if isinstance(v, type) and issubclass(v, BaseSettings) and v is not BaseSettings
     ]
-    assert classes, "operator/settings.py defines no BaseSettings class"
+    assert classes, "kretrain/operator/settings.py defines no BaseSettings class"
     names: set[str] = set()
     for cls in classes:
         prefix = str(cls.model_config.get("env_prefix", ""))
@@ -464,7 +464,7 @@ def test_replicas_and_strategy(chart: Any) -> None:
 
 
 def trainer_pod_labels() -> dict[str, str]:
-    """The labels the operator puts on a trainer pod (operator/jobs.py labels())."""
+    """The labels the operator puts on a trainer pod (kretrain/operator/jobs.py labels())."""
     from kretrain.operator import jobs
 
     return jobs.labels("0123-uid", "ns-rtj-0123abcd")

@@ -158,9 +158,11 @@ def test_pip_install_uses_constraints_and_only_its_extra(image: str, extra: str)
     targets = [w for w in words if "kretrain" in w and "[" in w]
     assert targets == ["$(ls /wheels/kretrain-*.whl)[" + extra + "]"]
     assert "-e" not in words and "--editable" not in words
-    # The wheel is built in a stage of its own from the same sources, with -P (operator/ shadows the stdlib).
+    # The wheel is built in a stage of its own from the package sources (kretrain/: no folder shadows the
+    # standard library, so plain `python` works there).
     build = parse(DOCKERFILES[image])[0]
-    assert any("-P -m pip wheel" in r for r in build.all("RUN"))
+    assert any("python -m pip wheel" in r for r in build.all("RUN"))
+    assert [shlex.split(a)[0] for a in build.all("COPY") if "kretrain/" in a] == ["kretrain/"]
 
 
 def test_base_images() -> None:
@@ -190,7 +192,9 @@ def test_trainer_is_set_up_for_offline_ultralytics() -> None:
     assert env["YOLO_OFFLINE"] == "1"
     assert env["YOLO_AUTOINSTALL"] == "false"
     # The same writable locations the operator gives the training container (read-only root, /tmp emptyDir).
-    job_env = dict(re.findall(r'_env\("([A-Z_]+)", "([^"]+)"\)', (ROOT / "operator" / "jobs.py").read_text()))
+    job_env = dict(
+        re.findall(r'_env\("([A-Z_]+)", "([^"]+)"\)', (ROOT / "kretrain" / "operator" / "jobs.py").read_text())
+    )
     for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "HOME"):
         assert env[key] == job_env[key], key
         assert env[key].startswith("/tmp")
@@ -200,19 +204,21 @@ def test_trainer_is_set_up_for_offline_ultralytics() -> None:
 
 
 def test_every_python_package_is_in_the_wheel() -> None:
-    """The images install a wheel, not the source tree: every package folder must be listed in pyproject."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    package_dir = setuptools["package-dir"]
-    declared = set(setuptools["packages"])
-    folders = {folder: package for package, folder in package_dir.items()}
-    found: set[str] = set()
-    for folder, package in folders.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / folder)
-            name = ".".join([package, *rel.parts]) if rel.parts else package
-            if not any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-                found.add(name)
-    assert found - declared == set(), f"packages missing from pyproject [tool.setuptools] packages: {found - declared}"
+    """The images install a wheel, not the source tree: every package folder is found by pyproject's package
+    discovery, and no Python code lives outside kretrain/ (a top-level `operator` package would shadow the stdlib)."""
+    from setuptools import find_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    declared = set(find_packages(str(ROOT), include=find["include"]))
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "kretrain").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found and found == declared, f"packages the wheel would miss: {found - declared}"
+    assert {"kretrain.operator", "kretrain.trainer", "kretrain.trainer.data"} <= declared
+    for folder in ("operator", "trainer"):
+        assert not list((ROOT / folder).rglob("*.py")), f"{folder}/ must hold no Python code (it would shadow or split)"
 
 
 def test_dockerignore_keeps_secrets_and_bulk_out() -> None:

@@ -145,10 +145,11 @@ def test_operator_list_parses() -> None:
 def test_children_block_owner_deletion() -> None:
     """Why retrainjobs/finalizers update is granted: the operator adopts its Job and ConfigMap with kopf.adopt,
     which sets blockOwnerDeletion=true."""
-    source = (ROOT / "operator" / "handlers.py").read_text()
+    source = (ROOT / "kretrain" / "operator" / "handlers.py").read_text()
     assert "kopf.adopt(" in source
     assert (
-        "block_owner_deletion" not in source and "blockOwnerDeletion" not in (ROOT / "operator" / "jobs.py").read_text()
+        "block_owner_deletion" not in source
+        and "blockOwnerDeletion" not in (ROOT / "kretrain" / "operator" / "jobs.py").read_text()
     )
     child: dict[str, Any] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}}
     owner = kopf.Body(

@@ -106,7 +106,7 @@ def test_sync_refuses_a_hostile_key(s3, bucket: str, tmp_path: Path, fast: bool,
 
 
 def test_data_pull_fails_on_a_hostile_key(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The trainer's pull (trainer/data/pull.py) fails the run rather than training on a partial era."""
+    """The trainer's pull (kretrain/trainer/data/pull.py) fails the run rather than training on a partial era."""
     store = _store(s3, True)
     uri = f"s3://{bucket}/{uuid.uuid4().hex[:8]}"
     store.put_bytes(f"{uri}/era-1/images/ok.jpg", b"fine")

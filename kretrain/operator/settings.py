@@ -51,7 +51,7 @@ class OperatorSettings(BaseSettings):
     finalizer: str = "kretrain.dev/finalizer"
     """Finalizer the operator puts on RetrainJobs (Kopf needs one to stop per-object timers)."""
 
-    # ---- operator policy (the cluster admin's bounds on what a RetrainJob may ask for; operator/policy.py)
+    # ---- operator policy (the cluster admin's bounds on what a RetrainJob may ask for; kretrain/operator/policy.py)
     allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Trainer images a RetrainJob may name besides `trainer_image` (comma-separated): an entry with a tag or
     digest allows exactly that reference; an entry ending in `/`, `:` or `@` allows what continues it; any

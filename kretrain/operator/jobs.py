@@ -96,7 +96,7 @@ def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJob
     """The spec as the trainer gets it: defaults filled in (fill_defaults) and checked against the policy.
 
     Raises SpecError when the result is outside the operator policy (image, Secret, endpoint, priority
-    class, tolerations: see operator/policy.py), naming each field and the rule.
+    class, tolerations: see kretrain/operator/policy.py), naming each field and the rule.
     """
     resolved = fill_defaults(spec, settings)
     try:
