@@ -125,3 +125,17 @@ def test_registry_refuses_hostile_names(s3, bucket: str, name: str) -> None:  # 
         registry.version_uri("m", name)
     with pytest.raises(RegistryError, match="invalid model name"):
         registry.run_uri(name, "r1")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
+def test_folder_markers_are_not_files(s3, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
+    """The AWS console's "Create folder" writes `images/dir/` (zero bytes, key ending in `/`): the listing leaves it
+    out, so a sync neither fails on an 'empty path segment' nor writes a file for it."""
+    store = _store(s3, fast)
+    prefix = f"{uuid.uuid4().hex[:8]}/era-1"
+    store.put_bytes(f"s3://{bucket}/{prefix}/images/ok.jpg", b"fine")
+    s3.client().put_object(Bucket=bucket, Key=f"{prefix}/images/dir/", Body=b"")  # the raw key, slash kept
+    assert f"{prefix}/images/dir/" in [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    result = store.sync_down(f"s3://{bucket}/{prefix}", tmp_path / "cache")
+    assert sorted(result.files) == ["images/ok.jpg"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "images").iterdir()) == ["ok.jpg"]
