@@ -116,9 +116,14 @@ def _validated_record(model: type[_R], uri: str, data: Any) -> _R:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
-        raise RegistryError(f"{uri} is not a valid {model.__name__}: {'; '.join(parts)}") from None
+        raise RegistryError(f"{uri} is not a valid {model.__name__}: {_first_errors(exc)}") from None
+
+
+def _first_errors(exc: ValidationError) -> str:
+    """The first three validation errors as `field.path: message`, joined by `; `, with a count of the rest."""
+    errors = exc.errors(include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
+    return "; ".join(parts) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
 def _json(obj: Any) -> bytes:
@@ -566,10 +571,7 @@ def _validated(model: type[_Record], uri: str, data: bytes) -> _Record:
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
-        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise InvalidRunRecord(uri, f"not a valid {model.__name__}: " + "; ".join(parts) + more) from None
+        raise InvalidRunRecord(uri, f"not a valid {model.__name__}: {_first_errors(exc)}") from None
 
 
 def _capped(uri: str, data: bytes, limit: int) -> bytes:
