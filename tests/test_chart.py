@@ -531,6 +531,7 @@ def test_trainer_network_policy_defaults_and_namespaces(chart: Any) -> None:
         ({"policy": {"allowedCredentialsSecrets": ["Bad_Name"]}}, "allowedCredentialsSecrets"),
         ({"policy": {"allowedRegistries": ["s3://ml/a,s3://evil/b"]}}, "allowedRegistries"),
         ({"policy": {"allowedRegistries": ["https://evil.example/reg"]}}, "allowedRegistries"),
+        ({"policy": {"allowedDatasets": ["s3://a-data/x,s3://b-data"]}}, "allowedDatasets"),
         ({"policy": {"allowedPriorityClass": ["x"]}}, "allowedPriorityClass"),
     ],
 )
@@ -544,6 +545,7 @@ POLICY_ENV = (
     "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS",
     "KRETRAIN_ALLOWED_S3_ENDPOINTS",
     "KRETRAIN_ALLOWED_REGISTRIES",
+    "KRETRAIN_ALLOWED_DATASETS",
     "KRETRAIN_ALLOWED_PRIORITY_CLASSES",
     "KRETRAIN_ALLOWED_TOLERATION_KEYS",
 )
@@ -574,6 +576,7 @@ def test_default_policy_is_the_operators_own_image_secret_and_endpoint(
         "KRETRAIN_ALLOWED_CREDENTIALS_SECRETS": "",
         "KRETRAIN_ALLOWED_S3_ENDPOINTS": "",
         "KRETRAIN_ALLOWED_REGISTRIES": "",
+        "KRETRAIN_ALLOWED_DATASETS": "",
         "KRETRAIN_ALLOWED_PRIORITY_CLASSES": "",
         "KRETRAIN_ALLOWED_TOLERATION_KEYS": "nvidia.com/gpu",
     }
@@ -592,5 +595,6 @@ def test_policy_values_reach_the_operator_settings(chart: Any, monkeypatch: pyte
     assert settings.allowed_credentials_secrets == wanted["allowedCredentialsSecrets"]
     assert settings.allowed_s3_endpoints == wanted["allowedS3Endpoints"]
     assert settings.allowed_registries == wanted["allowedRegistries"]
+    assert settings.allowed_datasets == wanted["allowedDatasets"]
     assert settings.allowed_priority_classes == wanted["allowedPriorityClasses"]
     assert settings.allowed_toleration_keys == wanted["allowedTolerationKeys"]

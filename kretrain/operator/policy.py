@@ -134,19 +134,27 @@ def require_allowed_endpoint(endpoint: str | None, settings: OperatorSettings) -
         raise PolicyError(str(Violation("spec.storage.endpoint", endpoint or "", why)))
 
 
-# ---- registries ----------------------------------------------------------------------------------------
+# ---- registries and datasets --------------------------------------------------------------------------------
 def allowed_registries(settings: OperatorSettings) -> list[str]:
     """The registry prefixes in force: the operator's default registry plus the configured ones."""
     own = [settings.registry] if settings.registry else []
     return list(dict.fromkeys(r.rstrip("/") for r in [*own, *settings.allowed_registries]))
 
 
-def registry_allowed(registry: str, entry: str) -> bool:
-    """Whether `registry` equals the prefix `entry` or lies under it at a `/` boundary (no `..` segments)."""
-    registry, entry = registry.rstrip("/"), entry.rstrip("/")
-    if any(part in ("", ".", "..") for part in registry.removeprefix("s3://").split("/")):
+def uri_under(uri: str, entry: str) -> bool:
+    """Whether the s3 `uri` equals the prefix `entry` or lies under it at a `/` boundary (no `..` segments)."""
+    uri, entry = uri.rstrip("/"), entry.rstrip("/")
+    if any(part in ("", ".", "..") for part in uri.removeprefix("s3://").split("/")):
         return False
-    return registry == entry or registry.startswith(entry + "/")
+    return uri == entry or uri.startswith(entry + "/")
+
+
+def dataset_violation(uri: str, settings: OperatorSettings) -> str | None:
+    """Why a RetrainSchedule may not list `uri` with the operator's credentials (None: allowed)."""
+    entries = settings.allowed_datasets
+    if not entries or any(uri_under(uri, e) for e in entries):
+        return None
+    return f"is not under an allowed dataset prefix (allowed: {_allowed_text(entries)})"
 
 
 # ---- the whole spec ------------------------------------------------------------------------------------
@@ -170,7 +178,7 @@ def violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violati
     if why is not None:
         out.append(Violation("spec.storage.endpoint", storage.endpoint or "", why))
     registries = allowed_registries(settings)
-    if storage.registry is not None and not any(registry_allowed(storage.registry, e) for e in registries):
+    if storage.registry is not None and not any(uri_under(storage.registry, e) for e in registries):
         rule = f"is not under an allowed registry (allowed: {_allowed_text(registries)})"
         out.append(Violation("spec.storage.registry", storage.registry, rule))
     classes = settings.allowed_priority_classes

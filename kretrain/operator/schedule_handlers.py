@@ -27,7 +27,7 @@ from kretrain.api.spec import StorageSpec
 from kretrain.operator import jobs, schedule
 from kretrain.operator.kube import KubeError
 from kretrain.operator.schedule_kube import RunsApi
-from kretrain.operator.schedule_scan import ScanError, poll_endpoint, scan
+from kretrain.operator.schedule_scan import ScanError, poll_dataset, poll_endpoint, scan
 from kretrain.operator.settings import get_settings
 from kretrain.registry import Registry, RegistryError
 from kretrain.store import ObjectStore, StoreError
@@ -186,6 +186,7 @@ def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.Lo
         uri = spec.template.dataset.uri
         try:
             endpoint = poll_endpoint(spec.template.storage.endpoint, _settings)
+            poll_dataset(uri, _settings)
             found = scan(_store(endpoint, spec.template.storage.region), uri, trigger, status, now)
         except ScanError as exc:
             _record(body, patch, status, _decision(now, "Error", "PollRefused", str(exc)))

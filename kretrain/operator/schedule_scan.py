@@ -38,6 +38,16 @@ def shown(name: str) -> str:
     return text if len(text) <= MAX_SHOWN_NAME else text[: MAX_SHOWN_NAME - 3] + "..."
 
 
+def poll_dataset(uri: str, settings: OperatorSettings) -> None:
+    """ScanError unless the operator policy lets a schedule list `uri` with the operator's credentials."""
+    why = policy.dataset_violation(uri, settings)
+    if why is not None:
+        raise ScanError(
+            f"spec.template.dataset.uri {shown(uri)!r} {why}; the operator lists the dataset with its own "
+            "credentials, so only datasets in its policy are polled"
+        )
+
+
 def poll_endpoint(template_endpoint: str | None, settings: OperatorSettings) -> str | None:
     """The endpoint polled with the operator's own credentials: the template's, when the operator policy allows
     the operator to sign for it (kretrain.operator.policy), else ScanError; unset: the operator's own."""

@@ -68,6 +68,10 @@ class OperatorSettings(BaseSettings):
     spec.storage.registry besides `registry`: the operator reads reports and moves incumbent pointers there
     with its own credentials. A registry is allowed when it equals an entry or lies under it (at a `/`).
     Empty: only `registry`."""
+    allowed_datasets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Dataset prefixes (`s3://bucket[/prefix]`, comma-separated) a RetrainSchedule may list with the operator's
+    own credentials (equal to an entry or under it at a `/`). Empty: any prefix those credentials may list;
+    set it (or scope the credentials) so that a schedule's author cannot read folder names elsewhere."""
     allowed_priority_classes: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """PriorityClass names a RetrainJob may name in spec.resources.priorityClassName (comma-separated).
     Empty: none (the field must stay unset)."""
@@ -81,6 +85,7 @@ class OperatorSettings(BaseSettings):
         "allowed_credentials_secrets",
         "allowed_s3_endpoints",
         "allowed_registries",
+        "allowed_datasets",
         "allowed_priority_classes",
         "allowed_toleration_keys",
         mode="before",

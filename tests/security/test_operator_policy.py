@@ -550,3 +550,29 @@ def test_a_run_outside_a_tightened_policy_fails_and_its_job_stops(job_status: di
     assert "spec.resources.image" in outcome.permanent_error
     assert kube.patches == ([(ns, own_job, {"spec": {"suspend": True}})] if suspended else [])
     assert (f"Job {own_job} suspended" in outcome.permanent_error) is suspended
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed", "refused"),
+    [
+        ("s3://payments-data/eras", ["s3://ml-data/team-a"], True),
+        ("s3://ml-data/team-a-evil", ["s3://ml-data/team-a"], True),
+        ("s3://ml-data", ["s3://ml-data/team-a"], True),
+        ("s3://ml-data/team-a/../team-b", ["s3://ml-data/team-a"], True),
+        ("s3://ml-data/team-a", ["s3://ml-data/team-a"], False),
+        ("s3://ml-data/team-a/traffic", ["s3://ml-data/team-a/"], False),
+        ("s3://anything/at-all", [], False),  # no list: the operator's credentials are the bound
+    ],
+    ids=["other-bucket", "prefix-without-boundary", "parent", "dotdot-out", "equal", "under", "no-list"],
+)
+def test_a_schedule_lists_only_allowed_datasets(uri: str, allowed: list[str], refused: bool) -> None:
+    """A RetrainSchedule's dataset is listed with the operator's own credentials: policy.allowedDatasets bounds it."""
+    from kretrain.operator.schedule_scan import ScanError, poll_dataset
+
+    conf = settings(allowed_datasets=allowed)
+    assert (policy.dataset_violation(uri, conf) is not None) is refused
+    if refused:
+        with pytest.raises(ScanError, match=r"spec\.template\.dataset\.uri .*not under an allowed dataset prefix"):
+            poll_dataset(uri, conf)
+    else:
+        poll_dataset(uri, conf)

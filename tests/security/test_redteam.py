@@ -485,7 +485,7 @@ REGISTRY_FORMS = [
 
 @pytest.mark.parametrize(("uri", "allowed"), [c[1:] for c in REGISTRY_FORMS], ids=[c[0] for c in REGISTRY_FORMS])
 def test_registry_forms_against_the_policy(uri: str, allowed: bool) -> None:
-    assert policy.registry_allowed(uri, "s3://models/reg") == allowed
+    assert policy.uri_under(uri, "s3://models/reg") == allowed
 
 
 # ---- 10. a data contributor cannot hand Ultralytics a label file the validator never read ----------------------
