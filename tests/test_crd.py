@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -59,7 +60,9 @@ def test_schema_is_structural() -> None:
 
 def test_cli_writes_the_same_crd(tmp_path: Path) -> None:
     out = tmp_path / "crd.yaml"
-    subprocess.run([str(ROOT / ".venv" / "bin" / "kretrain"), "crd", "-o", str(out)], check=True)
+    # The installed console script of the interpreter running the tests (not a hard-coded venv path).
+    kretrain = Path(sys.executable).parent / "kretrain"
+    subprocess.run([str(kretrain), "crd", "-o", str(out)], check=True)
     assert out.read_text() == render_crd()
 
 

@@ -17,7 +17,7 @@ from kretrain.operator.kube import API_CALLS
 
 ROOT = Path(__file__).resolve().parent.parent
 INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
-NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced", "fallback"]
+NAMESPACES = ["promote", "reject", "failure", "invalid", "suspend", "delete", "dryrun", "raced", "fallback", "metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,28 @@ def operator(cluster: Cluster, s3: Any, tmp_path_factory: pytest.TempPathFactory
     yield op
     op.stop()
     assert "Traceback" not in op.log.read_text(), op.tail(200)
+
+
+@pytest.fixture(scope="module")
+def decided(cluster: Cluster, operator: OperatorProcess) -> None:
+    """A promoted, a rejected (GateFailed) and an invalid RetrainJob in namespace "metrics".
+
+    The metrics and RBAC tests count what these did, so they pass alone and in any order.
+    """
+    for model in ("m-metrics-promote", "m-metrics-reject"):
+        sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
+    cluster.create_rtj("metrics", "promote", "m-metrics-promote")
+    cluster.create_rtj("metrics", "reject", "m-metrics-reject")
+    cluster.create_rtj(
+        "metrics", "invalid", "m-metrics-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4}
+    )
+    scores = {"promote": {"e1": 0.55, "e2": 0.56, "e3": 0.50}, "reject": {"e1": 0.40, "e2": 0.55, "e3": 0.70}}
+    for name, metrics in scores.items():
+        run_id = started(cluster, operator, "metrics", name)["runId"]
+        sim.train(cluster.registry, f"m-metrics-{name}", run_id, metrics, INCUMBENT, cluster.tmp)
+        sim.complete_job(cluster.client, "metrics", run_id)
+    states = {name: settled(cluster, operator, "metrics", name)["state"] for name in ("promote", "reject", "invalid")}
+    assert states == {"promote": "Promoted", "reject": "Rejected", "invalid": "Failed"}
 
 
 def test_success_is_promoted(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -208,7 +230,7 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
     sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, None, cluster.tmp)
     sim.complete_job(cluster.client, "delete", run_id)
     assert settled(cluster, operator, "delete", "run")["state"] == "Promoted"
-    assert cluster.rtj("delete", "run")["metadata"].get("finalizers") in (None, [], ["kretrain.dev/finalizer"])
+    assert cluster.rtj("delete", "run")["metadata"].get("finalizers") == ["kretrain.dev/finalizer"]
     cluster.client.delete(rtj_path("delete", "run"))
     wait_for("the RetrainJob to go", lambda: cluster.rtj("delete", "run") is None, op=operator)
     assert cluster.jobs("delete") == []
@@ -217,8 +239,8 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
     assert cluster.registry.incumbent(model).version == run_id
 
 
-def test_metrics_endpoint_counts_states_and_decisions(cluster: Cluster, operator: OperatorProcess) -> None:
-    # Runs after the scenarios above (pytest keeps file order).
+@pytest.mark.usefixtures("decided")
+def test_metrics_endpoint_counts_states_and_decisions(operator: OperatorProcess) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'kretrain_decisions_total{outcome="promoted",reason="Promoted"}' in text
@@ -228,7 +250,8 @@ def test_metrics_endpoint_counts_states_and_decisions(cluster: Cluster, operator
     assert "kretrain_handler_seconds_count" in text
 
 
-def test_every_api_call_is_declared_for_rbac(cluster: Cluster, operator: OperatorProcess) -> None:
+@pytest.mark.usefixtures("decided")
+def test_every_api_call_is_declared_for_rbac(cluster: Cluster) -> None:
     calls: dict[str, set[tuple[str, str]]] = cluster.server.call(lambda: dict(cluster.server.emulator.calls))
     made = calls.get("kretrain-operator", set()) | calls.get("kopf", set())
     assert ("create", "jobs.batch") in made and ("patch", "retrainjobs.kretrain.dev/status") in made
