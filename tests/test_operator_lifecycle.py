@@ -227,10 +227,17 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
     model = "m-del"
     cluster.create_rtj("delete", "run", model)
     run_id = started(cluster, operator, "delete", "run")["runId"]
+
+    # While the poll timer runs, Kopf blocks deletion with exactly the operator's finalizer (settings.finalizer)...
+    def finalizers() -> Any:
+        return cluster.rtj("delete", "run")["metadata"].get("finalizers")
+
+    wait_for("the finalizer", lambda: finalizers() == ["kretrain.dev/finalizer"], op=operator)
     sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, None, cluster.tmp)
     sim.complete_job(cluster.client, "delete", run_id)
     assert settled(cluster, operator, "delete", "run")["state"] == "Promoted"
-    assert cluster.rtj("delete", "run")["metadata"].get("finalizers") == ["kretrain.dev/finalizer"]
+    # ...and releases it once the run is terminal (no timer left to stop, the delete handler is optional).
+    wait_for("the finalizer to be released", lambda: not finalizers(), op=operator)
     cluster.client.delete(rtj_path("delete", "run"))
     wait_for("the RetrainJob to go", lambda: cluster.rtj("delete", "run") is None, op=operator)
     assert cluster.jobs("delete") == []
