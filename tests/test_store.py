@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.s3proxy import FaultProxy
 from kretrain.store import (
     MANIFEST_NAME,
-    ObjectInfo,
     ObjectStore,
     PreconditionFailed,
     UnsafeKeyError,
@@ -245,15 +245,23 @@ def test_sync_down_resumes_after_interruption(store: ObjectStore, bucket: str, t
     assert not list(tmp_path.rglob("*.kretrain-part"))
 
 
-def test_sync_down_refuses_unsafe_key(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
+def test_sync_down_refuses_unsafe_key(s3, store: ObjectStore, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
     base = f"s3://{bucket}/evil"
     store.put_bytes(join_uri(base, "ok.txt"), b"ok")
-    # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so a hostile listing stands in for a
-    # server (or a compromised bucket) that does return such keys.
-    hostile = [*store.list(base), ObjectInfo("../../escape.txt", 1, "x")]
-    store._list_chunks = lambda uri, *a, **kw: (chunk for chunk in [hostile])  # type: ignore[method-assign]
-    with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
-        store.sync_down(base, tmp_path / "cache")
+    # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so the fault proxy adds such a key to the
+    # real listing, as a hostile server (or a compromised bucket) would return it.
+    with FaultProxy(s3.endpoint, extra_keys=("evil/../../escape.txt",)) as proxy:
+        hostile = ObjectStore(
+            endpoint_url=proxy.endpoint,
+            access_key=s3.server.access_key,
+            secret_key=s3.server.secret_key,
+            region="us-east-1",
+            fast_path=fast,
+        )
+        assert sorted(o.key for o in hostile.list(base)) == ["../../escape.txt", "ok.txt"]  # the proxy's listing
+        with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
+            hostile.sync_down(base, tmp_path / "cache")
     assert not (tmp_path / "cache" / "ok.txt").exists()  # refused before anything was downloaded
 
 

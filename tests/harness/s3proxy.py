@@ -17,6 +17,9 @@ matches, or is forwarded when none is queued:
 
 With `tls=(certfile, keyfile)` the proxy speaks HTTPS.
 
+`extra_keys` (full object keys) are added to every ListObjectsV2 answer (a hostile server or a
+compromised bucket listing keys that SeaweedFS itself refuses to store, such as `../x` or `a\\b`).
+
 `conditions` emulates S3-compatible backends that ignore conditional writes (they differ: older MinIO
 releases and some gateways accept If-None-Match/If-Match and overwrite anyway). The headers are signed
 (SigV4 covers every header botocore sends), so the proxy cannot just drop them: a conditional PUT is
@@ -38,7 +41,8 @@ import threading
 import time
 from collections import Counter
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
+from xml.sax.saxutils import escape as xml_escape
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -66,11 +70,13 @@ class FaultProxy:
         inflate_factor: int = 64,
         credentials: tuple[str, str] | None = None,
         conditions: str = "honour",
+        extra_keys: tuple[str, ...] = (),
     ) -> None:
         parts = urlsplit(upstream)
         self.inflate_factor = inflate_factor
         self.credentials = credentials
         self.conditions = conditions
+        self.extra_keys = extra_keys
         self.conditions_dropped = 0  # conditional PUTs sent upstream without their condition
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._faults: list[tuple[str, str | None]] = []
@@ -110,6 +116,8 @@ class FaultProxy:
                     status, headers, payload = proxy._put_without_condition(self.path, dict(self.headers), body)
                 else:
                     status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers), body)
+                if self.command == "GET" and status == 200 and proxy.extra_keys:
+                    payload = proxy._with_extra_keys(self.path, payload)
                 if fault in ("chunked", "inflate") and self.command != "HEAD":
                     self._send_chunked(status, headers, payload, proxy.inflate_factor if fault == "inflate" else 1)
                     return
@@ -200,6 +208,21 @@ class FaultProxy:
             return resp.status, resp.getheaders(), resp.read()
         finally:
             conn.close()
+
+    def _with_extra_keys(self, path: str, payload: bytes) -> bytes:
+        """A ListObjectsV2 answer with `extra_keys` listed too (URL-encoded when the client asked for it)."""
+        end = b"</ListBucketResult>"
+        if "list-type=2" not in path or end not in payload:
+            return payload
+        encode = "encoding-type=url" in path
+        entries = b"".join(
+            b"<Contents><Key>%s</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+            b"<ETag>&quot;0123456789abcdef0123456789abcdef&quot;</ETag><Size>1</Size>"
+            b"<StorageClass>STANDARD</StorageClass></Contents>"
+            % xml_escape(quote(key, safe="/") if encode else key).encode()
+            for key in self.extra_keys
+        )
+        return payload.replace(end, entries + end, 1)
 
     def _drops_condition(self, headers: Any) -> bool:
         if self.conditions not in CONDITION_MODES:
