@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunProgress, RunReport, TrainingSummary
+from emulator import sim
+from kretrain.api import RunProgress, RunReport
 from kretrain.registry import (
     IncumbentChanged,
     Lineage,
@@ -26,15 +27,7 @@ MODEL = "detector"
 
 
 def report(run_id: str, value: float = 0.5) -> RunReport:
-    return RunReport(
-        run_id=run_id,
-        model=MODEL,
-        spec={"model": MODEL},
-        data=DataSummary(),
-        training=TrainingSummary(strategy="full", base_weights="yolov8n.yaml", epochs_planned=1, epochs_completed=1),
-        compute=Compute(wall_seconds=1.5),
-        candidate_evaluation=Evaluation(pooled=Metrics(map50_95=value, map50=value, precision=0.5, recall=0.5)),
-    )
+    return sim.minimal_report(run_id, MODEL, value, wall_seconds=1.5)
 
 
 LINEAGE = Lineage(

@@ -61,6 +61,19 @@ def report(
     )
 
 
+def minimal_report(run_id: str, model: str, value: float = 0.5, wall_seconds: float = 1.0) -> RunReport:
+    """The smallest valid report of a one-epoch full run (pooled metric `value`), for registry tests."""
+    return RunReport(
+        run_id=run_id,
+        model=model,
+        spec={"model": model},
+        data=DataSummary(),
+        training=TrainingSummary(strategy="full", base_weights="yolov8n.yaml", epochs_planned=1, epochs_completed=1),
+        compute=Compute(wall_seconds=wall_seconds),
+        candidate_evaluation=Evaluation(pooled=Metrics(map50_95=value, map50=value, precision=0.5, recall=0.5)),
+    )
+
+
 def weights_file(tmp: Path, version: str) -> Path:
     f = tmp / f"{hashlib.sha256(version.encode()).hexdigest()[:12]}.pt"
     f.write_bytes(b"fake weights of " + version.encode())

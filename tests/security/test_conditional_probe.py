@@ -10,8 +10,9 @@ from pathlib import Path
 import kopf
 import pytest
 
+from emulator import sim
 from harness.s3proxy import FaultProxy
-from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunReport, TrainingSummary
+from kretrain.api import RunReport
 from kretrain.condprobe import PROBE_PREFIX
 from kretrain.registry import ConditionalWritesIgnored, IncumbentChanged, Lineage, Registry
 from kretrain.store import ObjectStore, StoreUnavailable
@@ -20,15 +21,7 @@ MODEL = "detector"
 
 
 def _report(run_id: str) -> RunReport:
-    return RunReport(
-        run_id=run_id,
-        model=MODEL,
-        spec={"model": MODEL},
-        data=DataSummary(),
-        training=TrainingSummary(strategy="full", base_weights="yolov8n.yaml", epochs_planned=1, epochs_completed=1),
-        compute=Compute(wall_seconds=1.0),
-        candidate_evaluation=Evaluation(pooled=Metrics(map50_95=0.5, map50=0.5, precision=0.5, recall=0.5)),
-    )
+    return sim.minimal_report(run_id, MODEL)
 
 
 @pytest.fixture(scope="module")

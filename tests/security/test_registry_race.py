@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from kretrain.api import Compute, DataSummary, Evaluation, Metrics, RunReport, TrainingSummary
+from emulator import sim
+from kretrain.api import RunReport
 from kretrain.api.status import ModelRef
 from kretrain.registry import Lineage, Registry, RegistryError, TamperedWeights, VersionExists
 from kretrain.store import ObjectStore, join_uri
@@ -24,15 +25,7 @@ LINEAGE = Lineage(parent=None, eras=["e1"], era_hashes={"e1": "h1"})
 
 
 def _report(run_id: str) -> RunReport:
-    return RunReport(
-        run_id=run_id,
-        model=MODEL,
-        spec={"model": MODEL},
-        data=DataSummary(),
-        training=TrainingSummary(strategy="full", base_weights="yolov8n.yaml", epochs_planned=1, epochs_completed=1),
-        compute=Compute(wall_seconds=1.0),
-        candidate_evaluation=Evaluation(pooled=Metrics(map50_95=0.5, map50=0.5, precision=0.5, recall=0.5)),
-    )
+    return sim.minimal_report(run_id, MODEL)
 
 
 @pytest.fixture(scope="module")
