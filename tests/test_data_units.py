@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from kretrain.api import StrategySpec
-from kretrain.trainer.data import validation
+from kretrain.trainer.data import inspection, validation
 from kretrain.trainer.data.split import split_of
 from kretrain.trainer.data.stats import compute_stats, jensen_shannon
 from kretrain.trainer.data.trainset import replay_count, replay_sample, select_train
@@ -118,7 +118,7 @@ def test_pool_and_in_process_inspection_agree(tmp_path: Path, monkeypatch: pytes
         lab.write_text("0 0.5 0.5 0.2 0.2\n" if i != 7 else "7 0.5 0.5 0.2 0.2\n")
         tasks.append((str(img), str(lab), 3))
     serial = inspect_all(tasks, workers=1)
-    monkeypatch.setattr(validation, "POOL_THRESHOLD", 1)
+    monkeypatch.setattr(inspection, "POOL_THRESHOLD", 1)
     pooled = inspect_all(tasks, workers=2)
     assert [r[:3] + r[4:] for r in pooled] == [r[:3] + r[4:] for r in serial]
     assert [r[5][0][0] for r in serial if r[5]] == ["undecodable_image", "class_out_of_range"]
