@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kretrain.api import DataSummary, RetrainJobSpec
+from kretrain.trainer.data.cachelock import dataset_lock
 from kretrain.trainer.data.pull import PulledDataset, pull_dataset
 from kretrain.trainer.data.stats import DRIFT_THRESHOLD, compute_stats
 from kretrain.trainer.data.trainset import build_training_set
@@ -20,10 +22,12 @@ from kretrain.trainer.data.validation import (
     read_class_names,
     validate_eras,
 )
+from kretrain.trainer.data.vcache import CACHE_DIR_NAME, ValidationCache
 
 if TYPE_CHECKING:
     from kretrain.store import ObjectStore
 
+log = logging.getLogger(__name__)
 REPORT_NAME = "data_report.json"
 STATS_NAME = "data_stats.json"
 CHART_NAME = "data_stats.png"
@@ -104,8 +108,12 @@ def prepare_pulled(
     drift_threshold: float = DRIFT_THRESHOLD,
     workers: int | None = None,
     chart: bool = True,
+    validation_cache: Path | None = None,
 ) -> PreparedData:
-    """Validate, split, describe and assemble a dataset already in the cache (see `prepare`)."""
+    """Validate, split, describe and assemble a dataset already in the cache (see `prepare`).
+
+    With `validation_cache` (a folder), unchanged images are not inspected again (`vcache`).
+    """
     ds = spec.dataset
     out_dir = Path(workdir).resolve() / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,10 +139,21 @@ def prepare_pulled(
     report["classes"] = classes
 
     t0 = time.perf_counter()
+    cache = ValidationCache(validation_cache, ds.uri, len(classes)) if validation_cache is not None else None
     result = validate_eras(
-        pulled.era_files, classes, ds.latest_eras, ds.split.seed, ds.split.val, ds.split.test, workers=workers
+        pulled.era_files,
+        classes,
+        ds.latest_eras,
+        ds.split.seed,
+        ds.split.val,
+        ds.split.test,
+        workers=workers,
+        cache=cache,
+        objects=pulled.era_objects if cache is not None else None,
     )
     timings["validateSeconds"] = round(time.perf_counter() - t0, 3)
+    if cache is not None:
+        report["validationCache"] = {"version": cache.version, **cache.stats}
     timings.update({f"{k}Seconds": round(v, 3) for k, v in result.timings.items()})
     findings = class_findings + result.findings
     fatal = list(result.fatal)
@@ -250,6 +269,13 @@ def prepare(
     Raises DataValidationError (after writing data_report.json) when the class lists disagree, an era
     is empty, nothing is left to train or validate on, or the bad share exceeds dataset.maxBadFraction.
     `chart=False` skips the PNG (about a second of matplotlib).
+    Runs sharing `cache_dir` (a shared volume) take turns per dataset (`cachelock.dataset_lock`) for
+    the pull and the validation; inspection results are cached in `<cache_dir>/.kretrain-validation/`.
     """
-    pulled = pull_dataset(spec.dataset, store, Path(cache_dir))
-    return prepare_pulled(spec, pulled, workdir, chart=chart)
+    cache_dir = Path(cache_dir)
+    with dataset_lock(cache_dir, spec.dataset.uri) as waited:
+        pulled = pull_dataset(spec.dataset, store, cache_dir)
+        prepared = prepare_pulled(spec, pulled, workdir, chart=chart, validation_cache=cache_dir / CACHE_DIR_NAME)
+    if waited >= 1.0:
+        log.info("waited %.1f s for another run's data stage on %s (shared cache)", waited, spec.dataset.uri)
+    return prepared

@@ -31,6 +31,8 @@ class PulledDataset:
     seconds: float = 0.0
     classes_error: str | None = None
     """Why `classes.yaml` could not be read (over its size cap); the run fails with this reason."""
+    era_objects: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
+    """era -> key -> (ETag, size) of the objects pulled (mtime in ns for a local copy): the validation cache's key."""
 
 
 def cache_root(cache_dir: Path, uri: str) -> Path:
@@ -81,7 +83,7 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
     else:
         (root / "classes.yaml").write_bytes(classes_yaml)
 
-    def one(era: str) -> tuple[str, SyncResult, str]:
+    def one(era: str) -> tuple[str, SyncResult, str, list[tuple[str, str, int]]]:
         uri = join_uri(dataset.uri, era)
         result = store.sync_down(uri, root / era)
         # After a complete sync the store's manifest holds (etag, size) of exactly the remote objects,
@@ -95,20 +97,21 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
             check_era_settled(store, uri, {key: etag for key, etag, _ in entries})
         except EraBeingWritten as exc:
             raise DataValidationError(str(exc)) from None
-        return era, result, era_hash(entries)
+        return era, result, era_hash(entries), entries
 
     with ThreadPoolExecutor(max_workers=max(1, min(ERA_PARALLELISM, len(dataset.eras)))) as pool:
         done = list(pool.map(one, dataset.eras))
-    era_files = {era: dict(result.files) for era, result, _ in done}
+    era_files = {era: dict(result.files) for era, result, _, _ in done}
     sync = {
         era: {"downloaded": r.downloaded, "skipped": r.skipped, "bytes": r.bytes, "objects": len(r.files)}
-        for era, r, _ in done
+        for era, r, _, _ in done
     }
     return PulledDataset(
         root=root,
         classes_yaml=classes_yaml,
         era_files=era_files,
-        era_hashes={era: h for era, _, h in done},
+        era_hashes={era: h for era, _, h, _ in done},
+        era_objects={era: {k: (etag, size) for k, etag, size in entries} for era, _, _, entries in done},
         sync=sync,
         seconds=time.perf_counter() - start,
         classes_error=classes_error,
@@ -120,6 +123,7 @@ def scan_local(root: Path, eras: list[str]) -> PulledDataset:
     root = Path(root)
     era_files: dict[str, dict[str, Path]] = {}
     hashes: dict[str, str] = {}
+    objects: dict[str, dict[str, tuple[str, int]]] = {}
     for era in eras:
         base = root / era
         files = (
@@ -127,7 +131,9 @@ def scan_local(root: Path, eras: list[str]) -> PulledDataset:
         )
         files = {k: p for k, p in files.items() if not p.name.startswith(".")}
         era_files[era] = files
-        hashes[era] = era_hash([(k, str(p.stat().st_mtime_ns), p.stat().st_size) for k, p in files.items()])
+        stats = {k: p.stat() for k, p in files.items()}
+        objects[era] = {k: (str(st.st_mtime_ns), st.st_size) for k, st in stats.items()}
+        hashes[era] = era_hash([(k, etag, size) for k, (etag, size) in objects[era].items()])
     from kretrain.limits import MAX_CLASSES_BYTES
 
     classes = root / "classes.yaml"
@@ -140,4 +146,5 @@ def scan_local(root: Path, eras: list[str]) -> PulledDataset:
         era_files=era_files,
         era_hashes=hashes,
         classes_error=error,
+        era_objects=objects,
     )

@@ -90,6 +90,33 @@ def _write_list(path: Path, records: Sequence[ImageRecord]) -> Path:
     return path
 
 
+def ultralytics_cache_path(image_path: str) -> Path:
+    """Where Ultralytics keeps its label cache for a list whose first image is this one.
+
+    It maps the image to its label (the last `/images/` becomes `/labels/`) and stores
+    `<label folder>.cache` (`Path.with_suffix`) beside that folder, i.e. in the era's cache folder.
+    """
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return Path(sb.join(image_path.rsplit(sa, 1))).parent.with_suffix(".cache")
+
+
+def remove_label_caches(records: Sequence[ImageRecord]) -> list[Path]:
+    """Delete every label cache Ultralytics could read for lists of these images; returns those removed.
+
+    A cache written by an earlier run in a shared dataset cache would be unpickled
+    (`np.load(allow_pickle=True)`) before its hash is checked, so none is left for the next run to load.
+    """
+    folders = {os.path.dirname(os.path.abspath(r.path)) for r in records}
+    removed = []
+    for cache in sorted({ultralytics_cache_path(os.path.join(f, "x")) for f in folders}):
+        try:
+            cache.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            continue
+        removed.append(cache)
+    return removed
+
+
 def _write_yaml(path: Path, doc: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -110,6 +137,7 @@ def build_training_set(
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_label_caches([r for recs in kept.values() for r in recs])
     by_split = {s: {e: [r for r in recs if r.split == s] for e, recs in kept.items()} for s in ("train", "val", "test")}
     train = select_train(by_split["train"], strategy, new_eras)
     train_list = _write_list(out_dir / "train.txt", [r for recs in train.values() for r in recs])

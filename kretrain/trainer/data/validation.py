@@ -39,6 +39,7 @@ from kretrain.trainer.data.records import (
     unsafe_key_reason,
 )
 from kretrain.trainer.data.split import Split
+from kretrain.trainer.data.vcache import ObjectId, ValidationCache, inspect_cached, object_identity
 
 __all__ = [
     "BOX_TOLERANCE",
@@ -150,8 +151,15 @@ def validate_eras(
     val: float,
     test: float,
     workers: int | None = None,
+    cache: ValidationCache | None = None,
+    objects: dict[str, dict[str, tuple[str, int]]] | None = None,
 ) -> ValidationResult:
     """Validate every era (oldest first) and assign splits.
+
+    With `cache` and `objects` (era -> key -> (ETag, size) of what was pulled), an image whose image
+    and label objects are unchanged since an earlier run is not read again: its inspection result comes
+    from the cache, which is rewritten for every era that had a miss. Everything after inspection
+    (splits, duplicates, class checks, statistics) runs on all images as before, so the outcome is the same.
 
     `era_files` maps era -> (key relative to the era folder -> local path). Findings: undecodable or
     too-small images, malformed label lines, class ids out of range, boxes outside [0, 1] or of zero
@@ -170,6 +178,7 @@ def validate_eras(
     orphans: dict[str, int] = {}
     unsafe: dict[str, int] = {}
     tasks: list[InspectTask] = []
+    idents: list[tuple[ObjectId, ObjectId | None] | None] = []
     for era, files in era_files.items():
         if "classes.yaml" in files:
             try:
@@ -202,6 +211,7 @@ def validate_eras(
             rec = ImageRecord(era=era, key=key, path=images[key], label_path=label)
             recs.append(rec)
             tasks.append((str(rec.path), str(label) if label else None, nc))
+            idents.append(object_identity(objects.get(era, {}), key, lkey if label else None) if objects else None)
         records[era] = recs
         orphan_keys = sorted(set(labels) - used_labels)
         orphans[era] = len(orphan_keys)
@@ -214,9 +224,9 @@ def validate_eras(
             findings.append(Finding("error", "empty_era", era, "", "no images under images/"))
 
     t0 = time.perf_counter()
-    results = inspect_all(tasks, workers)
-    t1 = time.perf_counter()
     flat = [r for era in era_files for r in records[era]]
+    results = inspect_cached(flat, tasks, idents, cache, workers) if cache else inspect_all(tasks, workers)
+    t1 = time.perf_counter()
     for rec in flat:
         rec.split = split_with_override(overrides.get(rec.era), split_seed, rec.era, rec.key, val, test)
     t2 = time.perf_counter()
