@@ -1,0 +1,210 @@
+"""The Grafana dashboard (charts/kretrain/dashboards/kretrain.json): every PromQL query names only metrics and labels
+a real operator exports on /metrics (scraped from an operator process driving RetrainJobs in the kube emulator),
+rates only counters and histograms, and the chart ships it as a sidecar ConfigMap behind a toggle."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from emulator import sim
+from emulator.operator import OperatorProcess
+from emulator.scenario import ERAS, Cluster, operator_for, running_cluster, settled, started, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "kretrain"
+DASHBOARD = CHART / "dashboards" / "kretrain.json"
+NS = "dash"
+# Labels Prometheus adds to every scraped series (target labels of the ServiceMonitor) and histogram buckets.
+TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "endpoint", "container", "le"}
+SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created")}
+PROMQL_WORDS = {"sum", "max", "min", "avg", "by", "without", "rate", "increase", "histogram_quantile", "count"}
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def queries() -> list[tuple[str, str]]:
+    """(panel title, expr) of every target; the job variable's query too."""
+    found = [(p["title"], t["expr"]) for p in dashboard()["panels"] for t in p.get("targets", [])]
+    for var in dashboard()["templating"]["list"]:
+        if var["type"] == "query":
+            found.append((f"${var['name']}", var["query"]["query"]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def scraped(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, set[str]]]]:
+    """A real operator's /metrics after a promoted and a failed RetrainJob: family -> (type, label names)."""
+    with running_cluster(s3, tmp_path_factory.mktemp("dash"), [NS]) as cluster:
+        op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS])
+        op.start().wait_ready()
+        try:
+            yield drive_and_scrape(cluster, op)
+        finally:
+            op.stop()
+
+
+def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> dict[str, tuple[str, set[str]]]:
+    # An unreadable incumbent pointer: the start handler waits and asks kopf to retry (the retries counter).
+    cluster.registry.store.put_json(f"{cluster.registry_uri}/m-dash-wait/incumbent.json", {"version": 1})
+    cluster.create_rtj(NS, "wait", "m-dash-wait")
+    cluster.create_rtj(NS, "good", "m-dash")
+    cluster.create_rtj(NS, "bad", "m-dash-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
+    run_id = started(cluster, op, NS, "good")["runId"]
+    sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
+    sim.complete_job(cluster.client, NS, run_id)
+    assert {n: settled(cluster, op, NS, n)["state"] for n in ("good", "bad")} == {"good": "Promoted", "bad": "Failed"}
+    wait_for("the Pending run", lambda: cluster.status(NS, "wait").get("state") == "Pending", op=op)
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    families: dict[str, tuple[str, set[str]]] = {}
+    for fam in text_string_to_metric_families(text):
+        # (the text format exposes each counter's and histogram's `_created` timestamp as a gauge family of its own)
+        if fam.name.startswith("kretrain_") and not fam.name.endswith("_created"):
+            labels = {k for s in fam.samples for k in s.labels}
+            families[fam.name] = (fam.type, labels)
+            assert fam.samples, f"{fam.name} exported no sample"
+    return families
+
+
+def series_names(families: dict[str, tuple[str, set[str]]]) -> dict[str, tuple[str, str, set[str]]]:
+    """Every series name a family exposes -> (family, type, labels)."""
+    out = {}
+    for name, (kind, labels) in families.items():
+        for suffix in SUFFIXES[kind]:
+            out[name + suffix] = (name, kind, labels)
+    return out
+
+
+def used_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\bkretrain_[a-zA-Z0-9_:]+", expr))
+
+
+def used_labels(expr: str) -> set[str]:
+    grouped = {lab.strip() for g in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr) for lab in g.split(",")}
+    matched = {
+        m for sel in re.findall(r"\{([^}]*)\}", expr) for m in re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", sel)
+    }
+    called = set(re.findall(r"label_values\(\s*[a-zA-Z_:][\w:]*\s*,\s*(\w+)\s*\)", expr))
+    return (grouped | matched | called) - {""}
+
+
+def rated_metrics(expr: str) -> set[str]:
+    return set(re.findall(r"\b(?:rate|increase|irate)\(\s*(kretrain_[a-zA-Z0-9_:]+)", expr))
+
+
+def test_every_query_names_exported_metrics_and_labels(scraped: dict[str, tuple[str, set[str]]]) -> None:
+    assert {"kretrain_retrainjobs", "kretrain_decisions", "kretrain_handler_seconds"} <= set(scraped)
+    series = series_names(scraped)
+    seen = set()
+    for title, expr in queries():
+        metrics = used_metrics(expr)
+        assert metrics, f"{title}: {expr} names no kretrain metric"
+        for metric in metrics:
+            assert metric in series, f"{title}: {metric} is not exported (exported: {sorted(series)})"
+            seen.add(series[metric][0])
+        allowed = {lab for m in metrics for lab in series[m][2]} | TARGET_LABELS
+        assert used_labels(expr) <= allowed, f"{title}: labels {used_labels(expr) - allowed} not on {metrics}"
+        for metric in rated_metrics(expr):
+            assert series[metric][1] in ("counter", "histogram"), f"{title}: rate() of gauge {metric}"
+        if "histogram_quantile" in expr:
+            assert "_bucket" in expr and re.search(r"by \([^)]*\ble\b", expr), f"{title}: quantile without le"
+    assert seen == set(scraped), f"families without a panel: {set(scraped) - seen}"
+
+
+def test_the_checks_catch_a_wrong_query(scraped: dict[str, tuple[str, set[str]]]) -> None:
+    """The helpers the test relies on see a renamed metric, a foreign label and a rated gauge."""
+    series = series_names(scraped)
+    assert "kretrain_retrain_jobs" not in series and "kretrain_decisions" not in series
+    assert used_labels('sum by (phase) (kretrain_retrainjobs{state="Failed", job=~"$job"})') == {
+        "phase",
+        "state",
+        "job",
+    }
+    assert rated_metrics("rate(kretrain_retrainjobs[5m])") == {"kretrain_retrainjobs"}
+    assert series["kretrain_retrainjobs"][1] == "gauge"
+
+
+def test_dashboard_shape() -> None:
+    dash = dashboard()
+    assert dash["uid"] == "kretrain-operator" and dash["schemaVersion"] >= 36
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["description"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)) and refs, panel["title"]
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert names == {"datasource", "job"}
+    text = DASHBOARD.read_text()
+    assert "http://" not in text and "https://" not in text, "no external links or assets"
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    with helm_python.Chart.load(CHART) as chart:
+        out = chart.render(values, name="kretrain", namespace="kretrain-system")
+    return [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+
+
+def test_chart_has_no_dashboard_by_default() -> None:
+    assert not [d for d in render({}) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_chart_ships_the_dashboard_when_enabled() -> None:
+    values = {
+        "metrics": {
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "MLOps"}}
+        }
+    }
+    maps = [d for d in render(values) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kretrain-dashboard"]
+    assert len(maps) == 1
+    cm = maps[0]
+    kubernetes_validate.validate(cm, "1.33", strict=True)
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "MLOps"}
+    assert json.loads(cm["data"]["kretrain-operator.json"]) == dashboard()
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        pytest.param({"metrics": {"grafanaDashboard": {"enabled": "yes"}}}, "enabled", id="enabled-not-bool"),
+        pytest.param({"metrics": {"grafanaDashboard": {"enable": True}}}, "enable", id="typo"),
+        pytest.param({"metrics": {"grafanaDashboard": {"namespace": "Bad_NS"}}}, "namespace", id="bad-namespace"),
+        pytest.param(
+            {"metrics": {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}},
+            "grafana_dashboard",
+            id="label-not-string",
+        ),
+    ],
+)
+def test_chart_schema_refuses_bad_dashboard_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=where):
+        render(values)
+
+
+def test_lint_strict_with_the_dashboard_on() -> None:
+    report = helm_python.lint(
+        CHART, {"metrics": {"grafanaDashboard": {"enabled": True}}}, strict=True, namespace="kretrain-system"
+    )
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
