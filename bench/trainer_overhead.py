@@ -1,6 +1,6 @@
 """Trainer overhead: `kretrain train` vs plain Ultralytics on the same data/seed/epochs; evaluation vs two val().
 
-Usage: .venv/bin/python -P bench/trainer_overhead.py [--images 60] [--epochs 10] [--out bench/results]
+Usage: .venv/bin/python bench/trainer_overhead.py [--images 60] [--epochs 10] [--out bench/results]
 
 1. Starts a local SeaweedFS, generates two synthetic eras, uploads them.
 2. Runs `kretrain train` (a subprocess, as in a pod) and reads its report: training seconds (the Ultralytics
@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from kretrain.api.pod import PodContract
 from kretrain.s3server import LocalS3Server
 from kretrain.store import ObjectStore
 from kretrain.trainer import offline
@@ -73,15 +74,16 @@ def main() -> int:
             "storage": {"endpoint": server.endpoint, "registry": "s3://bench-data/registry"},
         }  # fmt: skip
         (root / "spec.json").write_text(json.dumps(spec))
-        run_env = {
-            **env,
-            "KRETRAIN_RUN_ID": "bench-1",
-            "KRETRAIN_INCUMBENT_VERSION": "",
-            "KRETRAIN_WORKDIR": str(root / "scratch"),
-            "KRETRAIN_CACHE_DIR": str(root / "cache"),
-            "KRETRAIN_TERMINATION_LOG": str(root / "termination-log"),
-            "YOLO_CONFIG_DIR": str(root / "yolo-config"),
-        }
+        contract = PodContract(
+            run_id="bench-1",
+            incumbent_version="",
+            workdir=root / "scratch",
+            cache_dir=root / "cache",
+            termination_log=root / "termination-log",
+            endpoint=server.endpoint,
+            yolo_config_dir=root / "yolo-config",
+        )
+        run_env = {**env, **contract.to_env()}
         t0 = time.time()
         kretrain = str(Path(sys.executable).parent / "kretrain")
         with open(root / "kretrain.log", "wb") as log:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kretrain.api.pod import PodContract
 from kretrain.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,9 +193,7 @@ def test_trainer_is_set_up_for_offline_ultralytics() -> None:
     assert env["YOLO_OFFLINE"] == "1"
     assert env["YOLO_AUTOINSTALL"] == "false"
     # The same writable locations the operator gives the training container (read-only root, /tmp emptyDir).
-    job_env = dict(
-        re.findall(r'_env\("([A-Z_]+)", "([^"]+)"\)', (ROOT / "kretrain" / "operator" / "jobs.py").read_text())
-    )
+    job_env = PodContract.in_cluster(run_id="r", incumbent_version=None, endpoint=None, region="us-east-1").to_env()
     for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "HOME"):
         assert env[key] == job_env[key], key
         assert env[key].startswith("/tmp")
@@ -242,6 +241,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, Block())
+from kretrain.api.pod import PodContract
 from kretrain.cli import build_parser
 parser = build_parser()
 args = parser.parse_args(json.loads(sys.argv[2]))

@@ -13,7 +13,7 @@ from kretrain.api import RetrainJobSpec
 from kretrain.cli import main
 from kretrain.store import ObjectStore
 from kretrain.tables import comparison_table
-from kretrain.trainer.local import LocalRunError, resolve_spec, run_manifest
+from kretrain.trainer.local import LocalRunError, resolve_local, run_manifest
 from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
 
 SPEC: dict[str, Any] = {"model": "m", "dataset": {"uri": "s3://data/x", "eras": ["a"]}}
@@ -22,10 +22,11 @@ SPEC: dict[str, Any] = {"model": "m", "dataset": {"uri": "s3://data/x", "eras": 
 def test_resolve_spec_fills_storage_from_env() -> None:
     spec = RetrainJobSpec.model_validate(SPEC)
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "KRETRAIN_REGISTRY": "s3://reg/models"}
-    resolved = resolve_spec(spec, env)
+    resolved = resolve_local(spec, env)
     assert (resolved.storage.endpoint, resolved.storage.registry) == ("http://127.0.0.1:9", "s3://reg/models")
-    with pytest.raises(LocalRunError, match=r"spec\.storage\.registry"):
-        resolve_spec(spec, {})
+    assert resolved.resources.image is None and resolved.storage.credentials_secret is None  # no operator defaults
+    with pytest.raises(LocalRunError, match=r"spec\.storage\.registry: unset, and the environment"):
+        resolve_local(spec, {})
 
 
 def test_run_rejects_a_bad_manifest_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

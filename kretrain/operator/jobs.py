@@ -7,9 +7,17 @@ import json
 from typing import Any
 
 from kretrain.api import RetrainJobSpec
+from kretrain.api.pod import CACHE_DIR as CACHE_DIR  # the pod contract's paths, re-exported
+from kretrain.api.pod import CREDENTIAL_ENV, SHM_DIR, TMP_DIR, PodContract
+from kretrain.api.pod import SCRATCH_DIR as SCRATCH_DIR
+from kretrain.api.pod import SPEC_DIR as SPEC_DIR
+from kretrain.api.pod import SPEC_FILE as SPEC_FILE
+from kretrain.api.pod import TERMINATION_LOG as TERMINATION_LOG
 from kretrain.api.spec import storage_bytes
 from kretrain.operator import policy
 from kretrain.operator.settings import OperatorSettings
+from kretrain.resolve import SpecError as SpecError
+from kretrain.resolve import resolve_spec as fill_spec
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -20,20 +28,11 @@ LABEL_RUN = "kretrain.dev/run"
 """Label with the Job name (the run id, shortened to a label value when needed)."""
 MANAGED_BY = "kretrain-operator"
 
-SPEC_DIR = "/etc/kretrain"
-SPEC_FILE = "spec.json"
-SCRATCH_DIR = "/scratch"
-CACHE_DIR = "/cache"
-TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = "trainer"
 MAX_RUN_ID = 128  # registry version ids: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$
 MAX_JOB_NAME = 63  # Job names become the `job-name` label of their pods
 LOG_ALLOWANCE = 2**30
 """Ephemeral storage beyond the emptyDirs: container logs (the root filesystem is read-only)."""
-
-
-class SpecError(ValueError):
-    """The spec cannot be turned into a Job (names the field)."""
 
 
 def _shorten(value: str, limit: int) -> str:
@@ -76,20 +75,8 @@ def selector(uid: str) -> str:
 
 
 def fill_defaults(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
-    """The spec with the operator's defaults for registry, endpoint, credentials Secret and image filled in."""
-    raw = spec.dump()
-    storage, resources = raw.setdefault("storage", {}), raw.setdefault("resources", {})
-    if not storage.get("registry"):
-        if settings.registry is None:
-            raise SpecError(
-                "spec.storage.registry: unset, and the operator has no default registry (KRETRAIN_REGISTRY)"
-            )
-        storage["registry"] = settings.registry
-    if not storage.get("endpoint") and settings.s3_endpoint:
-        storage["endpoint"] = settings.s3_endpoint
-    storage.setdefault("credentialsSecret", settings.credentials_secret)
-    resources.setdefault("image", settings.trainer_image)
-    return RetrainJobSpec.model_validate(raw)
+    """The spec with the operator's defaults for registry, endpoint, region, credentials Secret and image filled in."""
+    return fill_spec(spec, settings.spec_defaults())
 
 
 def resolve_spec(spec: RetrainJobSpec, settings: OperatorSettings) -> RetrainJobSpec:
@@ -136,10 +123,6 @@ def build_configmap(name: str, namespace: str, spec: RetrainJobSpec, object_labe
     }
 
 
-def _env(name: str, value: str) -> dict[str, Any]:
-    return {"name": name, "value": value}
-
-
 def build_job(
     *,
     name: str,
@@ -155,24 +138,13 @@ def build_job(
     if res.image is None or storage.credentials_secret is None or storage.registry is None:
         raise SpecError("build_job needs a resolved spec (resolve_spec fills image, registry and credentials)")
     secret = storage.credentials_secret
-    env = [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    env: list[dict[str, Any]] = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in CREDENTIAL_ENV
     ]
-    if storage.endpoint:
-        env.append(_env("AWS_ENDPOINT_URL", storage.endpoint))
-    env += [
-        _env("AWS_DEFAULT_REGION", storage.region),
-        _env("KRETRAIN_RUN_ID", run),
-        _env("KRETRAIN_INCUMBENT_VERSION", incumbent_version or ""),
-        _env("KRETRAIN_WORKDIR", SCRATCH_DIR),
-        _env("KRETRAIN_CACHE_DIR", CACHE_DIR),
-        _env("KRETRAIN_TERMINATION_LOG", TERMINATION_LOG),
-        # The root filesystem is read-only: every library that writes config or caches goes to /tmp.
-        _env("HOME", "/tmp"),
-        _env("YOLO_CONFIG_DIR", "/tmp/ultralytics"),
-        _env("MPLCONFIGDIR", "/tmp/matplotlib"),
-    ]
+    contract = PodContract.in_cluster(
+        run_id=run, incumbent_version=incumbent_version, endpoint=storage.endpoint, region=storage.region
+    )
+    env += [{"name": key, "value": value} for key, value in contract.to_env().items()]
     compute = {"cpu": res.cpu, "memory": res.memory, "ephemeral-storage": ephemeral_storage(spec)}
     limits: dict[str, str] = dict(compute)
     if res.gpus > 0:
@@ -188,8 +160,8 @@ def build_job(
             {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
             {"name": "cache", "mountPath": CACHE_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": TMP_DIR},
+            {"name": "dshm", "mountPath": SHM_DIR},
         ],
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kretrain.api.spec import S3_URI_PATTERN
 from kretrain.operator.policy import PolicyError, canonical_endpoint
+from kretrain.resolve import SpecDefaults
 
 
 class OperatorSettings(BaseSettings):
@@ -105,6 +106,17 @@ class OperatorSettings(BaseSettings):
             except PolicyError as exc:
                 raise ValueError(f"{name}: {url!r} {exc}") from None
         return self
+
+    def spec_defaults(self) -> SpecDefaults:
+        """What fills a RetrainJob's unset storage fields and image (kretrain.resolve.resolve_spec)."""
+        return SpecDefaults(
+            source="the operator (KRETRAIN_REGISTRY)",
+            registry=self.registry,
+            endpoint=self.s3_endpoint,
+            region=self.s3_region,
+            credentials_secret=self.credentials_secret,
+            image=self.trainer_image,
+        )
 
 
 @lru_cache(maxsize=1)

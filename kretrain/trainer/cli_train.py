@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="run one training pod: pull data, train (resuming from the run's last.pt), check, evaluate, register",
         description=(
-            "Environment: KRETRAIN_RUN_ID, KRETRAIN_INCUMBENT_VERSION, KRETRAIN_WORKDIR, KRETRAIN_CACHE_DIR, "
-            "KRETRAIN_TERMINATION_LOG, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_ENDPOINT_URL."
+            "Environment (the pod contract, docs/internals.md): KRETRAIN_RUN_ID, KRETRAIN_INCUMBENT_VERSION, "
+            "KRETRAIN_WORKDIR, KRETRAIN_CACHE_DIR, KRETRAIN_TERMINATION_LOG, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, YOLO_CONFIG_DIR."
         ),
     )
     p.add_argument("--spec", type=Path, required=True, help="the RetrainJob spec as JSON (camelCase)")
@@ -25,13 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run the pod; exit code 0 on success, non-zero with the reason in the termination log."""
+    import os
     import sys
 
-    from kretrain.trainer.entrypoint import PodEnv, main
+    from kretrain.api.pod import PodContract, PodContractError
+    from kretrain.trainer.entrypoint import main
 
     try:
-        pod = PodEnv.from_env(run_id=args.run_id, workdir=args.workdir, cache_dir=args.cache_dir)
-    except ValueError as exc:
+        pod = PodContract.from_env(os.environ, run_id=args.run_id, workdir=args.workdir, cache_dir=args.cache_dir)
+    except PodContractError as exc:
         print(f"kretrain train: {exc}", file=sys.stderr)
         return 2
     return main(args.spec, pod)

@@ -8,51 +8,14 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kretrain.api import Compute, ModelRef, RetrainJobSpec, RunReport, TrainingSummary
+from kretrain.api.pod import PodContract
 from kretrain.trainer import offline
 
 log = logging.getLogger("kretrain.trainer")
-
-
-@dataclass
-class PodEnv:
-    """The pod contract's environment (docs/internals.md)."""
-
-    run_id: str
-    """KRETRAIN_RUN_ID."""
-    incumbent_version: str | None
-    """KRETRAIN_INCUMBENT_VERSION: a version, '' for none, None when unset (then asked from the registry)."""
-    workdir: Path
-    """KRETRAIN_WORKDIR (default /scratch)."""
-    cache_dir: Path
-    """KRETRAIN_CACHE_DIR (default /cache)."""
-    termination_log: Path
-    """KRETRAIN_TERMINATION_LOG (default /dev/termination-log)."""
-
-    @classmethod
-    def from_env(
-        cls,
-        env: dict[str, str] | None = None,
-        run_id: str | None = None,
-        workdir: Path | None = None,
-        cache_dir: Path | None = None,
-    ) -> PodEnv:
-        """Read the contract's variables; explicit arguments (from the command line) win."""
-        e = dict(os.environ if env is None else env)
-        rid = run_id or e.get("KRETRAIN_RUN_ID") or ""
-        if not rid:
-            raise ValueError("no run id: set KRETRAIN_RUN_ID or pass --run-id")
-        return cls(
-            run_id=rid,
-            incumbent_version=e.get("KRETRAIN_INCUMBENT_VERSION"),
-            workdir=Path(workdir or e.get("KRETRAIN_WORKDIR") or "/scratch"),
-            cache_dir=Path(cache_dir or e.get("KRETRAIN_CACHE_DIR") or "/cache"),
-            termination_log=Path(e.get("KRETRAIN_TERMINATION_LOG") or "/dev/termination-log"),
-        )
 
 
 def write_termination(path: Path, text: str) -> None:
@@ -104,7 +67,7 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
     return dest
 
 
-def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
+def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     """Run the whole training pod: returns the registered run's report (raises on failure)."""
     from kretrain.registry import Lineage, Registry
     from kretrain.store import ObjectStore
@@ -125,7 +88,7 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
     from kretrain.trainer.modelfiles import restrict_ultralytics
 
     restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
-    offline.configure(Path(os.environ.get("YOLO_CONFIG_DIR") or pod.workdir / "yolo-config"))
+    offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
     from kretrain.trainer import checks as chk
     from kretrain.trainer.data import prepare
     from kretrain.trainer.evaluate import evaluate
@@ -142,6 +105,9 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
     project = (pod.workdir / "ultralytics").resolve()
     # Ultralytics' own checks on every argument before anything runs (data pull included).
     check_train_args(build_train_args(spec, pod.workdir / "data.yaml", project))
+    from kretrain.trainer.export import check_export_args
+
+    check_export_args(spec, _cuda())  # spec.export as well (engine needs a GPU), before the data pull
 
     data = prepare(spec, store, pod.workdir, pod.cache_dir)
     _event(event="data-ready", runId=pod.run_id, trainImages=data.summary.train_images, eras=list(spec.dataset.eras))
@@ -201,6 +167,10 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
             cand_stats.predictions_above(chk.DEFAULT_THRESHOLDS.predict_conf), len(cand_stats.files)
         )
     )
+    from kretrain.trainer.parity import export_and_check
+
+    exported, parity = export_and_check(spec, outcome.best, data.test_yaml, test_images, pod.workdir / "export", _cuda())
+    checks.append(parity)
     inc_eval = None
     if incumbent_version:
         inc_weights = registry.fetch_weights(spec.model, incumbent_version, pod.workdir / "incumbent")
@@ -244,7 +214,8 @@ def run(spec: RetrainJobSpec, pod: PodEnv) -> RunReport:
         strategy=spec.strategy.type,
         compute=compute.dump(),
     )
-    ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage)
+    artifacts = {a.format: a.path for a in exported}
+    ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage, artifacts)
     report = report.model_copy(update={"candidate": ref})
     registry.write_run_report(spec.model, pod.run_id, report)
     summary = termination_summary(report, spec.promotion.metric)
@@ -262,7 +233,7 @@ def _cuda() -> bool:
         return False
 
 
-def main(spec_file: Path, pod: PodEnv) -> int:
+def main(spec_file: Path, pod: PodContract) -> int:
     """Run the pod from a spec file; on failure write a one-paragraph reason to the termination log."""
     from kretrain.trainer.report import failure_summary
 

@@ -7,16 +7,20 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from kretrain.api import Comparison, Decision, RetrainJob, RetrainJobSpec, RunReport
+from kretrain.api.pod import PodContract
 from kretrain.promotion import conclude, fallback_spec, wants_fallback
 from kretrain.registry import Registry, RegistryError
+from kretrain.resolve import SpecDefaults, SpecError, resolve_spec
 from kretrain.store import ObjectStore, StoreError
 from kretrain.tables import comparison_table, decision_text
 
@@ -38,17 +42,23 @@ class LocalOutcome:
     """A full retrain must follow (incremental candidate rejected, fallbackToFull on)."""
 
 
-def resolve_spec(spec: RetrainJobSpec, env: dict[str, str]) -> RetrainJobSpec:
-    """Fill storage.endpoint/registry from the environment, as the operator fills them from its settings."""
-    storage = spec.storage.model_copy(
-        update={
-            "endpoint": spec.storage.endpoint or env.get("AWS_ENDPOINT_URL") or None,
-            "registry": spec.storage.registry or env.get("KRETRAIN_REGISTRY") or None,
-        }
+def local_defaults(env: Mapping[str, str]) -> SpecDefaults:
+    """The local runner's defaults for a spec's unset storage fields: the caller's environment, as the operator
+    fills them from its settings (no credentials Secret and no image: a local run has neither)."""
+    return SpecDefaults(
+        source="the environment (KRETRAIN_REGISTRY)",
+        registry=env.get("KRETRAIN_REGISTRY") or None,
+        endpoint=env.get("AWS_ENDPOINT_URL") or None,
+        region=env.get("AWS_DEFAULT_REGION") or None,
     )
-    if storage.registry is None:
-        raise LocalRunError("spec.storage.registry is not set and KRETRAIN_REGISTRY is empty: no model registry")
-    return spec.model_copy(update={"storage": storage})
+
+
+def resolve_local(spec: RetrainJobSpec, env: Mapping[str, str]) -> RetrainJobSpec:
+    """The spec resolved with `local_defaults(env)` (kretrain.resolve.resolve_spec); LocalRunError names the field."""
+    try:
+        return resolve_spec(spec, local_defaults(env))
+    except (SpecError, ValidationError) as exc:
+        raise LocalRunError(str(exc)) from None
 
 
 def _bar(epoch: int, epochs: int, metrics: dict[str, float], eta: float | None, width: int = 30) -> str:
@@ -90,7 +100,7 @@ def run_spec(
 ) -> LocalOutcome:
     """Train, evaluate and decide one run locally; promotion follows spec.promotion.mode."""
     env = dict(os.environ if env is None else env)
-    spec = resolve_spec(spec, env)
+    spec = resolve_local(spec, env)
     assert spec.storage.registry is not None
     run_id = run_id or f"local-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
     store = ObjectStore(
@@ -107,16 +117,15 @@ def run_spec(
     spec_file = rundir / "spec.json"
     spec_file.write_text(json.dumps(spec.dump(), indent=2))
     termination = rundir / "termination-log"
-    child_env = {
-        **env,
-        "KRETRAIN_RUN_ID": run_id,
-        "KRETRAIN_INCUMBENT_VERSION": incumbent.version if incumbent else "",
-        "KRETRAIN_WORKDIR": str(rundir / "scratch"),
-        "KRETRAIN_CACHE_DIR": str(workdir / "cache"),
-        "KRETRAIN_TERMINATION_LOG": str(termination),
-    }
-    if spec.storage.endpoint:
-        child_env["AWS_ENDPOINT_URL"] = spec.storage.endpoint
+    contract = PodContract(
+        run_id=run_id,
+        incumbent_version=incumbent.version if incumbent else "",
+        workdir=rundir / "scratch",
+        cache_dir=workdir / "cache",
+        termination_log=termination,
+        endpoint=spec.storage.endpoint,
+    )
+    child_env = {**env, **contract.to_env()}
     out.write(
         f"run {run_id}: {spec.strategy.type} retrain of {spec.model} on eras {', '.join(spec.dataset.eras)} "
         f"(incumbent: {incumbent.version if incumbent else 'none'})\n"
