@@ -358,6 +358,52 @@ def storage_bytes(quantity: str) -> int:
     return int(whole) * scale + -(-int(frac or "0") * scale // 10 ** len(frac))
 
 
+SUBDOMAIN_PATTERN = r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$"
+"""A Kubernetes object name that may hold dots (PersistentVolumeClaim, StorageClass): a DNS subdomain."""
+
+
+class CacheClaimSpec(ApiModel):
+    """An existing PersistentVolumeClaim in the RetrainJob's namespace mounted as the dataset cache."""
+
+    claim_name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN)
+    """Name of the claim. ReadWriteOnce: one run at a time (the next run of the line reuses it);
+    ReadWriteMany: shared by the runs of a model line, which take turns per dataset for the pull and
+    validation (a lock file in the cache) and train concurrently."""
+
+
+class CacheEphemeralSpec(ApiModel):
+    """A generic ephemeral volume (a claim created with the pod and deleted with it) as the dataset cache."""
+
+    storage_class_name: str | None = Field(default=None, max_length=253, pattern=SUBDOMAIN_PATTERN)
+    """StorageClass of the claim (unset: the cluster's default class)."""
+    size: str = Field(pattern=STORAGE_QUANTITY_PATTERN)
+    """Requested size of the claim (a Kubernetes quantity, 1Mi to 1024Ti)."""
+
+    @field_validator("size")
+    @classmethod
+    def _size_in_range(cls, size: str) -> str:
+        if not 2**20 <= storage_bytes(size) <= 2**50:
+            raise ValueError(f"{size!r} must be between 1Mi and 1024Ti")
+        return size
+
+
+class CacheVolumeSpec(ApiModel):
+    """Where the dataset cache (`/cache`) lives when not in the default emptyDir: exactly one source."""
+
+    persistent_volume_claim: CacheClaimSpec | None = None
+    """An existing claim: the eras pulled and the validation results survive the pod, so the next run
+    pulls and decodes only what is new."""
+    ephemeral: CacheEphemeralSpec | None = None
+    """A volume of a storage class and size that lives as long as the pod (a cache larger than the
+    node's ephemeral storage allows)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CacheVolumeSpec:
+        if (self.persistent_volume_claim is None) == (self.ephemeral is None):
+            raise ValueError("resources.cache: set exactly one of persistentVolumeClaim and ephemeral")
+        return self
+
+
 class ResourcesSpec(ApiModel):
     """Compute and local disk for the training pod."""
 
@@ -380,10 +426,13 @@ class ResourcesSpec(ApiModel):
     scratch_size: str = Field(default="20Gi", pattern=STORAGE_QUANTITY_PATTERN)
     """Size limit of the `/scratch` emptyDir (run folder: prepared lists, checkpoints, exported weights)."""
     cache_size: str = Field(default="50Gi", pattern=STORAGE_QUANTITY_PATTERN)
-    """Size limit of the `/cache` emptyDir (local mirror of the dataset's eras)."""
+    """Size limit of the `/cache` emptyDir (local mirror of the dataset's eras); unused with `cache`."""
+    cache: CacheVolumeSpec | None = None
+    """A persistent or ephemeral volume for `/cache` instead of the emptyDir (unset: an emptyDir of cacheSize,
+    emptied with every pod)."""
     tmp_size: str = Field(default="2Gi", pattern=STORAGE_QUANTITY_PATTERN)
     """Size limit of the `/tmp` emptyDir (library config and caches). The pod's ephemeral-storage request
-    and limit are scratchSize + cacheSize + tmpSize plus 1Gi for logs."""
+    and limit are scratchSize + cacheSize (without `cache`) + tmpSize plus 1Gi for logs."""
 
     @field_validator("scratch_size", "cache_size", "tmp_size")
     @classmethod

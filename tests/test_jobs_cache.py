@@ -1,0 +1,64 @@
+"""resources.cache: the spec's shapes (table-driven) and the /cache volume the Job builder makes of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kretrain.api.spec import ResourcesSpec
+
+
+@pytest.mark.parametrize(
+    ("cache", "error"),
+    [
+        ({"persistentVolumeClaim": {"claimName": "line-cache"}}, None),
+        ({"persistentVolumeClaim": {"claimName": "line.cache.v2"}}, None),
+        ({"ephemeral": {"size": "100Gi"}}, None),
+        ({"ephemeral": {"size": "100Gi", "storageClassName": "fast-ssd"}}, None),
+        ({}, "exactly one"),
+        ({"persistentVolumeClaim": {"claimName": "a"}, "ephemeral": {"size": "1Gi"}}, "exactly one"),
+        ({"persistentVolumeClaim": {"claimName": "Line_Cache"}}, "claimName"),
+        ({"persistentVolumeClaim": {"claimName": "../x"}}, "claimName"),
+        ({"persistentVolumeClaim": {"claimName": "a" * 254}}, "claimName"),
+        ({"persistentVolumeClaim": {}}, "claimName"),
+        ({"ephemeral": {}}, "size"),
+        ({"ephemeral": {"size": "1Ki"}}, "between 1Mi and 1024Ti"),
+        ({"ephemeral": {"size": "2000Ti"}}, "between 1Mi and 1024Ti"),
+        ({"ephemeral": {"size": "10 Gi"}}, "size"),
+        ({"ephemeral": {"size": "1Gi", "storageClassName": "Fast SSD"}}, "storageClassName"),
+        ({"ephemeral": {"size": "1Gi", "accessModes": ["ReadWriteMany"]}}, "accessModes"),
+        ({"hostPath": {"path": "/"}}, "hostPath"),
+    ],
+    ids=[
+        "claim",
+        "claim-with-dots",
+        "ephemeral-default-class",
+        "ephemeral-with-class",
+        "empty",
+        "both",
+        "claim-upper-case",
+        "claim-path",
+        "claim-too-long",
+        "claim-missing-name",
+        "ephemeral-no-size",
+        "ephemeral-too-small",
+        "ephemeral-too-large",
+        "ephemeral-bad-quantity",
+        "class-with-space",
+        "unknown-field",
+        "host-path",
+    ],
+)
+def test_cache_shapes(cache: dict[str, Any], error: str | None) -> None:
+    if error is None:
+        res = ResourcesSpec.model_validate({"cache": cache})
+        assert res.cache is not None and res.dump()["cache"] == cache
+        return
+    with pytest.raises(ValidationError, match=error):
+        ResourcesSpec.model_validate({"cache": cache})
+
+
+def test_default_is_no_cache_volume() -> None:
+    assert ResourcesSpec().cache is None and "cache" not in ResourcesSpec().dump()
