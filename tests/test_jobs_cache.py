@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kretrain.api.spec import ResourcesSpec
+from kretrain.operator.cache_volume import cache_disk_bytes, cache_volume
 
 
 @pytest.mark.parametrize(
@@ -62,3 +63,49 @@ def test_cache_shapes(cache: dict[str, Any], error: str | None) -> None:
 
 def test_default_is_no_cache_volume() -> None:
     assert ResourcesSpec().cache is None and "cache" not in ResourcesSpec().dump()
+
+
+@pytest.mark.parametrize(
+    ("cache", "volume", "disk"),
+    [
+        (None, {"emptyDir": {"sizeLimit": "50Gi"}}, 50 * 2**30),
+        (
+            {"persistentVolumeClaim": {"claimName": "line-cache"}},
+            {"persistentVolumeClaim": {"claimName": "line-cache"}},
+            0,
+        ),
+        (
+            {"ephemeral": {"size": "100Gi"}},
+            {
+                "ephemeral": {
+                    "volumeClaimTemplate": {
+                        "metadata": {"labels": {"app": "x"}},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Gi"}}},
+                    }
+                }
+            },
+            0,
+        ),
+        (
+            {"ephemeral": {"size": "1Ti", "storageClassName": "fast-ssd"}},
+            {
+                "ephemeral": {
+                    "volumeClaimTemplate": {
+                        "metadata": {"labels": {"app": "x"}},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Ti"}},
+                            "storageClassName": "fast-ssd",
+                        },
+                    }
+                }
+            },
+            0,
+        ),
+    ],
+    ids=["default-emptydir", "existing-claim", "ephemeral-default-class", "ephemeral-with-class"],
+)
+def test_cache_volume(cache: dict[str, Any] | None, volume: dict[str, Any], disk: int) -> None:
+    res = ResourcesSpec.model_validate({"cache": cache} if cache else {})
+    assert cache_volume(res, {"app": "x"}) == {"name": "cache", **volume}
+    assert cache_disk_bytes(res) == disk
