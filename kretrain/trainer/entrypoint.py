@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -32,39 +31,33 @@ def _event(**fields: Any) -> None:
 
 
 MAX_SIDECAR_BYTES = 4096
-"""Largest `last.pt.sha256` read (one hex digest and a file name)."""
+"""Largest `last.pt.sha256` record read (one hex digest and a file name)."""
 
 
 def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
     """Download the run's last.pt if a previous attempt left one; None unless it matches last.pt.sha256.
 
     Trust: `runs/<run-id>/` is written only by this run's trainer (the operator's registry credentials,
-    the registry's trust), so the sidecar the trainer wrote with the upload is the reference. The bytes
-    land under a temporary name and reach `dest` (where torch.load looks) only after they matched; the
-    checkpoint is then unpickled by Ultralytics' restricted loader and its model YAML checked.
+    the registry's trust), so the `last.pt.sha256` record the trainer wrote with the upload is the pin
+    (kretrain.verified's one policy). Without a valid record nothing is downloaded and the run starts over;
+    otherwise the bytes reach `dest` (where torch.load looks) only after they matched; the checkpoint is then
+    unpickled by Ultralytics' restricted loader and its model YAML checked.
     """
     from kretrain.store import ObjectTooLarge
-    from kretrain.trainer.modelfiles import MAX_WEIGHTS_BYTES, sha256_file
+    from kretrain.trainer.modelfiles import MAX_WEIGHTS_BYTES
+    from kretrain.verified import VerificationError, check_pin, fetch_verified
 
-    if not store.exists(hooks_last_uri):
-        return None
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.unlink(missing_ok=True)
+    if not store.exists(hooks_last_uri):
+        return None
     try:
-        expected = store.get_bytes(hooks_last_uri + ".sha256", max_bytes=MAX_SIDECAR_BYTES).decode().split()[0]
-    except (FileNotFoundError, ObjectTooLarge, UnicodeDecodeError, IndexError):
-        expected = ""
-    tmp = dest.with_name(dest.name + ".unverified")
-    try:
-        store.download_file(hooks_last_uri, tmp, max_bytes=MAX_WEIGHTS_BYTES)
-        actual = sha256_file(tmp)
-        if not expected or expected.lower() != actual:
-            _event(event="checkpoint-ignored", uri=hooks_last_uri, reason="sha256 sidecar missing or different")
-            return None
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+        record = store.get_bytes(hooks_last_uri + ".sha256", max_bytes=MAX_SIDECAR_BYTES).decode().split()
+        pin = check_pin(record[0] if record else None, hooks_last_uri)
+        return fetch_verified(store, hooks_last_uri, dest, sha256=pin, max_bytes=MAX_WEIGHTS_BYTES)
+    except (FileNotFoundError, ObjectTooLarge, UnicodeDecodeError, VerificationError) as exc:
+        _event(event="checkpoint-ignored", uri=hooks_last_uri, reason=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
@@ -169,7 +162,9 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     )
     from kretrain.trainer.parity import export_and_check
 
-    exported, parity = export_and_check(spec, outcome.best, data.test_yaml, test_images, pod.workdir / "export", _cuda())
+    exported, parity = export_and_check(
+        spec, outcome.best, data.test_yaml, test_images, pod.workdir / "export", _cuda()
+    )
     checks.append(parity)
     inc_eval = None
     if incumbent_version:

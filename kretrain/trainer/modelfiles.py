@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kretrain.api.spec import BUILTIN_YAML_PATTERN, split_pin
+from kretrain.verified import HashMismatch, Unpinned, fetch_verified
+from kretrain.verified import sha256_file as sha256_file  # re-exported: the one definition is kretrain.verified
 
 if TYPE_CHECKING:  # pragma: no cover
     from kretrain.store import ObjectStore
@@ -39,39 +39,22 @@ class ModelFileError(RuntimeError):
     """A model file that is refused; the message names the spec field or file and what is wrong."""
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_pinned(store: ObjectStore, pinned: str, dest: Path, field: str, max_bytes: int) -> Path:
-    """Download a pinned `s3://...@sha256:<hex>` file to `dest` and return it only if its bytes match the pin.
-
-    The file is written under a temporary name and moved to `dest` after the hash matched, so nothing at
-    `dest` (where a loader would look) ever holds unverified bytes; on a mismatch it is deleted.
-    """
+    """Download a pinned `s3://...@sha256:<hex>` file to `dest` and return it only if its bytes match the pin
+    (kretrain.verified.fetch_verified: nothing at `dest` ever holds unverified bytes; no sidecar is read)."""
     pin = split_pin(pinned)
     if pin is None:
         raise ModelFileError(f"{field}: {pinned!r} is not a pinned s3://...@sha256:<hex> reference")
     uri, expected = pin
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.unverified"
     try:
-        store.download_file(uri, tmp, max_bytes=max_bytes)
-        actual = sha256_file(tmp)
-        if actual != expected:
-            raise ModelFileError(
-                f"{field}: {uri} has sha256 {actual}, but the spec pins sha256 {expected}; "
-                "refused before loading (the file changed or the pin is wrong)"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+        return fetch_verified(store, uri, dest, sha256=expected, max_bytes=max_bytes)
+    except HashMismatch as exc:
+        raise ModelFileError(
+            f"{field}: {uri} has sha256 {exc.actual}, but the spec pins sha256 {expected}; "
+            "refused before loading (the file changed or the pin is wrong)"
+        ) from None
+    except Unpinned as exc:
+        raise ModelFileError(f"{field}: {exc}") from None
 
 
 def _literal(node: ast.expr, act: str, source: str) -> Any:
