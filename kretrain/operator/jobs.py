@@ -15,6 +15,7 @@ from kretrain.api.pod import SPEC_FILE as SPEC_FILE
 from kretrain.api.pod import TERMINATION_LOG as TERMINATION_LOG
 from kretrain.api.spec import storage_bytes
 from kretrain.operator import policy
+from kretrain.operator.cache_volume import cache_disk_bytes, cache_volume
 from kretrain.operator.settings import OperatorSettings
 from kretrain.resolve import SpecError as SpecError
 from kretrain.resolve import resolve_spec as fill_spec
@@ -104,7 +105,7 @@ def _quantity(n_bytes: int) -> str:
 def ephemeral_storage(spec: RetrainJobSpec) -> str:
     """The trainer container's ephemeral-storage request and limit: its emptyDirs on disk plus logs."""
     res = spec.resources
-    disk = storage_bytes(res.scratch_size) + storage_bytes(res.cache_size) + storage_bytes(res.tmp_size)
+    disk = storage_bytes(res.scratch_size) + cache_disk_bytes(res) + storage_bytes(res.tmp_size)
     return _quantity(disk + LOG_ALLOWANCE)
 
 
@@ -190,7 +191,7 @@ def build_job(
         "volumes": [
             {"name": "spec", "configMap": {"name": name, "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
             {"name": "scratch", "emptyDir": {"sizeLimit": res.scratch_size}},
-            {"name": "cache", "emptyDir": {"sizeLimit": res.cache_size}},
+            cache_volume(res, object_labels),
             {"name": "tmp", "emptyDir": {"sizeLimit": res.tmp_size}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": res.shm_size}},
         ],
