@@ -81,6 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_history)
 
+    from kretrain import line_report  # `models report`: the line as one static HTML page (kretrain/line_report.py)
+
+    p = msub.add_parser("report", parents=[common], help="write the line's report page (DIR/index.html, offline)")
+    line_report.configure(p, _run, _registry)
+
 
 def _registry(args: argparse.Namespace) -> Registry:
     from kretrain.registry import Registry

@@ -1,0 +1,228 @@
+"""`kretrain models report MODEL --out DIR`: a model line's versions, data, metrics and decisions as one HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_args
+
+from pydantic import ValidationError
+
+from kretrain.api.evaluation import Evaluation
+from kretrain.api.report import DataSummary, RunReport
+from kretrain.api.spec import MetricName, RetrainJobSpec
+from kretrain.api.status import CheckResult, Decision
+from kretrain.policy import decide
+from kretrain.registry_records import HistoryEntry, VersionRecord
+
+if TYPE_CHECKING:
+    from kretrain.registry import Registry
+
+MAX_VERSIONS = 200
+"""The page shows the newest this many versions of a line (older ones are counted, not shown)."""
+METRICS: tuple[str, ...] = get_args(MetricName)
+
+
+@dataclass
+class Cell:
+    """One model's metric on one era, and the run whose test split measured it."""
+
+    value: float
+    measured_in: str
+
+
+@dataclass
+class VersionView:
+    """What the page shows of one version: its record, the numbers of its report, the gate's verdict."""
+
+    record: VersionRecord
+    incumbent: bool = False
+    report_error: str | None = None
+    pooled: float | None = None
+    eras: dict[str, float] = field(default_factory=dict)
+    compared_with: str | None = None
+    compared_pooled: float | None = None
+    data: DataSummary | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    verdict: Decision | None = None
+    verdict_note: str = ""
+    promotions: list[HistoryEntry] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The version's name."""
+        return self.record.version
+
+
+@dataclass
+class ClassChange:
+    """One class's metric in the latest candidate's run: candidate, incumbent, difference."""
+
+    name: str
+    candidate: float | None
+    incumbent: float | None
+
+    @property
+    def delta(self) -> float | None:
+        """candidate - incumbent (None when either is missing)."""
+        if self.candidate is None or self.incumbent is None:
+            return None
+        return self.candidate - self.incumbent
+
+
+@dataclass
+class Line:
+    """A model line as the report shows it."""
+
+    model: str
+    registry: str
+    metric: str
+    versions: list[VersionView]
+    history: list[HistoryEntry]
+    omitted: int = 0
+    eras: list[str] = field(default_factory=list)
+    matrix: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    latest: str | None = None
+    classes: list[ClassChange] = field(default_factory=list)
+
+
+def _verdict(report: RunReport) -> tuple[Decision | None, str]:
+    """The promotion gate re-applied to the stored report with the run's own spec (pure: kretrain.policy)."""
+    try:
+        spec = RetrainJobSpec.model_validate(report.spec)
+    except ValidationError:
+        return None, "the report's spec is not a complete RetrainJob spec; the gate cannot be re-applied"
+    decision = decide(
+        report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
+    )
+    return decision, ""
+
+
+@dataclass
+class _Read:
+    """What is kept of one version's report (not the whole report: a line may have hundreds)."""
+
+    candidate: Evaluation
+    incumbent: Evaluation | None
+    metric: object
+    classes: list[str]
+
+
+def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[VersionView, _Read | None]:
+    from kretrain.registry import RegistryError
+    from kretrain.store import ObjectTooLarge
+
+    info = dict(info)
+    incumbent = bool(info.pop("incumbent", False))
+    view = VersionView(record=VersionRecord.model_validate(info), incumbent=incumbent)
+    try:
+        report = registry.read_report(model, view.name)
+    except (RegistryError, ObjectTooLarge, ValidationError, ValueError) as exc:  # shown on the page, per version
+        view.report_error = str(exc)[:500]
+        return view, None
+    if report.incumbent_evaluation is not None:
+        view.compared_with = report.incumbent_evaluation.model_version
+    view.data, view.checks = report.data, report.checks
+    view.verdict, view.verdict_note = _verdict(report)
+    metric = (report.spec.get("promotion") or {}).get("metric")
+    return view, _Read(report.candidate_evaluation, report.incumbent_evaluation, metric, report.data.classes)
+
+
+def _line_metric(requested: str | None, reads: list[_Read]) -> MetricName:
+    if requested:
+        if requested not in METRICS:
+            raise ValueError(f"--metric must be one of {', '.join(METRICS)}, not {requested!r}")
+        return requested  # type: ignore[return-value]
+    for read in reversed(reads):
+        if isinstance(read.metric, str) and read.metric in METRICS:
+            return read.metric  # type: ignore[return-value]
+    return "mAP50-95"
+
+
+def load_line(registry: Registry, model: str, metric: str | None = None) -> Line:
+    """Read the line through the registry's validated API: version records, each version's report, history."""
+    infos = registry.versions(model)
+    history = [HistoryEntry.model_validate(h) for h in registry.history(model)]
+    shown = infos[-MAX_VERSIONS:]
+    pairs = [_view(registry, model, info) for info in shown]
+    chosen = _line_metric(metric, [r for _, r in pairs if r is not None])
+    line = Line(model, registry.uri, chosen, [v for v, _ in pairs], history, omitted=len(infos) - len(shown))
+    by_name = {v.name: v for v in line.versions}
+    for entry in history:
+        if entry.version in by_name:
+            by_name[entry.version].promotions.append(entry)
+    for view, read in pairs:
+        for era in view.record.lineage.eras:
+            if era not in line.eras:
+                line.eras.append(era)
+        if read is None:
+            continue
+        view.pooled = read.candidate.pooled.get(chosen)
+        view.eras = {e: m.get(chosen) for e, m in read.candidate.eras.items()}
+        if read.incumbent is not None:
+            view.compared_pooled = read.incumbent.pooled.get(chosen)
+        for era, value in view.eras.items():
+            line.matrix[(view.name, era)] = Cell(value, view.name)
+            if era not in line.eras:
+                line.eras.append(era)
+    # An incumbent evaluated in a later run fills the eras it never saw in its own run.
+    for view, read in pairs:
+        inc = read.incumbent if read is not None else None
+        if inc is not None and inc.model_version in by_name:
+            for era, m in inc.eras.items():
+                line.matrix.setdefault((inc.model_version, era), Cell(m.get(chosen), view.name))
+                if era not in line.eras:
+                    line.eras.append(era)
+    line.latest, line.classes = _latest_classes(pairs)
+    return line
+
+
+def _latest_classes(pairs: list[tuple[VersionView, _Read | None]]) -> tuple[str | None, list[ClassChange]]:
+    """Per-class mAP50-95 of the newest version with a report, against the incumbent it was compared with."""
+    for view, read in reversed(pairs):
+        if read is None:
+            continue
+        cand = read.candidate.pooled.per_class
+        inc = read.incumbent.pooled.per_class if read.incumbent else {}
+        names = list(dict.fromkeys([*read.classes, *cand, *inc]))
+        return view.name, [ClassChange(n, cand.get(n), inc.get(n)) for n in names if n in cand or n in inc]
+    return None, []
+
+
+def write_report(registry: Registry, model: str, out: Path, metric: str | None = None) -> Path:
+    """Render the line and write `out/index.html` atomically (a temporary file renamed into place)."""
+    from kretrain.line_report_html import render
+
+    page = render(load_line(registry, model, metric))
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.replace(tmp, out / "index.html")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out / "index.html"
+
+
+def configure(
+    parser: argparse.ArgumentParser,
+    run: Callable[[Callable[[argparse.Namespace], int], argparse.Namespace], int],
+    registry_of: Callable[[argparse.Namespace], Registry],
+) -> None:
+    """Arguments and handler of `kretrain models report` (run: registry_cli's error handling)."""
+    parser.add_argument("model", help="model line name")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write index.html into")
+    parser.add_argument("--metric", default=None, choices=METRICS, help="metric (default: the line's gate metric)")
+
+    def _report(args: argparse.Namespace) -> int:
+        path = write_report(registry_of(args), args.model, args.out, args.metric)
+        print(f"wrote {path}")
+        return 0
+
+    parser.set_defaults(func=lambda args: run(_report, args))
