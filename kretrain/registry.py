@@ -197,7 +197,14 @@ class Registry:
     # ---------------------------------------------------------------- versions
 
     def register(
-        self, model: str, version: str, weights: Path, report: RunReport, spec: dict, lineage: Lineage
+        self,
+        model: str,
+        version: str,
+        weights: Path,
+        report: RunReport,
+        spec: dict,
+        lineage: Lineage,
+        artifacts: Mapping[str, Path] | None = None,
     ) -> ModelRef:
         """Store a candidate version: weights, report and spec under names unique to this writer, then
         version.json (If-None-Match: the commit marker), which points at them and holds the weights' sha256.
@@ -205,7 +212,8 @@ class Registry:
         Of several writers racing to register the same version exactly one commits; the others delete
         what they uploaded and get VersionExists, unless they registered the same weights (same sha256),
         which returns the existing ref (idempotent). Nothing a loser wrote is ever referenced, so the
-        committed version always verifies (`fetch_weights` checks the sha256 in version.json).
+        committed version always verifies (`fetch_weights` checks the sha256 in version.json). `artifacts`
+        (format -> local file, e.g. the checked ONNX export) are uploaded the same way, listed with their sha256.
         """
         base = self.version_uri(model, version)
         weights = Path(weights)
@@ -229,6 +237,9 @@ class Registry:
             uploaded.append(spec_uri)
             self.store.put_bytes(spec_uri, _json(spec))
             pooled = report.candidate_evaluation.pooled.dump()
+            from kretrain.artifacts import upload_artifacts  # serving exports (ONNX, ...), sha256 in version.json
+
+            exported = upload_artifacts(self.store, base, writer, artifacts or {}, uploaded)
             info = {
                 "model": model,
                 "version": version,
@@ -247,6 +258,7 @@ class Registry:
                     "compute": dict(lineage.compute),
                 },
                 "metrics": {k: v for k, v in pooled.items() if isinstance(v, int | float)},
+                **({"artifacts": exported} if exported else {}),
             }
             self.store.put_if_absent(join_uri(base, "version.json"), _json(info))
         except PreconditionFailed:

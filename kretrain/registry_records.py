@@ -27,6 +27,19 @@ class VersionLineage(ApiModel):
     """Compute spent (wall/train/GPU seconds, image-epochs)."""
 
 
+class VersionArtifact(ApiModel):
+    """One serving artifact of a version (an ONNX or TensorRT export that passed the exportParity check)."""
+
+    format: str = Field(pattern=r"^[a-z0-9]{1,32}$")
+    """Ultralytics export format (`onnx`, `engine`)."""
+    uri: str = Field(pattern=_URI, max_length=2048)
+    """The committed writer's artifact object, in the version's folder (`model-<writer>.onnx`)."""
+    sha256: str = Field(pattern=_SHA256)
+    """Hex SHA-256 of the artifact: the authority a reader checks the download against."""
+    size: int = Field(ge=0)
+    """Size in bytes (a larger object is not downloaded)."""
+
+
 class VersionRecord(ApiModel):
     """versions/<v>/version.json: the commit marker of a registered version, written once with If-None-Match."""
 
@@ -52,6 +65,8 @@ class VersionRecord(ApiModel):
     """Where the version came from."""
     metrics: dict[str, float] = Field(default_factory=dict, max_length=256)
     """Pooled metrics of the candidate evaluation, by kretrain's names (e.g. `mAP50-95`)."""
+    artifacts: list[VersionArtifact] = Field(default_factory=list, max_length=8)
+    """Serving artifacts exported in the trainer and proven equal to the weights (unset in older records)."""
 
 
 class IncumbentPointer(ApiModel):

@@ -175,3 +175,46 @@ def test_sample_train_yaml_is_deterministic(tmp_path: Path) -> None:
     random.seed(1)  # the sample does not depend on the global RNG
     c = checks.sample_train_yaml(data, tmp_path / "c", 10)
     assert Path(yaml.safe_load(c.read_text())["val"]).read_text() == la
+
+
+# -- exportParity (pure decision) ----------------------------------------------------------------
+
+
+P = checks.FormatParity
+
+
+@pytest.mark.parametrize(
+    ("results", "passed", "value", "must"),
+    [
+        ([], True, None, ["nothing was exported"]),
+        ([P("onnx", 2e-7, 0.58, 0.58)], True, 2e-7, ["onnx: max relative output difference 2e-07", "<= 0.01"]),
+        ([P("onnx", 2e-7, 0.58, 0.60)], True, 2e-7, ["drop -0.0200"]),  # the export scoring higher is no drop
+        ([P("onnx", 1e-3, 0.58, 0.57)], True, 1e-3, []),  # both exactly at their bounds pass
+        ([P("onnx", 0.25, 0.58, 0.58)], False, 0.25, ["> 0.001 (over by 0.249)"]),
+        ([P("onnx", 2e-7, 0.58, 0.50)], False, 2e-7, ["drop 0.0800 > maxMetricDrop 0.01, over by 0.0700"]),
+        ([P("onnx", math.inf, 0.58, 0.58)], False, None, ["difference inf"]),  # shape mismatch
+        ([P("onnx", 2e-7, 0.58, float("nan"))], False, 2e-7, ["maxMetricDrop"]),
+        ([P("onnx", 2e-7, None, None)], False, 2e-7, ["mAP50-95 not measured"]),
+        ([P("onnx", error="export to onnx failed: boom")], False, None, ["onnx: export to onnx failed: boom"]),
+        ([P("onnx", 2e-7, 0.58, 0.58), P("engine", 0.5, 0.58, 0.58)], False, 0.5, ["onnx:", " | engine:"]),
+    ],
+    ids=[
+        "none",
+        "equal",
+        "higher",
+        "at-bounds",
+        "outputs",
+        "metric",
+        "shape",
+        "nan-metric",
+        "unmeasured",
+        "export-failed",
+        "worst-format",
+    ],  # fmt: skip
+)
+def test_export_parity_decision(results: list, passed: bool, value: float | None, must: list[str]) -> None:
+    r = checks.export_parity_decision(results, 1e-3, 0.01)
+    assert r.name == "exportParity" and r.passed is passed and r.threshold == 1e-3, r.detail
+    assert r.value == (pytest.approx(value) if value is not None else None)
+    for text in must:
+        assert text in r.detail

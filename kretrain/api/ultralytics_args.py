@@ -29,3 +29,12 @@ RESERVED_TRAIN_ARGS: frozenset[str] = frozenset(
         "save", "save_period", "split", "val", "plots", "fraction", "time",
     }
 )  # fmt: skip
+
+# Export arguments kretrain passes to Ultralytics' exporter (`model.export(**args)`), all keys of DEFAULT_CFG_DICT:
+# `format`, `imgsz`, `dynamic`, `opset` from spec.export; `device`, `batch`, `simplify` set by kretrain. spec.export.half
+# becomes `quantize=16` (Ultralytics >= 8.4; `half=True` before it, see EXPORT_PRECISION_ARGS).
+ULTRALYTICS_EXPORT_ARGS: frozenset[str] = frozenset(
+    {"format", "imgsz", "dynamic", "opset", "device", "batch", "simplify"}
+)
+EXPORT_PRECISION_ARGS: tuple[str, str] = ("quantize", "half")
+"""The FP16 export switch, newest name first: the first one Ultralytics' DEFAULT_CFG_DICT knows is used."""

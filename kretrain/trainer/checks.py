@@ -1,4 +1,4 @@
-"""Post-training checks: train/val generalization gap, fusion consistency, finite losses, predicts something."""
+"""Post-training checks: generalization gap, fusion consistency, finite losses, predicts something, export parity."""
 
 from __future__ import annotations
 
@@ -234,3 +234,64 @@ def fusion_check(
     if not math.isfinite(rel):
         rel = math.inf
     return fusion_decision(before, after, expected_after, rel, thresholds.fusion_tolerance)
+
+
+# -- exportParity ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormatParity:
+    """What the parity check measured for one exported format."""
+
+    format: str
+    """Export format (`onnx`, `engine`)."""
+    max_rel_diff: float = math.inf
+    """max|exported - PyTorch| / max(max|PyTorch|, 1) on the same letterboxed test images."""
+    pytorch_metric: float | None = None
+    """Pooled promotion metric of the PyTorch model on the test set (same val arguments as the exported one)."""
+    exported_metric: float | None = None
+    """Pooled promotion metric of the exported model."""
+    error: str | None = None
+    """Why the export or its run failed (then nothing else was measured)."""
+
+
+def export_parity_decision(
+    results: list[FormatParity], tolerance: float, max_drop: float, metric: str = "mAP50-95"
+) -> CheckResult:
+    """Pure decision: every format exported, its outputs within `tolerance` and its metric at most `max_drop` lower."""
+    if not results:
+        return CheckResult(
+            name="exportParity", passed=True, value=None, threshold=tolerance,
+            detail="spec.export.formats is empty: nothing was exported, nothing to compare",
+        )  # fmt: skip
+    parts, failed, worst = [], False, 0.0
+    for r in results:
+        if r.error is not None:
+            failed, worst = True, math.inf
+            parts.append(f"{r.format}: {r.error}")
+            continue
+        diff = r.max_rel_diff if math.isfinite(r.max_rel_diff) else math.inf
+        worst = max(worst, diff)
+        text = f"{r.format}: max relative output difference {diff:.3g}"
+        if diff > tolerance:
+            failed = True
+            text += f" > {tolerance} (over by {diff - tolerance:.3g})"
+        if r.pytorch_metric is None or r.exported_metric is None:
+            failed = True
+            text += f"; {metric} not measured"
+        else:
+            drop = r.pytorch_metric - r.exported_metric
+            text += f"; {metric} {r.exported_metric:.4f} exported vs {r.pytorch_metric:.4f} PyTorch (drop {drop:.4f}"
+            if not math.isfinite(drop) or round(drop, 9) > max_drop:  # rounded: 0.58 - 0.57 is 0.01 here
+                failed = True
+                text += f" > maxMetricDrop {max_drop}, over by {drop - max_drop:.4f})"
+            else:
+                text += f" <= {max_drop})"
+        parts.append(text)
+    return CheckResult(
+        name="exportParity",
+        passed=not failed,
+        value=worst if math.isfinite(worst) else None,
+        threshold=tolerance,
+        detail=" | ".join(parts),
+    )
