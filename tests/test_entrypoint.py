@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kretrain.api import CHECK_NAMES, RetrainJobSpec
+from kretrain.api.pod import PodContract
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
 from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
@@ -72,16 +73,15 @@ class Pod:
         self.registry = Registry(self.store, f"s3://{bucket}/registry")
 
     def env(self, run_id: str, incumbent: str = "") -> dict[str, str]:
-        return {
-            **os.environ,
-            **self.s3.env(),
-            "KRETRAIN_RUN_ID": run_id,
-            "KRETRAIN_INCUMBENT_VERSION": incumbent,
-            "KRETRAIN_WORKDIR": str(self.root / run_id / "scratch"),
-            "KRETRAIN_CACHE_DIR": str(self.root / "cache"),
-            "KRETRAIN_TERMINATION_LOG": str(self.root / run_id / "termination-log"),
-            "YOLO_CONFIG_DIR": str(self.root / "yolo-config"),
-        }
+        contract = PodContract(
+            run_id=run_id,
+            incumbent_version=incumbent,
+            workdir=self.root / run_id / "scratch",
+            cache_dir=self.root / "cache",
+            termination_log=self.root / run_id / "termination-log",
+            yolo_config_dir=self.root / "yolo-config",
+        )
+        return {**os.environ, **self.s3.env(), **contract.to_env()}
 
     def spec_file(self, run_id: str, spec: dict[str, Any]) -> Path:
         RetrainJobSpec.model_validate(spec)
