@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import re
 import threading
 import uuid
@@ -25,6 +23,8 @@ from kretrain.condprobe import probe_conditional_writes
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
 from kretrain.registry_records import HistoryEntry, IncumbentPointer, VersionRecord
 from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
+from kretrain.verified import HashMismatch, fetch_verified
+from kretrain.verified import sha256_file as sha256_file  # re-exported (artifacts, tests)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
@@ -89,15 +89,6 @@ class Lineage:
 def now_rfc3339() -> str:
     """The current UTC time as RFC 3339 with a `Z`."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -365,32 +356,20 @@ class Registry:
             )
         weights_uri = self._record_object(model, version, info, "uri", "weights.pt")
         size = info.get("size")
-        dest_dir = Path(dest_dir)
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / "weights.pt"
-        if dest.is_file() and sha256_file(dest) == expected:
-            return dest
-        dest.unlink(missing_ok=True)
-        tmp = dest_dir / f".weights.pt.{uuid.uuid4().hex[:8]}.verify"
-        try:
-            try:
-                cap = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
-                self.store.download_file(weights_uri, tmp, max_bytes=cap)
-            except ObjectTooLarge as exc:
-                raise TamperedWeights(
-                    f"weights of version {version!r} of {model!r} ({weights_uri}) are {exc.size} bytes, but "
-                    f"{size} were registered; they were changed after registration and will not be loaded"
-                ) from None
-            actual = sha256_file(tmp)
-            if actual != expected:
-                raise TamperedWeights(
-                    f"weights of version {version!r} of {model!r} ({weights_uri}) have sha256 {actual}, but "
-                    f"{expected} was registered; they were changed after registration and will not be loaded"
-                )
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return dest
+        cap = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+        try:  # kretrain.verified: nothing at dest unless the bytes have the registered sha256
+            return fetch_verified(self.store, weights_uri, Path(dest_dir) / "weights.pt", sha256=expected,
+                                  max_bytes=cap, reuse=True)  # fmt: skip
+        except ObjectTooLarge as exc:
+            raise TamperedWeights(
+                f"weights of version {version!r} of {model!r} ({weights_uri}) are {exc.size} bytes, but "
+                f"{size} were registered; they were changed after registration and will not be loaded"
+            ) from None
+        except HashMismatch as exc:
+            raise TamperedWeights(
+                f"weights of version {version!r} of {model!r} ({weights_uri}) have sha256 {exc.actual}, but "
+                f"{expected} was registered; they were changed after registration and will not be loaded"
+            ) from None
 
     # ---------------------------------------------------------------- incumbent
 
