@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kretrain.api.evaluation import Evaluation, Metrics
+from kretrain.api.intervals import PairedBootstrap
 from kretrain.api.spec import MetricName, PromotionSpec
 from kretrain.api.status import CheckResult, Decision
+from kretrain.policy_guards import class_guard, era_bound, pooled_bounds, usable_intervals
 
 # Comparisons allow this much floating-point slack, so a candidate exactly at a bound (e.g.
 # 0.50 + 0.01 computed as 0.51000000000000001) is not rejected by rounding.
@@ -27,6 +29,7 @@ def decide(
     checks: list[CheckResult],
     promotion: PromotionSpec,
     eras: list[str],
+    intervals: PairedBootstrap | None = None,
 ) -> Decision:
     """Decide whether `candidate` replaces `incumbent`; every reason is a sentence with the numbers.
 
@@ -44,6 +47,16 @@ def decide(
       strict gain);
     - with an incumbent, no era in `eras` drops by more than `promotion.maxEraRegression` (absolute):
       candidate_era >= incumbent_era - maxEraRegression (the forgetting guard).
+
+    - with an incumbent, no (era, class) cell with at least `minClassSupport` test instances loses more than
+      `maxClassRegression` of its AP50-95 (classes new in an era are reported, not guarded).
+
+    With `promotion.uncertainty: bootstrap` and `intervals` computed on the gate metric against this
+    incumbent, the bounds apply to the paired-bootstrap intervals instead of the point estimates: the pooled
+    delta's lower bound must reach both minImprovement bounds (superiority), each era's lower bound must be
+    >= -maxEraRegression (non-inferiority; an era whose interval straddles the bound is inconclusive and blocks,
+    one entirely below it is forgetting), and a class cell rejects only when its whole interval lies below
+    -maxClassRegression. Without usable intervals the point estimates decide and a reason says so.
 
     Without an incumbent (first model of a line) only the checks, era coverage of the candidate and
     the optional floor apply. All comparisons allow a slack of 1e-9 for floating-point rounding.
@@ -99,7 +112,7 @@ def decide(
             "so only the checks, era coverage and the optional floor apply."
         )
     else:
-        _compare(candidate, incumbent, promotion, eras, reasons, fail)
+        _compare(candidate, incumbent, promotion, eras, reasons, fail, intervals)
 
     passed = not failures
     if passed and promotion.mode == "dryRun":
@@ -121,11 +134,46 @@ def _compare(
     eras: list[str],
     reasons: list[str],
     fail: Callable[[str], None],
+    intervals: PairedBootstrap | None,
 ) -> None:
-    """Pooled improvement bounds and the per-era forgetting guard."""
+    """Pooled improvement bounds, the per-era and the per-class forgetting guards."""
     metric = promotion.metric
     c = candidate.pooled.get(metric)
     i = incumbent.pooled.get(metric)
+    ci = usable_intervals(intervals, incumbent, promotion, reasons)
+    if ci is not None:
+        pooled_bounds(ci.pooled, i, promotion, ci.confidence, reasons, fail)
+    else:
+        _point_bounds(c, i, promotion, reasons, fail)
+    limit = promotion.max_era_regression
+    for era in eras:
+        ce: Metrics | None = candidate.eras.get(era)
+        ie: Metrics | None = incumbent.eras.get(era)
+        if ce is None or ie is None:
+            continue  # already failed as missing
+        if ci is not None and era in ci.eras:
+            era_bound(era, ci.eras[era], ci.eras[era].images, limit, metric, ci.confidence, reasons, fail)
+            continue
+        cv, iv = ce.get(metric), ie.get(metric)
+        d = cv - iv
+        if cv + EPSILON >= iv - limit:
+            reasons.append(
+                f"Era '{era}': {metric} {_f(cv)} vs incumbent {_f(iv)} ({_signed(d)}), "
+                f"within the allowed drop of {_f(limit)}."
+            )
+        else:
+            fail(
+                f"Era '{era}' regressed: {metric} fell from {_f(iv)} to {_f(cv)} ({_signed(d)}), "
+                f"more than maxEraRegression {_f(limit)} allows (forgetting)."
+            )
+    class_guard(candidate, incumbent, ci, promotion, eras, reasons, fail)
+
+
+def _point_bounds(
+    c: float, i: float, promotion: PromotionSpec, reasons: list[str], fail: Callable[[str], None]
+) -> None:
+    """Both minImprovement bounds on the pooled point estimates."""
+    metric = promotion.metric
     delta = c - i
     absolute = promotion.min_improvement.absolute
     relative = promotion.min_improvement.relative
@@ -148,25 +196,6 @@ def _compare(
             f"Relative improvement too small: {numbers}, {rel_text}; at least +{relative * 100:.2f}% is required "
             f"(candidate must reach {_f(need_rel)})."
         )
-
-    limit = promotion.max_era_regression
-    for era in eras:
-        ce: Metrics | None = candidate.eras.get(era)
-        ie: Metrics | None = incumbent.eras.get(era)
-        if ce is None or ie is None:
-            continue  # already failed as missing
-        cv, iv = ce.get(metric), ie.get(metric)
-        d = cv - iv
-        if cv + EPSILON >= iv - limit:
-            reasons.append(
-                f"Era '{era}': {metric} {_f(cv)} vs incumbent {_f(iv)} ({_signed(d)}), "
-                f"within the allowed drop of {_f(limit)}."
-            )
-        else:
-            fail(
-                f"Era '{era}' regressed: {metric} fell from {_f(iv)} to {_f(cv)} ({_signed(d)}), "
-                f"more than maxEraRegression {_f(limit)} allows (forgetting)."
-            )
 
 
 def _check_numbers(check: CheckResult) -> str:

@@ -173,7 +173,9 @@ def _refused(
         reasons=[p[:MAX_REASON_CHARS] for p in problems],
         decided_at=stamp,
     )
-    comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric)
+    comparison = compare(
+        report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric, report.intervals
+    )
     expected = current.version if current else None
     return Conclusion(decision, comparison, reason, run_id, expected, record, current)
 
@@ -214,7 +216,12 @@ def conclude(
     if missing:
         return _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
     decision = decide(
-        report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
+        report.candidate_evaluation,
+        report.incumbent_evaluation,
+        report.checks,
+        spec.promotion,
+        spec.dataset.eras,
+        report.intervals,
     )
     decision.decided_at = stamp
     expected = current.version if current else None
@@ -255,5 +262,7 @@ def conclude(
             )
             decision.summary = "not promoted: incumbent changed"
             reason = "IncumbentChanged"
-    comparison = compare(report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric)
+    comparison = compare(
+        report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric, report.intervals
+    )
     return Conclusion(decision, comparison, reason, run_id, expected, record, current)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kretrain.api.base import ApiModel
+from kretrain.api.intervals import PairedBootstrap
 from kretrain.api.spec import MetricName
 
 
@@ -25,6 +26,8 @@ class Metrics(ApiModel):
     """Labelled boxes evaluated."""
     per_class: dict[str, float] = Field(default_factory=dict)
     """mAP50-95 of each class that has labels in this set."""
+    class_instances: dict[str, int] = Field(default_factory=dict)
+    """Labelled boxes of each class in this set (the support of its per-class AP)."""
 
     def get(self, metric: MetricName) -> float:
         """The value of a named metric."""
@@ -56,6 +59,10 @@ class EraDelta(ApiModel):
     """Incumbent's metric."""
     delta: float
     """candidate - incumbent."""
+    low: float | None = None
+    """Lower bound of the paired-bootstrap interval of the delta (unset without intervals)."""
+    high: float | None = None
+    """Upper bound of the paired-bootstrap interval of the delta (unset without intervals)."""
 
 
 class Comparison(ApiModel):
@@ -71,22 +78,36 @@ class Comparison(ApiModel):
     """Pooled delta (unset without an incumbent)."""
     eras: dict[str, EraDelta] = Field(default_factory=dict)
     """Delta per era (eras both models were evaluated on)."""
+    confidence: float | None = None
+    """Level of the intervals in `pooled` and `eras` (unset without intervals)."""
 
 
-def compare(candidate: Evaluation, incumbent: Evaluation | None, metric: MetricName) -> Comparison:
-    """Side-by-side comparison of two evaluations on the chosen metric."""
+def compare(
+    candidate: Evaluation,
+    incumbent: Evaluation | None,
+    metric: MetricName,
+    intervals: PairedBootstrap | None = None,
+) -> Comparison:
+    """Side-by-side comparison of two evaluations on the chosen metric, with the bootstrap's intervals when
+    `intervals` was computed on this metric against this incumbent."""
     if incumbent is None:
         return Comparison(metric=metric, candidate=candidate)
+    usable = intervals is not None and intervals.metric == metric
+    usable = usable and intervals is not None and intervals.incumbent_version == incumbent.model_version
 
-    def delta(c: Metrics, i: Metrics) -> EraDelta:
+    def delta(c: Metrics, i: Metrics, era: str | None) -> EraDelta:
         cv, iv = c.get(metric), i.get(metric)
-        return EraDelta(candidate=cv, incumbent=iv, delta=cv - iv)
+        ci = None
+        if usable and intervals is not None:
+            ci = intervals.pooled if era is None else intervals.eras.get(era)
+        return EraDelta(candidate=cv, incumbent=iv, delta=cv - iv, low=ci and ci.low, high=ci and ci.high)
 
-    eras = {e: delta(m, incumbent.eras[e]) for e, m in candidate.eras.items() if e in incumbent.eras}
+    eras = {e: delta(m, incumbent.eras[e], e) for e, m in candidate.eras.items() if e in incumbent.eras}
     return Comparison(
         metric=metric,
         candidate=candidate,
         incumbent=incumbent,
-        pooled=delta(candidate.pooled, incumbent.pooled),
+        pooled=delta(candidate.pooled, incumbent.pooled, None),
         eras=eras,
+        confidence=intervals.confidence if usable and intervals is not None else None,
     )

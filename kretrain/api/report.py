@@ -8,6 +8,7 @@ from pydantic import Field
 
 from kretrain.api.base import ApiModel
 from kretrain.api.evaluation import Evaluation
+from kretrain.api.intervals import PairedBootstrap
 from kretrain.api.status import CheckResult, ModelRef
 
 
@@ -83,6 +84,10 @@ class RunReport(ApiModel):
     """Candidate on the mixed-era test set."""
     incumbent_evaluation: Evaluation | None = None
     """Incumbent on exactly the same images (unset for the first model)."""
+    intervals: PairedBootstrap | None = None
+    """Paired-bootstrap intervals of candidate - incumbent on those images, computed in the pod from the
+    per-image statistics (which stay in the pod); unset without an incumbent or with
+    promotion.uncertainty=pointEstimate."""
     candidate: ModelRef | None = None
     """Registered candidate version."""
     incumbent: ModelRef | None = None

@@ -317,6 +317,27 @@ class PromotionSpec(ApiModel):
     """Post-training checks that must pass for promotion."""
     mode: Literal["auto", "dryRun"] = "auto"
     """`auto` promotes a passing candidate; `dryRun` decides and records but never moves the pointer."""
+    uncertainty: Literal["bootstrap", "pointEstimate"] = "bootstrap"
+    """`bootstrap`: the gate decides on paired-bootstrap confidence intervals of candidate - incumbent
+    (pooled superiority: the pooled delta's lower bound >= minImprovement.absolute; per-era non-inferiority:
+    each era's lower bound >= -maxEraRegression, an era too small to show it is reported as inconclusive and
+    blocks; a class x era cell rejects only when its upper bound is below -maxClassRegression).
+    `pointEstimate`: the same bounds on the point estimates alone (the behaviour before intervals). A report
+    without intervals (an older trainer) is decided on point estimates, and a reason says so."""
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+    """Two-sided level of the percentile bootstrap intervals (0.95: the 2.5% and 97.5% quantiles of the
+    resampled deltas); a decision on one bound is then one-sided at (1 + confidence) / 2."""
+    resamples: int = Field(default=1000, ge=100, le=10000)
+    """Bootstrap resamples of the test images (stratified by era, the same resample for both models)."""
+    bootstrap_seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    """Seed of the resampling: the same report, spec and seed give the same intervals."""
+    max_class_regression: float | None = Field(default=0.1, ge=0, le=1)
+    """Per-class x era forgetting guard on per-class AP50-95: an (era, class) cell with at least
+    minClassSupport test instances rejects when its AP drops by more than this (with `bootstrap`: when even
+    the upper bound of its delta is below -maxClassRegression). Unset: no class guard. Classes new in an era
+    (no test labels in any older era) are reported, not guarded."""
+    min_class_support: int = Field(default=10, ge=1, le=1_000_000)
+    """Test instances an (era, class) cell needs before the class guard applies to it."""
 
     @field_validator("required_checks")
     @classmethod

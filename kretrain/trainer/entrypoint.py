@@ -84,7 +84,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
     from kretrain.trainer import checks as chk
     from kretrain.trainer.data import prepare
-    from kretrain.trainer.evaluate import evaluate
+    from kretrain.trainer.evaluate import evaluate, paired_intervals
     from kretrain.trainer.train import (
         RunHooks,
         build_train_args,
@@ -167,11 +167,14 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     )
     checks.append(parity)
     inc_eval = None
+    intervals = None
     if incumbent_version:
         inc_weights = registry.fetch_weights(spec.model, incumbent_version, pod.workdir / "incumbent")
-        inc_eval, _ = evaluate(
+        inc_eval, inc_stats = evaluate(
             inc_weights, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, incumbent_version, workers
         )
+        if spec.promotion.uncertainty == "bootstrap":  # the per-image stats stay here; only intervals are reported
+            intervals = paired_intervals(spec.promotion, cand_stats, inc_stats, data.test_eras, incumbent_version)
 
     wall = time.time() - t_wall
     gpus = spec.resources.gpus if _cuda() else 0
@@ -201,6 +204,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
         candidate_evaluation=cand_eval,
         incumbent_evaluation=inc_eval,
         incumbent=incumbent_ref,
+        intervals=intervals,
     )
     lineage = Lineage(
         parent=incumbent_version or None,

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from kretrain.api import Evaluation, Metrics
+from kretrain.api import Evaluation, Metrics, PromotionSpec
+from kretrain.api.intervals import PairedBootstrap
 
 STAT_KEYS = ("tp", "conf", "pred_cls", "target_cls", "target_img")
 
@@ -21,6 +22,8 @@ class PerImageStats:
     """Absolute image path of each entry."""
     stats: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in STAT_KEYS})
     """Ultralytics' per-image stats (tp, conf, pred_cls, target_cls, target_img)."""
+    names: dict[int, str] = field(default_factory=dict)
+    """Class names of the evaluated model (id -> name)."""
 
     def predictions_above(self, conf: float) -> int:
         """Number of predicted boxes with confidence >= conf."""
@@ -77,6 +80,8 @@ def metrics_from_stats(stats: dict[str, list[np.ndarray]], names: dict[int, str]
     box.update(results)
     mp, mr, map50, map50_95 = (float(x) for x in box.mean_results())
     per_class = {names[int(c)]: float(box.all_ap[i].mean()) for i, c in enumerate(box.ap_class_index)}
+    ids, counts = np.unique(cat["target_cls"].astype(int), return_counts=True)
+    class_instances = {names.get(int(c), str(int(c))): int(n) for c, n in zip(ids, counts, strict=True)}
     return Metrics(
         **{"mAP50-95": map50_95, "mAP50": map50},
         precision=mp,
@@ -84,6 +89,7 @@ def metrics_from_stats(stats: dict[str, list[np.ndarray]], names: dict[int, str]
         images=images,
         instances=instances,
         per_class=per_class,
+        class_instances=class_instances,
     )
 
 
@@ -166,5 +172,25 @@ def evaluate(
     come out the same).
     """
     result, names, _ = validate_once(weights, test_yaml, imgsz, batch, device, project, workers)
+    result.names = names
     pooled, eras = group_metrics(result, test_eras, names)
     return Evaluation(model_version=version, pooled=pooled, eras=eras), result
+
+
+def paired_intervals(
+    promotion: PromotionSpec,
+    candidate: PerImageStats,
+    incumbent: PerImageStats,
+    test_eras: dict[str, str],
+    incumbent_version: str | None,
+) -> PairedBootstrap:
+    """The paired bootstrap of candidate vs incumbent the spec asks for (`promotion.resamples`, `confidence`,
+    `bootstrapSeed`, on `promotion.metric`), computed here in the pod: only its numbers go into the report."""
+    from kretrain.bootstrap import paired_bootstrap
+
+    groups = {str(Path(p).resolve()): e for p, e in test_eras.items()}
+    return paired_bootstrap(
+        candidate, incumbent, groups, candidate.names,
+        metric=promotion.metric, confidence=promotion.confidence, resamples=promotion.resamples,
+        seed=promotion.bootstrap_seed, incumbent_version=incumbent_version,
+    )  # fmt: skip

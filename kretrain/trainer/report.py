@@ -15,6 +15,7 @@ from kretrain.api import (
     RunReport,
     TrainingSummary,
 )
+from kretrain.api.intervals import PairedBootstrap
 from kretrain.registry import now_rfc3339
 
 TERMINATION_LIMIT = 4096
@@ -32,6 +33,7 @@ def build_report(
     candidate_evaluation: Evaluation,
     incumbent_evaluation: Evaluation | None,
     incumbent: ModelRef | None,
+    intervals: PairedBootstrap | None = None,
 ) -> RunReport:
     """The RunReport of a finished run (the candidate ref is filled in once registered)."""
     return RunReport(
@@ -45,6 +47,7 @@ def build_report(
         candidate_evaluation=candidate_evaluation,
         incumbent_evaluation=incumbent_evaluation,
         incumbent=incumbent,
+        intervals=intervals,
         created_at=now_rfc3339(),
     )
 
