@@ -66,6 +66,7 @@ def test_run_trains_evaluates_and_decides(s3_env: Any, tmp_path: Path, monkeypat
     assert "era1" in outcome.report.candidate_evaluation.eras
     assert comparison_table(outcome.comparison) in text and "decision:" in text
     assert "epoch 2/2" in text  # the progress bar followed progress.json
+    assert "data: 1 era, 40 images used" in text and "findings: " in text  # kretrain.trainer.data_summary
     saved = json.loads((outcome.workdir / "decision.json").read_text())
     assert saved["mode"] == "dryRun" and saved["promoted"] is False and saved["reasons"]
     assert (outcome.workdir / "report.json").exists()

@@ -23,6 +23,7 @@ from kretrain.registry import Registry, RegistryError
 from kretrain.resolve import SpecDefaults, SpecError, resolve_spec
 from kretrain.store import ObjectStore, StoreError
 from kretrain.tables import comparison_table, decision_text
+from kretrain.trainer.data_summary import print_data_summary
 
 
 class LocalRunError(RuntimeError):
@@ -152,12 +153,14 @@ def run_spec(
                     proc.kill()
                     proc.wait()
     if proc.returncode != 0:
+        print_data_summary(out, None, contract.workdir)  # a run the data stage stopped: what it found
         reason = termination.read_text().strip() if termination.exists() else ""
         raise LocalRunError(f"trainer exited with {proc.returncode}: {reason or 'see ' + str(log)}")
 
     report = registry.read_run_report(spec.model, run_id)
     if report is None:
         raise LocalRunError(f"trainer finished but wrote no report for run {run_id}")
+    print_data_summary(out, report.data, contract.workdir)  # per era used/excluded/background, findings, warnings
     outcome = conclude(registry, report, spec, actor=actor, run_id=run_id)
     (rundir / "report.json").write_text(report.model_dump_json(by_alias=True, indent=2))
     (rundir / "decision.json").write_text(outcome.decision.model_dump_json(by_alias=True, indent=2))
