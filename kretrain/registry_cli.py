@@ -86,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = msub.add_parser("report", parents=[common], help="write the line's report page (DIR/index.html, offline)")
     line_report.configure(p, _run, _registry)
 
+    from kretrain import alias_cli  # `models alias set|list|history` (kretrain/alias_cli.py, kretrain/aliases.py)
+
+    p = msub.add_parser("alias", help="named pointers beside the incumbent (production, staging, ...)")
+    alias_cli.configure(p, common, _run, _registry, _actor)
+
 
 def _registry(args: argparse.Namespace) -> Registry:
     from kretrain.registry import Registry
