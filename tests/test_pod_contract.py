@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -112,25 +113,45 @@ LOCAL = local_defaults({"KRETRAIN_REGISTRY": "s3://loc/reg", "AWS_ENDPOINT_URL":
 EXPLICIT = {"registry": "s3://own/reg", "endpoint": "http://own:1", "region": "ap-south-1", "credentialsSecret": "s"}
 
 
+LOCAL_EU = local_defaults({"KRETRAIN_REGISTRY": "s3://loc/reg", "AWS_DEFAULT_REGION": "eu-west-1"})
+
+
 @pytest.mark.parametrize(
     ("storage", "resources", "defaults", "expected"),
     [
-        ({}, {}, OPERATOR, ("s3://ops/reg", "http://op:8333", "kretrain-s3", "t:1")),
-        (EXPLICIT, {"image": "own:2"}, OPERATOR, ("s3://own/reg", "http://own:1", "s", "own:2")),
-        ({}, {}, LOCAL, ("s3://loc/reg", "http://127.0.0.1:9", None, None)),
-        (EXPLICIT, {}, LOCAL, ("s3://own/reg", "http://own:1", "s", None)),
-        ({"registry": "s3://own/reg"}, {}, SpecDefaults(source="x"), ("s3://own/reg", None, None, None)),
+        ({}, {}, OPERATOR, ("s3://ops/reg", "http://op:8333", "eu-central-1", "kretrain-s3", "t:1")),
+        (EXPLICIT, {"image": "own:2"}, OPERATOR, ("s3://own/reg", "http://own:1", "ap-south-1", "s", "own:2")),
+        ({}, {}, LOCAL, ("s3://loc/reg", "http://127.0.0.1:9", None, None, None)),
+        ({}, {}, LOCAL_EU, ("s3://loc/reg", None, "eu-west-1", None, None)),
+        (EXPLICIT, {}, LOCAL, ("s3://own/reg", "http://own:1", "ap-south-1", "s", None)),
+        ({"registry": "s3://own/reg"}, {}, SpecDefaults(source="x"), ("s3://own/reg", None, None, None, None)),
     ],
-    ids=["operator-fills", "explicit-wins-operator", "local-fills", "explicit-wins-local", "no-defaults"],
-)
+    ids=["operator-fills", "explicit-wins-operator", "local-fills", "local-region", "explicit-wins-local",
+         "no-defaults"],
+)  # fmt: skip
 def test_resolve_spec_fills_only_unset_fields(
     storage: dict[str, Any], resources: dict[str, Any], defaults: SpecDefaults, expected: tuple[Any, ...]
 ) -> None:
     spec = RetrainJobSpec.model_validate({**SPEC, "storage": storage, "resources": resources})
     out = resolve_spec(spec, defaults)
     s = out.storage
-    assert (s.registry, s.endpoint, s.credentials_secret, out.resources.image) == expected
+    assert (s.registry, s.endpoint, s.region, s.credentials_secret, out.resources.image) == expected
     assert resolve_spec(out, defaults) == out  # idempotent: a resolved spec stays as it is
+
+
+def test_the_operator_region_reaches_the_pod_unless_the_spec_names_one() -> None:
+    settings = OperatorSettings(registry="s3://models/reg", s3_region="eu-central-1", metrics_port=0)
+
+    def region(storage: dict[str, Any]) -> str:
+        spec = jobs.resolve_spec(RetrainJobSpec.model_validate({**SPEC, "storage": storage}), settings)
+        job = jobs.build_job(name="j", namespace="ns", run="r", spec=spec, incumbent_version=None,
+                             object_labels={}, settings=settings)  # fmt: skip
+        env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert json.loads(jobs.spec_json(spec))["storage"]["region"] == env["AWS_DEFAULT_REGION"]  # spec == env
+        return str(env["AWS_DEFAULT_REGION"])
+
+    assert region({}) == "eu-central-1"
+    assert region({"region": "ap-south-1"}) == "ap-south-1"
 
 
 @pytest.mark.parametrize(

@@ -511,8 +511,9 @@ class StorageSpec(ApiModel):
     endpoint: str | None = Field(default=None, max_length=1024, pattern=r"^https?://[^\s/@?#\\%]+(/[^\s?#]*)?$")
     """S3 endpoint URL, `http(s)://host[:port][/path]` without user info, query or fragment (unset: the
     operator's default, or AWS); must be one the operator policy allows."""
-    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9\-]+$")
-    """S3 region."""
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9\-]+$")
+    """S3 region the requests are signed for (unset: the operator's default, KRETRAIN_S3_REGION, us-east-1
+    unless the admin sets another; `kretrain run`: AWS_DEFAULT_REGION)."""
     credentials_secret: str | None = Field(default=None, pattern=NAME_PATTERN)
     """Name of a Secret in the RetrainJob's namespace with keys AWS_ACCESS_KEY_ID and
     AWS_SECRET_ACCESS_KEY (unset: the operator's default Secret); must be one the operator policy allows."""

@@ -136,8 +136,8 @@ def build_job(
 ) -> dict[str, Any]:
     """The training Job for a resolved spec (see the trainer pod contract in docs/internals.md)."""
     res, storage = spec.resources, spec.storage
-    if res.image is None or storage.credentials_secret is None or storage.registry is None:
-        raise SpecError("build_job needs a resolved spec (resolve_spec fills image, registry and credentials)")
+    if res.image is None or storage.credentials_secret is None or storage.registry is None or storage.region is None:
+        raise SpecError("build_job needs a resolved spec (resolve_spec fills image, registry, region and credentials)")
     secret = storage.credentials_secret
     env: list[dict[str, Any]] = [
         {"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}} for key in CREDENTIAL_ENV

@@ -29,8 +29,9 @@ class OperatorSettings(BaseSettings):
     """Default model registry (`s3://bucket/prefix`) for RetrainJobs whose spec names none."""
     s3_endpoint: str | None = None
     """Default S3 endpoint URL (unset: AWS_ENDPOINT_URL or AWS itself)."""
-    s3_region: str = "us-east-1"
-    """Default S3 region."""
+    s3_region: str = Field(default="us-east-1", pattern=r"^[a-z0-9\-]+$")
+    """Default S3 region (SigV4 signs it): of RetrainJobs whose spec.storage.region is unset (their pods get it as
+    AWS_DEFAULT_REGION) and of the operator's own calls to the default registry."""
     credentials_secret: str = "kretrain-s3"
     """Default Secret (in the RetrainJob's namespace) with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for pods."""
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
