@@ -250,14 +250,22 @@ def conclude(
         decision.summary = "not promoted: incumbent changed"
         reason = "IncumbentChanged"
     elif decision.promoted:
+        alias = spec.promotion.alias  # set: the candidate moves this alias, the incumbent stays its baseline
         try:
-            registry.promote(
-                spec.model, run_id, expected=expected, reason=decision.summary or "passed the gate", actor=actor
-            )
-        except IncumbentChanged as exc:
+            if alias:
+                from kretrain.aliases import set_alias
+
+                set_alias(registry, spec.model, alias, run_id, reason=decision.summary or "passed the gate", actor=actor)
+                decision.reasons.append(f"Alias {alias!r} now names {run_id}; the incumbent stays {expected or 'none'}.")
+            else:
+                registry.promote(
+                    spec.model, run_id, expected=expected, reason=decision.summary or "passed the gate", actor=actor
+                )
+        except IncumbentChanged as exc:  # AliasChanged too: another writer moved the alias during our write
             decision.promoted = False
             decision.reasons.append(
-                f"Not promoted: the incumbent changed from {expected or 'none'} to {exc.current or 'another version'} "
+                f"Not promoted: the {f'alias {alias!r}' if alias else 'incumbent'} changed from "
+                f"{expected if not alias else exc.expected or 'none'} to {exc.current or 'another version'} "
                 "while the run was evaluated; the decision was made against the old incumbent, so it is not applied."
             )
             decision.summary = "not promoted: incumbent changed"

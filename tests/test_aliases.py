@@ -8,10 +8,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from emulator import sim
 from emulator.sim import minimal_report
 from kretrain import aliases, registry_cli
+from kretrain.api import RetrainJobSpec
 from kretrain.limits import MAX_RECORD_BYTES
+from kretrain.promotion import conclude
 from kretrain.registry import Lineage, Registry, RegistryError, VersionNotFound
 from kretrain.store import ObjectStore, StoreError
 
@@ -172,3 +176,38 @@ def test_cli_alias_set_list_history(registry: Registry, capsys: pytest.CaptureFi
     assert code == 0 and "production" in out and "incumbent" in out
     code, out, _ = run(capsys, "models", "alias", "history", MODEL, "production", "--json", "--registry", registry.uri)
     assert [(h["seq"], h["version"], h["actor"]) for h in json.loads(out)] == [(1, "v2", "me")]
+
+
+# -- the gate moves the alias a RetrainJob names (promotion.alias) ---------------------------------
+
+
+def _gate_spec(alias: str | None) -> RetrainJobSpec:
+    promotion: dict = {"minImprovement": {"absolute": 0.01}}
+    if alias is not None:
+        promotion["alias"] = alias
+    return RetrainJobSpec.model_validate({"model": MODEL, "dataset": {"uri": "s3://data/set", "eras": ["e1", "e2"]},
+                                          "promotion": promotion})  # fmt: skip
+
+
+@pytest.mark.parametrize("alias", ["incumbent", "Staging", "st/aging"], ids=str)
+def test_bad_promotion_alias_is_refused_at_admission(alias: str) -> None:
+    with pytest.raises(ValidationError, match="alias"):
+        _gate_spec(alias)
+
+
+def test_passing_candidate_moves_the_named_alias_not_the_incumbent(s3_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    reg = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('gate-alias')}/models")
+    sim.seed_incumbent(reg, MODEL, "v1", {"e1": 0.5, "e2": 0.5}, tmp_path)
+    report = sim.train(reg, MODEL, "run-2", {"e1": 0.6, "e2": 0.6}, {"e1": 0.5, "e2": 0.5}, tmp_path)
+    spec = _gate_spec("staging")
+    first = conclude(reg, report, spec, actor="tests", run_id="run-2")
+    assert first.reason == "Promoted" and first.decision.promoted, first.decision.reasons
+    assert "Alias 'staging' now names run-2; the incumbent stays v1." in first.decision.reasons
+    staged = aliases.get_alias(reg, MODEL, "staging")
+    assert staged is not None and staged.version == "run-2" and staged.actor == "tests"
+    assert reg.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
+    again = conclude(reg, report, spec, actor="tests", run_id="run-2")  # an operator retry: no second move
+    assert again.reason == "Promoted" and [h["seq"] for h in aliases.alias_history(reg, MODEL, "staging")] == [1]
+    # Unset alias: the incumbent moves, as before.
+    assert conclude(reg, report, _gate_spec(None), actor="tests", run_id="run-2").reason == "Promoted"
+    assert reg.incumbent(MODEL).version == "run-2"  # type: ignore[union-attr]

@@ -317,6 +317,9 @@ class PromotionSpec(ApiModel):
     """Post-training checks that must pass for promotion."""
     mode: Literal["auto", "dryRun"] = "auto"
     """`auto` promotes a passing candidate; `dryRun` decides and records but never moves the pointer."""
+    alias: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """Alias a passing candidate moves (e.g. `staging`, kretrain/aliases.py) instead of the incumbent, which stays
+    the baseline it is compared with; unset: the incumbent pointer moves."""
     uncertainty: Literal["bootstrap", "pointEstimate"] = "bootstrap"
     """`bootstrap`: the gate decides on paired-bootstrap confidence intervals of candidate - incumbent
     (pooled superiority: the pooled delta's lower bound >= minImprovement.absolute; per-era non-inferiority:
@@ -338,6 +341,13 @@ class PromotionSpec(ApiModel):
     (no test labels in any older era) are reported, not guarded."""
     min_class_support: int = Field(default=10, ge=1, le=1_000_000)
     """Test instances an (era, class) cell needs before the class guard applies to it."""
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_not_incumbent(cls, alias: str | None) -> str | None:
+        if alias == "incumbent":
+            raise ValueError("'incumbent' is not an alias: leave promotion.alias unset to move the incumbent")
+        return alias
 
     @field_validator("required_checks")
     @classmethod
