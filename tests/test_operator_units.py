@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from kretrain.api import ModelRef, RetrainJobSpec, RunProgress
+from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs, lifecycle
 from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
@@ -81,18 +82,18 @@ def test_termination_message(pods: list[dict[str, Any]], expected: str) -> None:
 )
 def test_progress_status(progress: dict[str, Any], expected: dict[str, Any]) -> None:
     # Non-numeric metrics and a record without epochs are refused by RunProgress (tests/security/).
-    assert bounds.progress(RunProgress.model_validate(progress)) == expected
+    assert bounds.progress(RunProgress.model_validate(progress)).dump() == expected
 
 
 def test_with_condition_keeps_transition_time_until_the_status_changes() -> None:
-    conds = lifecycle.with_condition([], "Training", "True", "JobCreated", "m", 1, "t1")
-    same = lifecycle.with_condition(conds, "Training", "True", "JobRunning", "m2", 2, "t2")
-    assert same == [{"type": "Training", "status": "True", "reason": "JobRunning", "message": "m2",
-                     "lastTransitionTime": "t1", "observedGeneration": 2}]  # fmt: skip
-    flipped = lifecycle.with_condition(same, "Training", "False", "JobSucceeded", "", 2, "t3")
-    assert flipped[0]["lastTransitionTime"] == "t3"
-    both = lifecycle.with_condition(flipped, "Failed", "True", "X", "", None, "t4")
-    assert [c["type"] for c in both] == ["Training", "Failed"] and "observedGeneration" not in both[1]
+    conds = lifecycle.with_condition([], Cond.TRAINING, Status.TRUE, Reason.JOB_CREATED, "m", 1, "t1")
+    same = lifecycle.with_condition(conds, Cond.TRAINING, Status.TRUE, Reason.JOB_RUNNING, "m2", 2, "t2")
+    assert [c.dump() for c in same] == [{"type": "Training", "status": "True", "reason": "JobRunning", "message": "m2",
+                                         "lastTransitionTime": "t1", "observedGeneration": 2}]  # fmt: skip
+    flipped = lifecycle.with_condition(same, Cond.TRAINING, Status.FALSE, Reason.JOB_SUCCEEDED, "", 2, "t3")
+    assert flipped[0].last_transition_time == "t3"
+    both = lifecycle.with_condition(flipped, Cond.FAILED, Status.TRUE, "X", "", None, "t4")
+    assert [c.type for c in both] == ["Training", "Failed"] and both[1].observed_generation is None
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,23 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kretrain.api.base import ApiModel
+from kretrain.api.conditions import ConditionStatus, ConditionType
 from kretrain.api.evaluation import Comparison
 
-ConditionType = Literal["DataReady", "Training", "Evaluated", "Promoted", "Failed", "Suspended"]
+__all__ = [
+    "TERMINAL_STATES",
+    "CheckResult",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "Decision",
+    "Fallback",
+    "ModelRef",
+    "Progress",
+    "RetrainJobStatus",
+    "State",
+]
+
 State = Literal["Pending", "Training", "Evaluating", "Promoted", "Rejected", "Failed", "Suspended"]
 TERMINAL_STATES: tuple[str, ...] = ("Promoted", "Rejected", "Failed")
 
@@ -19,7 +33,7 @@ class Condition(ApiModel):
 
     type: ConditionType
     """Which aspect of the run this describes."""
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     """Whether the condition holds."""
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
     """CamelCase machine-readable reason."""

@@ -7,7 +7,7 @@ import math
 import unicodedata
 from typing import Any
 
-from kretrain.api import CheckResult, Comparison, Decision, EraDelta, Evaluation, Metrics, RunProgress
+from kretrain.api import CheckResult, Comparison, Decision, EraDelta, Evaluation, Metrics, Progress, RunProgress
 
 MAX_STATUS_BYTES = 200 * 1024
 """A status patch is kept under this many bytes of JSON (etcd takes ~1.5 MiB per object, the issue asks 256 KiB)."""
@@ -64,8 +64,9 @@ def _evaluation(e: Evaluation, eras: list[str], with_eras: bool) -> Evaluation:
     return Evaluation(model_version=version, pooled=_metrics(e.pooled), eras=kept)
 
 
-def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> dict[str, Any]:
-    """status.evaluation: pooled and per-era figures of the spec's eras only, no per-class metrics."""
+def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> Comparison:
+    """status.evaluation: pooled and per-era figures of the spec's eras only, no per-class metrics (their emptied
+    keys are left out of the status by without_per_class)."""
     deltas: dict[str, EraDelta] = {e: c.eras[e] for e in eras if e in c.eras} if with_eras else {}
     trimmed = Comparison(
         metric=c.metric,
@@ -74,17 +75,17 @@ def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> dict[s
         pooled=c.pooled,
         eras=deltas,
     )
-    return _without_per_class(trimmed.dump())
+    return trimmed
 
 
-def _without_per_class(value: Any) -> Any:
+def without_per_class(value: Any) -> Any:
     """The dumped comparison without its (emptied) `perClass` keys."""
     if isinstance(value, dict):
-        return {k: _without_per_class(v) for k, v in value.items() if k != "perClass"}
+        return {k: without_per_class(v) for k, v in value.items() if k != "perClass"}
     return value
 
 
-def checks(results: list[CheckResult]) -> list[dict[str, Any]]:
+def checks(results: list[CheckResult]) -> list[CheckResult]:
     """status.checks: at most MAX_CHECKS, names and details cut, non-finite numbers dropped."""
     return [
         CheckResult(
@@ -93,7 +94,7 @@ def checks(results: list[CheckResult]) -> list[dict[str, Any]]:
             value=_finite(c.value),
             threshold=_finite(c.threshold),
             detail=short(c.detail),
-        ).dump()
+        )
         for c in results[:MAX_CHECKS]
     ]
 
@@ -113,13 +114,11 @@ def decision(d: Decision) -> Decision:
     return d.model_copy(update={"reasons": reasons, "summary": short(d.summary)})
 
 
-def progress(p: RunProgress) -> dict[str, Any]:
+def progress(p: RunProgress) -> Progress:
     """status.progress from a validated progress.json (every number already finite and bounded)."""
-    out: dict[str, Any] = {"epoch": p.epoch, "epochs": p.epochs, "display": f"{p.epoch}/{p.epochs}"}
-    if p.eta_seconds is not None:
-        out["etaSeconds"] = p.eta_seconds
-    out["metrics"] = dict(p.metrics)
-    return out
+    return Progress(
+        epoch=p.epoch, epochs=p.epochs, display=f"{p.epoch}/{p.epochs}", eta_seconds=p.eta_seconds, metrics=p.metrics
+    )
 
 
 def size(patch: dict[str, Any]) -> int:

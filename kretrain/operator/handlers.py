@@ -65,7 +65,8 @@ def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handl
         raise kopf.PermanentError(outcome.permanent_error)
     if outcome.retry:
         metrics.HANDLER_ERRORS.labels(handler=handler).inc()
-        raise kopf.TemporaryError(outcome.retry, delay=_settings.retry_delay)
+        delay = _settings.retry_delay if outcome.retry_delay is None else outcome.retry_delay
+        raise kopf.TemporaryError(outcome.retry, delay=delay)
 
 
 @kopf.on.startup()

@@ -8,9 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from kretrain.api import TERMINAL_STATES, Fallback, ModelRef, RetrainJobSpec, RunReport
+from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs
 from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
@@ -24,6 +23,7 @@ from kretrain.operator.status_patch import (
     job_state,
     metric_text,
     parse_spec,
+    parse_status,
     run_names,
     spec_error_message,
     termination_message,
@@ -31,13 +31,14 @@ from kretrain.operator.status_patch import (
 )
 from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
 from kretrain.registry import ConditionalWritesIgnored, InvalidRunRecord, RegistryError
-from kretrain.store import StoreError
+from kretrain.store import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
 
 __all__ = [
     "MAX_RECORD_TRIES",
+    "REFUSED_RETRY_DELAY",
     "REGISTRY_ERRORS",
     "Deps",
     "Event",
@@ -52,6 +53,7 @@ __all__ = [
     "job_state",
     "metric_text",
     "parse_spec",
+    "parse_status",
     "poll",
     "run_names",
     "set_suspend",
@@ -59,11 +61,20 @@ __all__ = [
     "start",
     "start_fallback",
     "termination_message",
+    "transient",
+    "waiting",
     "with_condition",
 ]
 
-REGISTRY_ERRORS = (StoreError, RegistryError, ClientError, BotoCoreError)
+REGISTRY_ERRORS = (StoreError, RegistryError)
 """What a registry call raises when S3 or a record is at fault (anything else is a bug and reaches Kopf)."""
+KNOWN_FAULTS = (StoreError, RegistryError, KubeError)
+"""The faults a step turns into a retry; any other exception is a bug and reaches Kopf (its own backoff)."""
+TRANSIENT_KUBE_STATUS = frozenset({0, 408, 429})
+"""KubeError statuses worth a quick retry besides 5xx (0: the API server was not reached)."""
+REFUSED_RETRY_DELAY = 60.0
+"""Seconds before trying again after a fault someone has to fix (access denied, an unreadable record): Kopf's own
+default backoff. A transient fault is retried after KRETRAIN_RETRY_DELAY."""
 MAX_RECORD_TRIES = 3
 """A malformed or oversized progress.json/report.json fails the run on this try (Kopf counts the tries)."""
 CONCLUDING = threading.Lock()
@@ -92,6 +103,21 @@ class Deps:
     adopt: Callable[[list[dict[str, Any]]], None]
     actor: str = "kretrain-operator"
     now: Callable[[], str] = field(default=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+# ---- faults ------------------------------------------------------------------------------------------
+def transient(exc: BaseException) -> bool:
+    """Whether trying again soon can succeed with nothing changed: the store or the API server unreachable,
+    throttling or failing (StoreUnavailable, KubeError 0/408/429/5xx)."""
+    if isinstance(exc, StoreUnavailable):
+        return True
+    return isinstance(exc, KubeError) and (exc.status in TRANSIENT_KUBE_STATUS or exc.status >= 500)
+
+
+def waiting(message: str, exc: BaseException, status: dict[str, Any] | None = None) -> Outcome:
+    """Try the step again later: soon after a transient fault, after REFUSED_RETRY_DELAY after any other known one."""
+    text = bounds.short(f"{message}: {type(exc).__name__}: {exc}")
+    return Outcome(status=status or {}, retry=text, retry_delay=None if transient(exc) else REFUSED_RETRY_DELAY)
 
 
 # ---- run objects -------------------------------------------------------------------------------------
@@ -134,8 +160,8 @@ def _finished(job: Mapping[str, Any]) -> bool:
 
 def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     """Validate, resolve the incumbent and create the run's ConfigMap and Job (once, whatever happens)."""
-    meta, status = body["metadata"], dict(body.get("status") or {})
-    if status.get("state") in TERMINAL_STATES:
+    meta, status = body["metadata"], parse_status(body.get("status"))
+    if status.state in TERMINAL_STATES:
         return Outcome()
     now = deps.now()
     parsed = parse_spec(body, deps.settings)
@@ -146,7 +172,7 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     try:
         existing = deps.kube.find_jobs(ns, jobs.selector(uid))
     except KubeError as exc:
-        return Outcome(retry=f"cannot list Jobs in {ns}: {exc}")
+        return waiting(f"cannot list Jobs in {ns}", exc)
     if isinstance(parsed, str):
         # Invalid now, e.g. the admin tightened the policy while a run was under way: stop its Job too.
         running = [j for j in existing if (j.get("metadata") or {}).get("name") in ours and not _finished(j)]
@@ -154,68 +180,67 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
             for job in running:
                 deps.kube.patch_job(ns, job["metadata"]["name"], {"spec": {"suspend": True}})
         except KubeError as exc:
-            return Outcome(retry=f"cannot suspend the Job of a run whose spec is now invalid: {exc}")
+            return waiting("cannot suspend the Job of a run whose spec is now invalid", exc)
         stopped = f" (Job {', '.join(j['metadata']['name'] for j in running)} suspended)" if running else ""
-        return failed(body, "InvalidSpec", f"invalid spec: {parsed}{stopped}", now, permanent=True)
+        return failed(body, Reason.INVALID_SPEC, f"invalid spec: {parsed}{stopped}", now, permanent=True)
     spec, resolved = parsed
     if any((j.get("metadata") or {}).get("name") in ours for j in existing):
-        if status.get("jobName") and status.get("state"):
+        if status.job_name and status.state:
             return Outcome()  # a resumed operator: the run is already under way
-        build = StatusBuilder(body, now).set(
-            runId=run, jobName=jname, state="Suspended" if spec.suspend else "Training"
-        )
-        build.condition("Training", "True", "JobFound", f"Job {jname} of run {run} already exists")
-        return Outcome(status=build.build(), events=[Event("Normal", "JobFound", f"Using existing Job {jname}")])
-    if status.get("jobName"):
+        build = StatusBuilder(body, now).names(run, jname)
+        build.status.state = "Suspended" if spec.suspend else "Training"
+        build.condition(Cond.TRAINING, Status.TRUE, Reason.JOB_FOUND, f"Job {jname} of run {run} already exists")
+        return Outcome(status=build.build(), events=[Event("Normal", Reason.JOB_FOUND, f"Using existing Job {jname}")])
+    if status.job_name:
         return Outcome()  # the Job existed and is gone (TTL or deleted): the poller settles the run
     try:
         incumbent = deps.registry_for(resolved).incumbent(spec.model)
     except REGISTRY_ERRORS as exc:  # S3 unreachable or the pointer unreadable: wait, do not start blind
-        msg = f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}: {exc}"
-        waiting = StatusBuilder(body, now).set(state="Pending", runId=run)
-        waiting.condition("Training", "False", "WaitingForRegistry", msg[:2000])
-        return Outcome(status=waiting.build() if status.get("state") != "Pending" else {}, retry=msg)
+        msg = f"cannot read the incumbent of model {spec.model} from {resolved.storage.registry}"
+        wait = StatusBuilder(body, now)
+        wait.status.state, wait.status.run_id = "Pending", run
+        wait.condition(Cond.TRAINING, Status.FALSE, Reason.WAITING_FOR_REGISTRY, f"{msg}: {exc}"[:2000])
+        return waiting(msg, exc, wait.build() if status.state != "Pending" else {})
     try:
         created = create_run_objects(ns, uid, run, jname, resolved, incumbent, deps)
     except JobRejected as exc:
-        return failed(body, "JobRejected", str(exc), now, True)
+        return failed(body, Reason.JOB_REJECTED, str(exc), now, True)
     except KubeError as exc:
-        return Outcome(retry=f"cannot create Job {jname}: {exc}")
+        return waiting(f"cannot create Job {jname}", exc)
     against = f"incumbent {incumbent.version}" if incumbent else "no incumbent (first model of the line)"
-    build = StatusBuilder(body, now).set(
-        runId=run,
-        jobName=jname,
-        state="Suspended" if spec.suspend else "Training",
-        incumbent=incumbent.dump() if incumbent else None,
-    )
-    build.condition("Training", "True", "JobCreated", f"Job {jname} trains run {run} against {against}")
-    events = [Event("Normal", "JobCreated", f"Created Job {jname} for run {run} against {against}")]
+    build = StatusBuilder(body, now).names(run, jname)
+    build.status.state = "Suspended" if spec.suspend else "Training"
+    build.status.incumbent = incumbent
+    build.condition(Cond.TRAINING, Status.TRUE, Reason.JOB_CREATED, f"Job {jname} trains run {run} against {against}")
+    events = [Event("Normal", Reason.JOB_CREATED, f"Created Job {jname} for run {run} against {against}")]
     if spec.suspend:
-        build.condition("Suspended", "True", "SuspendedBySpec", "spec.suspend is true: the Job waits")
-        events.append(Event("Normal", "Suspended", f"Job {jname} created suspended (spec.suspend is true)"))
+        build.condition(Cond.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_SPEC, "spec.suspend is true: the Job waits")
+        events.append(Event("Normal", Reason.SUSPENDED, f"Job {jname} created suspended (spec.suspend is true)"))
     if not created:
-        events = [Event("Normal", "JobFound", f"Job {jname} already existed (409); not created again")]
+        events = [Event("Normal", Reason.JOB_FOUND, f"Job {jname} already existed (409); not created again")]
     return Outcome(status=build.build(), events=events)
 
 
 def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
     """Suspend or resume the run's Job after a change of spec.suspend."""
-    meta, status = body["metadata"], dict(body.get("status") or {})
-    if status.get("state") in TERMINAL_STATES or not status.get("jobName"):
+    meta, status = body["metadata"], parse_status(body.get("status"))
+    if status.state in TERMINAL_STATES or not status.job_name:
         return Outcome()
     _, jname = run_names(body)
     try:
         if deps.kube.get_job(meta["namespace"], jname) is not None:
             deps.kube.patch_job(meta["namespace"], jname, {"spec": {"suspend": suspend}})
     except KubeError as exc:
-        return Outcome(retry=f"cannot patch Job {jname}: {exc}")
+        return waiting(f"cannot patch Job {jname}", exc)
     build, events = StatusBuilder(body, deps.now()), list[Event]()
     correct_names(body, build, events, *run_names(body))
     if suspend:
-        build.set(state="Suspended").condition("Suspended", "True", "SuspendedBySpec", "spec.suspend is true")
-        return Outcome(build.build(), [*events, Event("Normal", "Suspended", f"Suspended Job {jname}")])
-    build.set(state="Training").condition("Suspended", "False", "Resumed", "spec.suspend is false")
-    return Outcome(build.build(), [*events, Event("Normal", "Resumed", f"Resumed Job {jname}")])
+        build.status.state = "Suspended"
+        build.condition(Cond.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_SPEC, "spec.suspend is true")
+        return Outcome(build.build(), [*events, Event("Normal", Reason.SUSPENDED, f"Suspended Job {jname}")])
+    build.status.state = "Training"
+    build.condition(Cond.SUSPENDED, Status.FALSE, Reason.RESUMED, "spec.suspend is false")
+    return Outcome(build.build(), [*events, Event("Normal", Reason.RESUMED, f"Resumed Job {jname}")])
 
 
 def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
@@ -224,8 +249,8 @@ def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
     `retry` is how many tries in a row failed before this one (Kopf's in-memory count, which a status writer
     cannot reset): a malformed or oversized report/progress fails the run on try MAX_RECORD_TRIES.
     """
-    meta, status = body["metadata"], dict(body.get("status") or {})
-    if status.get("state") in TERMINAL_STATES or not status.get("jobName"):
+    meta, status = body["metadata"], parse_status(body.get("status"))
+    if status.state in TERMINAL_STATES or not status.job_name:
         return Outcome()
     parsed = parse_spec(body, deps.settings)
     if isinstance(parsed, str):
@@ -236,16 +261,16 @@ def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
     try:
         job = deps.kube.get_job(ns, jname)
     except KubeError as exc:
-        return Outcome(retry=f"cannot read Job {jname}: {exc}")
+        return waiting(f"cannot read Job {jname}", exc)
     try:
         return _follow(body, spec, resolved, job, run, jname, deps)
     except InvalidRunRecord as exc:
-        what = "InvalidReport" if exc.uri.endswith("/report.json") else "InvalidProgress"
+        what = Reason.INVALID_REPORT if exc.uri.endswith("/report.json") else Reason.INVALID_PROGRESS
         if retry + 1 >= MAX_RECORD_TRIES:
             return failed(body, what, bounds.short(f"run {run}: {exc} (try {retry + 1} of {MAX_RECORD_TRIES})"), now)
         return Outcome(retry=bounds.short(f"try {retry + 1} of {MAX_RECORD_TRIES}: {exc}"))
     except REGISTRY_ERRORS as exc:  # S3 errors while reading progress/report: try again later
-        return Outcome(retry=bounds.short(f"cannot read run {run} from the registry: {type(exc).__name__}: {exc}"))
+        return waiting(f"cannot read run {run} from the registry", exc)
 
 
 def _follow(
@@ -258,14 +283,14 @@ def _follow(
     deps: Deps,
 ) -> Outcome:
     """poll() once the Job was read: the registry reads (their errors are handled by poll)."""
-    status, ns, now = dict(body.get("status") or {}), body["metadata"]["namespace"], deps.now()
+    ns, now = body["metadata"]["namespace"], deps.now()
     registry = deps.registry_for(resolved)
     if job is None:
         with CONCLUDING:
             report = registry.read_run_report(spec.model, run)
             if report is None:
                 msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
-                return failed(body, "JobLost", msg, now)
+                return failed(body, Reason.JOB_LOST, msg, now)
             return finish(body, spec, resolved, report, deps)
     phase, reason, message = job_state(job)
     if phase == "failed":
@@ -275,24 +300,24 @@ def _follow(
             pod_message = ""
         text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")
         text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
-        return failed(body, condition_reason(reason, "JobFailed"), text, now)
+        return failed(body, condition_reason(reason, Reason.JOB_FAILED), text, now)
     if phase == "succeeded":
         with CONCLUDING:
             return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
     build = StatusBuilder(body, now)
     events: list[Event] = []
     correct_names(body, build, events, run, jname)
-    if phase == "suspended" and status.get("state") != "Suspended":
-        build.set(state="Suspended").condition("Suspended", "True", "JobSuspended", f"Job {jname} is suspended")
-        events.append(Event("Normal", "Suspended", f"Job {jname} is suspended"))
-    if phase == "running" and status.get("state") != "Training":
-        build.set(state="Training").condition("Suspended", "False", "Resumed", f"Job {jname} is running")
-        events.append(Event("Normal", "Training", f"Job {jname} is running"))
+    if phase == "suspended" and build.current.state != "Suspended":
+        build.status.state = "Suspended"
+        build.condition(Cond.SUSPENDED, Status.TRUE, Reason.JOB_SUSPENDED, f"Job {jname} is suspended")
+        events.append(Event("Normal", Reason.SUSPENDED, f"Job {jname} is suspended"))
+    if phase == "running" and build.current.state != "Training":
+        build.status.state = "Training"
+        build.condition(Cond.SUSPENDED, Status.FALSE, Reason.RESUMED, f"Job {jname} is running")
+        events.append(Event("Normal", Reason.TRAINING, f"Job {jname} is running"))
     progress = registry.read_progress(spec.model, run)
     if progress is not None:
-        new = bounds.progress(progress)
-        if new != status.get("progress"):
-            build.set(progress=new)
+        build.status.progress = bounds.progress(progress)
     return Outcome(status=build.build(), events=events)
 
 
@@ -306,14 +331,13 @@ def finish(
     A report that does not belong to the run (ReportMismatch) fails the run. The status keeps pooled and
     per-era figures of the spec's eras; per-class metrics and anything beyond the bounds stay in the report.
     """
-    meta, status = body["metadata"], dict(body.get("status") or {})
-    now = deps.now()
+    meta, now = body["metadata"], deps.now()
     # status.decision is not consulted: a status writer could set it to stop the run from ever concluding
     # (conclude itself is idempotent; a concluded run's state is terminal and is not polled again).
     run, jname = run_names(body)
     if report is None:
         msg = f"Job {jname} succeeded but runs/{run}/report.json is missing from the registry"
-        return failed(body, "NoReport", msg, now)
+        return failed(body, Reason.NO_REPORT, msg, now)
     metric = spec.promotion.metric
     try:
         conclusion = conclude(
@@ -325,44 +349,43 @@ def finish(
             run_id=run,
         )
     except ConditionalWritesIgnored as exc:  # the verdict is kept: retrying could never promote
-        return failed(body, "RegistryUnsafe", bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
-    if wants_fallback(spec, conclusion) and not status.get("fallback"):
+        return failed(body, Reason.REGISTRY_UNSAFE, bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
+    build = StatusBuilder(body, now)
+    if wants_fallback(spec, conclusion) and not build.current.fallback:
         return start_fallback(body, spec, resolved, conclusion, deps)
     decision, reason = bounds.decision(conclusion.decision), conclusion.reason
     text = bounds.short(" ".join(decision.reasons) or decision.summary, bounds.MAX_CONDITION_MESSAGE)
+    build.names(run, jname).status.decision = decision
     if conclusion.failed:
-        out = failed(body, reason, f"run {run}: the report was refused: {text}", now)
-        out.status.update(runId=run, jobName=jname, decision=decision.dump())
-        return out
-    state = "Promoted" if decision.promoted else "Rejected"
-    build = StatusBuilder(body, now).set(
-        runId=run,
-        jobName=jname,
-        state=state,
-        decision=decision.dump(),
-        evaluation=bounds.comparison(conclusion.comparison, spec.dataset.eras),
-        checks=bounds.checks(report.checks),
-        candidateMetric=metric_text(report.candidate_evaluation.pooled.get(metric)),
-        incumbentMetric=metric_text(
-            report.incumbent_evaluation.pooled.get(metric) if report.incumbent_evaluation else None
-        ),
+        return failed(body, reason, f"run {run}: the report was refused: {text}", now, build=build)
+    new = build.status
+    new.state = "Promoted" if decision.promoted else "Rejected"
+    new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras)
+    new.checks = bounds.checks(report.checks)
+    new.candidate_metric = metric_text(report.candidate_evaluation.pooled.get(metric))
+    new.incumbent_metric = metric_text(
+        report.incumbent_evaluation.pooled.get(metric) if report.incumbent_evaluation else None
     )
     if conclusion.candidate:
-        build.set(candidate=conclusion.candidate.dump())
-    if conclusion.incumbent and reason != "IncumbentChanged":
-        build.set(incumbent=conclusion.incumbent.dump())
-    build.condition("Training", "False", "JobSucceeded", f"Job {jname} succeeded")
-    build.condition("Evaluated", "True", "Evaluated", f"{metric} candidate vs incumbent on every era's test split")
-    build.condition("Promoted", "True" if decision.promoted else "False", reason, text)
+        new.candidate = conclusion.candidate
+    if conclusion.incumbent and reason != Reason.INCUMBENT_CHANGED:
+        new.incumbent = conclusion.incumbent
+    build.condition(Cond.TRAINING, Status.FALSE, Reason.JOB_SUCCEEDED, f"Job {jname} succeeded")
+    build.condition(
+        Cond.EVALUATED, Status.TRUE, Reason.EVALUATED, f"{metric} candidate vs incumbent on every era's test split"
+    )
+    build.condition(Cond.PROMOTED, Status.TRUE if decision.promoted else Status.FALSE, reason, text)
     patch = build.build()
     if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # huge numbers in the report: keep the pooled figures only
-        patch["evaluation"] = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
+        new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
+        patch = build.build()
     if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # still too large: the report has the checks
-        patch["checks"] = []
-    event = Event("Normal", "Promoted", bounds.short(f"Promoted {run}: {text}"))
+        new.checks = []
+        patch = build.build()
+    event = Event("Normal", Reason.PROMOTED, bounds.short(f"Promoted {run}: {text}"))
     if not decision.promoted:
         event = Event(
-            "Normal" if reason == "DryRun" else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
+            "Normal" if reason == Reason.DRY_RUN else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
         )
     return Outcome(status=patch, events=[event], decision_reason=reason)
 
@@ -384,28 +407,25 @@ def start_fallback(
     try:
         incumbent = deps.registry_for(resolved).incumbent(spec.model)
     except REGISTRY_ERRORS as exc:  # S3 unreachable: wait, do not start blind
-        return Outcome(retry=f"cannot read the incumbent of model {spec.model}: {exc}")
+        return waiting(f"cannot read the incumbent of model {spec.model}", exc)
     try:
         create_run_objects(ns, uid, run, jname, fallback_spec(resolved), incumbent, deps)
     except JobRejected as exc:
-        return failed(body, "JobRejected", str(exc), now, True)
+        return failed(body, Reason.JOB_REJECTED, str(exc), now, True)
     except KubeError as exc:
-        return Outcome(retry=f"cannot create Job {jname}: {exc}")
+        return waiting(f"cannot create Job {jname}", exc)
     rejected = bounds.decision(conclusion.decision)
-    fallback = Fallback(run_id=first_run, job_name=first_job, decision=rejected)
     against = f"incumbent {incumbent.version}" if incumbent else "no incumbent"
-    build = StatusBuilder(body, now).set(
-        runId=run,
-        jobName=jname,
-        state="Training",
-        fallback=fallback.dump(),
-        progress=None,
-        incumbent=incumbent.dump() if incumbent else None,
-    )
+    build = StatusBuilder(body, now).names(run, jname)
+    new = build.status
+    new.state = "Training"
+    new.fallback = Fallback(run_id=first_run, job_name=first_job, decision=rejected)
+    new.progress = None
+    new.incumbent = incumbent
     message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
-    build.condition("Training", "True", "FallbackToFull", bounds.short(message, bounds.MAX_CONDITION_MESSAGE))
+    build.condition(Cond.TRAINING, Status.TRUE, Reason.FALLBACK_TO_FULL, message)
     events = [
-        Event("Warning", "GateFailed", bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
-        Event("Normal", "FallbackToFull", f"Created Job {jname}: full retrain of run {run} against {against}"),
+        Event("Warning", Reason.GATE_FAILED, bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
+        Event("Normal", Reason.FALLBACK_TO_FULL, f"Created Job {jname}: full retrain of run {run} against {against}"),
     ]
     return Outcome(status=build.build(), events=events)

@@ -1,4 +1,4 @@
-"""Pure pieces of the lifecycle: outcomes, status patches and conditions, Job states, the operator's run names."""
+"""Pure pieces of the lifecycle: outcomes, the typed status builder and its patch, Job states, the run names."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kretrain.api import RetrainJobSpec
+from kretrain.api import Condition, RetrainJobSpec, RetrainJobStatus
+from kretrain.api.conditions import Cond, ConditionStatus, ConditionType, Reason, Status
 from kretrain.operator import bounds, jobs
 from kretrain.operator.settings import OperatorSettings
 
@@ -25,13 +26,18 @@ class Event:
 
 @dataclass
 class Outcome:
-    """What one step decided: a merge patch for `.status`, events, and whether the handler must fail or retry."""
+    """What one step decided: a merge patch for `.status`, events, and whether the handler must fail or retry.
+
+    `status` is StatusBuilder.build()'s camelCase patch (only what changed). `retry` asks Kopf to try again after
+    `retry_delay` seconds (None: the operator's KRETRAIN_RETRY_DELAY); only transient faults retry this way.
+    """
 
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     permanent_error: str | None = None
     retry: str | None = None
     decision_reason: str | None = None  # condition reason of a terminal decision (for metrics)
+    retry_delay: float | None = None
 
     @property
     def state(self) -> str | None:
@@ -74,61 +80,135 @@ def condition_reason(reason: object, default: str) -> str:
 
 
 def with_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: str,
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: ConditionStatus,
     reason: str,
     message: str,
     generation: int | None,
     now: str,
-) -> list[dict[str, Any]]:
-    """The conditions with one of them set (lastTransitionTime kept while its status does not change)."""
-    old = next((c for c in conditions if c.get("type") == type_), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else now
-    new = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": bounds.short(message, bounds.MAX_CONDITION_MESSAGE),
-        "lastTransitionTime": since,
-    }
-    if generation is not None:
-        new["observedGeneration"] = generation
-    return [c for c in conditions if c.get("type") != type_] + [new]
+) -> list[Condition]:
+    """The conditions with the one of `type_` set in its place (appended when new; a duplicate of it dropped).
+
+    lastTransitionTime is kept while the condition's status does not change; observedGeneration is `generation`.
+    """
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old and old.status == status and old.last_transition_time else now
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=bounds.short(message, bounds.MAX_CONDITION_MESSAGE),
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    if old is None:
+        return [*conditions, new]
+    kept = [c for c in conditions if c.type != type_ or c is old]
+    return [new if c is old else c for c in kept]
+
+
+def parse_status(raw: object) -> RetrainJobStatus:
+    """The status as the operator reads it: anyone allowed to patch the status may have written it, so a field
+    (or one condition) that does not validate, and any unknown field, is read as absent instead of failing."""
+    if not isinstance(raw, Mapping):
+        return RetrainJobStatus()
+    try:
+        return RetrainJobStatus.model_validate(raw)
+    except ValidationError:
+        pass
+    kept: dict[str, Any] = {}
+    for name, info in RetrainJobStatus.model_fields.items():
+        key = info.alias or name
+        if key not in raw:
+            continue
+        value = raw[key]
+        if name == "conditions" and isinstance(value, list):
+            value = [c for c in value if _valid(Condition, c)]
+        if _valid(RetrainJobStatus, {key: value}):
+            kept[key] = value
+    return RetrainJobStatus.model_validate(kept)
+
+
+def _valid(model: type[Condition] | type[RetrainJobStatus], value: object) -> bool:
+    try:
+        model.model_validate(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def status_dump(status: RetrainJobStatus) -> dict[str, Any]:
+    """The status as the API server stores it (camelCase, no nulls, status.evaluation without per-class keys)."""
+    out = status.dump()
+    if "evaluation" in out:
+        out["evaluation"] = bounds.without_per_class(out["evaluation"])
+    return out
 
 
 class StatusBuilder:
-    """Accumulates a status merge patch on top of the object's current status."""
+    """The new status of a RetrainJob, typed, built on top of its current one; build() is the merge patch.
+
+    A step reads `current` (the parsed status it was given) and writes `status` (a RetrainJobStatus: a misspelt
+    field or a wrong value raises at once). The patch holds every top-level field whose value changed
+    (a field set to None: null, which a merge patch deletes), plus observedGeneration when anything changed.
+    """
 
     def __init__(self, body: Mapping[str, Any], now: str) -> None:
-        self.current = dict(body.get("status") or {})
-        self.generation = body.get("metadata", {}).get("generation")
-        self.conditions: list[dict[str, Any]] = list(self.current.get("conditions") or [])
-        self.patch: dict[str, Any] = {}
+        self.current = parse_status(body.get("status"))
+        self.status = self.current.model_copy(deep=True)
+        generation = (body.get("metadata") or {}).get("generation")
+        self.generation = generation if isinstance(generation, int) and not isinstance(generation, bool) else None
         self.now = now
+        self._always: set[str] = set()
 
-    def condition(self, type_: str, status: str, reason: str, message: str) -> StatusBuilder:
-        self.conditions = with_condition(self.conditions, type_, status, reason, message, self.generation, self.now)
-        self.patch["conditions"] = self.conditions
+    def condition(self, type_: ConditionType, status: ConditionStatus, reason: str, message: str) -> StatusBuilder:
+        """Set one condition (see with_condition)."""
+        self.status.conditions = with_condition(
+            self.status.conditions, type_, status, reason, message, self.generation, self.now
+        )
         return self
 
-    def set(self, **fields: Any) -> StatusBuilder:
-        self.patch.update(fields)
+    def has_condition(self, type_: ConditionType) -> bool:
+        """Whether the new status has a condition of this type."""
+        return any(c.type == type_ for c in self.status.conditions)
+
+    def names(self, run: str, jname: str) -> StatusBuilder:
+        """Write the run id and Job name, both even when one of them is unchanged (they are one pair)."""
+        self.status.run_id, self.status.job_name = run, jname
+        self._always |= {"runId", "jobName"}
         return self
 
     def build(self) -> dict[str, Any]:
-        if self.patch and self.generation is not None:
-            self.patch["observedGeneration"] = self.generation
-        return self.patch
+        """The merge patch from the current status to the new one (empty when nothing changed)."""
+        patch = self._diff()
+        if patch and self.generation is not None:
+            self.status.observed_generation = self.generation
+            patch = self._diff()
+        return patch
+
+    def _diff(self) -> dict[str, Any]:
+        old, new = status_dump(self.current), status_dump(self.status)
+        patch = {k: v for k, v in new.items() if k in self._always or old.get(k) != v}
+        patch.update({k: None for k in old if k not in new})
+        return patch
 
 
-def failed(body: Mapping[str, Any], reason: str, message: str, now: str, permanent: bool = False) -> Outcome:
-    """The run failed: `Failed` condition naming why, state Failed, a Warning event."""
+def failed(
+    body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    now: str,
+    permanent: bool = False,
+    build: StatusBuilder | None = None,
+) -> Outcome:
+    """The run failed: `Failed` condition naming why, state Failed, a Warning event (on top of `build`, if given)."""
     message = bounds.short(message, bounds.MAX_CONDITION_MESSAGE)
-    status = StatusBuilder(body, now)
-    if any(c.get("type") == "Training" for c in status.conditions):
-        status.condition("Training", "False", reason, message)
-    status.condition("Failed", "True", reason, message).set(state="Failed")
+    status = build or StatusBuilder(body, now)
+    if status.has_condition(Cond.TRAINING):
+        status.condition(Cond.TRAINING, Status.FALSE, reason, message)
+    status.condition(Cond.FAILED, Status.TRUE, reason, message)
+    status.status.state = "Failed"
     return Outcome(
         status=status.build(),
         events=[Event("Warning", reason, message)],
@@ -142,13 +222,13 @@ def job_state(job: Mapping[str, Any]) -> tuple[str, str, str]:
     conds = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
     for kind in ("Complete", "SuccessCriteriaMet"):
         if kind in conds:
-            return "succeeded", conds[kind].get("reason") or "Completed", conds[kind].get("message") or ""
+            return "succeeded", conds[kind].get("reason") or Reason.JOB_COMPLETED, conds[kind].get("message") or ""
     for kind in ("Failed", "FailureTarget"):
         if kind in conds:
-            return "failed", conds[kind].get("reason") or "JobFailed", conds[kind].get("message") or ""
+            return "failed", conds[kind].get("reason") or Reason.JOB_FAILED, conds[kind].get("message") or ""
     if (job.get("spec") or {}).get("suspend") or "Suspended" in conds:
-        return "suspended", "JobSuspended", "the Job is suspended"
-    return "running", "JobRunning", ""
+        return "suspended", Reason.JOB_SUSPENDED, "the Job is suspended"
+    return "running", Reason.JOB_RUNNING, ""
 
 
 def termination_message(pods: list[dict[str, Any]]) -> str:
@@ -183,13 +263,17 @@ def run_names(body: Mapping[str, Any]) -> tuple[str, str]:
 
 def correct_names(body: Mapping[str, Any], build: StatusBuilder, events: list[Event], run: str, jname: str) -> None:
     """Put the operator's own run id and Job name back into a status that says otherwise (and say so)."""
-    status = body.get("status") or {}
-    if status.get("runId") == run and status.get("jobName") == jname:
+    if build.current.run_id == run and build.current.job_name == jname:
         return
-    build.set(runId=run, jobName=jname)
+    build.names(run, jname)
+    status = body.get("status") or {}
     was = f"runId {bounds.short(status.get('runId'), 80)!r}, jobName {bounds.short(status.get('jobName'), 80)!r}"
     events.append(
-        Event("Warning", "StatusCorrected", f"status said {was}; the run is {run} in Job {jname} (status is a cache)")
+        Event(
+            "Warning",
+            Reason.STATUS_CORRECTED,
+            f"status said {was}; the run is {run} in Job {jname} (status is a cache)",
+        )
     )
 
 

@@ -1,0 +1,120 @@
+"""Condition types, statuses and reasons of the RetrainJob status, declared once beside the status types."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+ConditionType = Literal["DataReady", "Training", "Evaluated", "Promoted", "Failed", "Suspended"]
+"""Which aspect of a run a condition describes (status.conditions[].type)."""
+ConditionStatus = Literal["True", "False", "Unknown"]
+"""Whether a condition holds (status.conditions[].status)."""
+DecisionReason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
+"""The reason of a concluded run's `Promoted` condition (kretrain.promotion.Conclusion.reason)."""
+
+
+class Cond:
+    """Condition types (as Kubeflow Trainer declares `TrainJobCreated`, `TrainJobSuspended`, ... beside its types)."""
+
+    DATA_READY: Final = "DataReady"
+    """The dataset was pulled and validated."""
+    TRAINING: Final = "Training"
+    """True while the run's Job trains; False once it succeeded or failed."""
+    EVALUATED: Final = "Evaluated"
+    """The candidate and the incumbent were evaluated on every era's test split."""
+    PROMOTED: Final = "Promoted"
+    """True when the candidate became the incumbent; False with the gate's reason otherwise."""
+    FAILED: Final = "Failed"
+    """The run failed; the reason says why."""
+    SUSPENDED: Final = "Suspended"
+    """The run's Job is suspended (spec.suspend, or suspended by someone else)."""
+
+
+class Status:
+    """Condition statuses."""
+
+    TRUE: Final = "True"
+    FALSE: Final = "False"
+    UNKNOWN: Final = "Unknown"
+
+
+class Reason:
+    """Every reason the operator writes into a condition or an Event of a RetrainJob (CamelCase)."""
+
+    # Training
+    JOB_CREATED: Final = "JobCreated"
+    """The operator created the run's Job."""
+    JOB_FOUND: Final = "JobFound"
+    """The run's Job existed already (a restart, or a lost status write); it was not created again."""
+    JOB_RUNNING: Final = "JobRunning"
+    """The Job runs (neither finished nor suspended)."""
+    JOB_SUCCEEDED: Final = "JobSucceeded"
+    """The Job completed."""
+    JOB_COMPLETED: Final = "Completed"
+    """A completed Job that gave no reason of its own."""
+    WAITING_FOR_REGISTRY: Final = "WaitingForRegistry"
+    """The incumbent could not be read: the run waits instead of starting blind."""
+    FALLBACK_TO_FULL: Final = "FallbackToFull"
+    """An incremental candidate failed the gate: a full retrain runs (strategy.fallbackToFull)."""
+    # Suspension
+    SUSPENDED_BY_SPEC: Final = "SuspendedBySpec"
+    """spec.suspend is true."""
+    JOB_SUSPENDED: Final = "JobSuspended"
+    """The Job is suspended (by the spec or by someone else)."""
+    RESUMED: Final = "Resumed"
+    """The Job runs again."""
+    # Evaluation
+    EVALUATED: Final = "Evaluated"
+    """Both models were evaluated."""
+    # Decisions (kretrain.promotion)
+    PROMOTED: Final = "Promoted"
+    """The candidate passed the gate and became the incumbent."""
+    DRY_RUN: Final = "DryRun"
+    """The candidate passed the gate; promotion.mode is dryRun, so the incumbent stays."""
+    GATE_FAILED: Final = "GateFailed"
+    """The candidate failed the gate."""
+    INCUMBENT_CHANGED: Final = "IncumbentChanged"
+    """The incumbent changed while the run was evaluated: the decision is not applied."""
+    MISSING_EVALUATION: Final = "MissingEvaluation"
+    """The report lacks an evaluation the spec requires (state Rejected)."""
+    REPORT_MISMATCH: Final = "ReportMismatch"
+    """The report does not belong to the run (state Failed)."""
+    # Failures
+    INVALID_SPEC: Final = "InvalidSpec"
+    """The spec does not validate or the operator's policy refuses it."""
+    JOB_REJECTED: Final = "JobRejected"
+    """The API server refused the run's Job or ConfigMap for good."""
+    JOB_FAILED: Final = "JobFailed"
+    """The Job failed (or a Job reason the status pattern would refuse)."""
+    JOB_LOST: Final = "JobLost"
+    """The Job is gone and the run left no report."""
+    NO_REPORT: Final = "NoReport"
+    """The Job succeeded but left no report."""
+    INVALID_REPORT: Final = "InvalidReport"
+    """report.json is oversized or does not validate (after MAX_RECORD_TRIES tries)."""
+    INVALID_PROGRESS: Final = "InvalidProgress"
+    """progress.json is oversized or does not validate (after MAX_RECORD_TRIES tries)."""
+    REGISTRY_UNSAFE: Final = "RegistryUnsafe"
+    """The registry's backend ignores conditional writes: promotions are refused."""
+    # Events only
+    STATUS_CORRECTED: Final = "StatusCorrected"
+    """status.runId/jobName said otherwise and were put back (status is a cache)."""
+    SUSPENDED: Final = "Suspended"
+    """Event: the Job was suspended."""
+    TRAINING: Final = "Training"
+    """Event: the Job runs."""
+
+
+DECISION_REASONS: tuple[DecisionReason, ...] = (
+    Reason.PROMOTED,
+    Reason.DRY_RUN,
+    Reason.GATE_FAILED,
+    Reason.INCUMBENT_CHANGED,
+    Reason.MISSING_EVALUATION,
+    Reason.REPORT_MISMATCH,
+)
+"""Every DecisionReason (the same values as the Literal)."""
+
+
+def all_reasons() -> dict[str, str]:
+    """Every Reason constant by its Python name (for tests and docs)."""
+    return {k: v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str)}
