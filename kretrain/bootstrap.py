@@ -11,9 +11,13 @@ import numpy as np
 
 from kretrain.api.intervals import ClassInterval, EraInterval, PairedBootstrap
 from kretrain.api.spec import MetricName
+from kretrain.bootstrap_ap import class_ap
 
 NIOU = 10
 """IoU thresholds per true-positive row (Ultralytics' 0.50:0.95)."""
+FAST_METRICS = ("mAP50-95", "mAP50")
+"""Metrics resampled by `bootstrap_ap.class_ap` (all resamples at once); precision and recall call
+Ultralytics' `ap_per_class` once per resample, model and era."""
 
 
 class ImageStats(Protocol):
@@ -87,6 +91,54 @@ def score(
         "recall": float(r.mean()) if len(r) else 0.0,
     }
     return values[metric], {int(c): float(ap[i].mean()) for i, c in enumerate(classes)}
+
+
+def _scores(parts: Sequence[_Packed], counts: Sequence[np.ndarray], metric: MetricName) -> tuple[np.ndarray, dict[int, np.ndarray]]:  # fmt: skip
+    """Per resample, one model on the union of `parts` (eras) drawn `counts` (R, images) times: the metric and
+    each labelled class's AP50-95 (NaN in a resample without its labels), by `bootstrap_ap.class_ap`."""
+    sizes = [len(p.p_len) for p in parts]
+    offsets = np.cumsum(sizes) - sizes
+    drawn = np.hstack(list(counts))
+    tp = np.concatenate([p.tp for p in parts], 0)
+    conf = np.concatenate([p.conf for p in parts])
+    pred = np.concatenate([p.pred_cls for p in parts])
+    image = np.concatenate(
+        [np.repeat(np.arange(len(p.p_len)), p.p_len) + o for p, o in zip(parts, offsets, strict=True)]
+    )
+    t_image = np.concatenate(
+        [np.repeat(np.arange(len(p.t_len)), p.t_len) + o for p, o in zip(parts, offsets, strict=True)]
+    )
+    t_cls = np.concatenate([p.target_cls for p in parts])
+    order = np.argsort(-conf)  # as ap_per_class sorts
+    tp, pred, image = tp[order], pred[order], image[order]
+    aps: dict[int, np.ndarray] = {}
+    for c in np.unique(t_cls):
+        labels = drawn @ np.bincount(t_image[t_cls == c], minlength=drawn.shape[1])
+        mine = pred == c
+        aps[int(c)] = class_ap(tp[mine], image[mine], drawn, labels)
+    if not aps:
+        return np.zeros(drawn.shape[0]), {}
+    stack = np.stack(list(aps.values()))  # (classes, R, 10)
+    per = stack.mean(2) if metric == "mAP50-95" else stack[:, :, 0]
+    present = np.isfinite(per).sum(0)
+    value = np.where(present > 0, np.nansum(per, 0) / np.maximum(present, 1), 0.0)
+    return value, {c: a.mean(1) for c, a in aps.items()}
+
+
+def _resampled(
+    packed: Mapping[str, tuple[_Packed, _Packed]], draws: Mapping[str, np.ndarray], metric: MetricName
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, dict[int, np.ndarray]]]:
+    """Candidate - incumbent in every resample at once: pooled, per era, per (era, class)."""
+    counts = {}
+    for e, d in draws.items():
+        r, n = d.shape
+        counts[e] = np.bincount((d + n * np.arange(r)[:, None]).ravel(), minlength=r * n).reshape(r, n)
+    eras = list(draws)
+    scores = [{e: _scores([packed[e][m]], [counts[e]], metric) for e in eras} for m in (0, 1)]
+    pooled = [_scores([packed[e][m] for e in eras], [counts[e] for e in eras], metric)[0] for m in (0, 1)]
+    era_d = {e: scores[0][e][0] - scores[1][e][0] for e in eras}
+    class_d = {e: {c: a - scores[1][e][1][c] for c, a in scores[0][e][1].items()} for e in eras}
+    return pooled[0] - pooled[1], era_d, class_d
 
 
 def _interval(point: float, deltas: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -169,15 +221,17 @@ def paired_bootstrap(
         return pooled[0] - pooled[1], per_era
 
     point_pooled, point_eras = one(identity)
-    pooled_d = np.empty(resamples)
-    era_d = {e: np.empty(resamples) for e in eras}
-    class_d = {e: {c: np.full(resamples, np.nan) for c in point_eras[e][1]} for e in eras}
-    for r in range(resamples):
-        pooled_d[r], per_era = one({e: d[r] for e, d in draws.items()})
-        for e, (value, classes) in per_era.items():
-            era_d[e][r] = value
-            for c, v in classes.items():
-                if c in class_d[e]:
+    if metric in FAST_METRICS:
+        pooled_d, era_d, class_d = _resampled(packed, draws, metric)
+    else:  # precision / recall: Ultralytics' ap_per_class on every resample
+        pooled_d = np.empty(resamples)
+        era_d = {e: np.empty(resamples) for e in eras}
+        class_d = {e: {c: np.full(resamples, np.nan) for c in point_eras[e][1]} for e in eras}
+        for r in range(resamples):
+            pooled_d[r], per_era = one({e: d[r] for e, d in draws.items()})
+            for e, (value, classes) in per_era.items():
+                era_d[e][r] = value
+                for c, v in classes.items():
                     class_d[e][c][r] = v
 
     def cells(e: str) -> dict[str, ClassInterval]:

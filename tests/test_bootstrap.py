@@ -56,22 +56,24 @@ def test_identical_models_have_a_zero_interval() -> None:
     assert all((e.low, e.high) == (0.0, 0.0) for e in same.eras.values())
 
 
-def test_a_resample_is_ultralytics_metric_on_the_repeated_images() -> None:
-    """One resample by hand: the images drawn, repeated, through ap_per_class, give the reported bounds' values."""
-    one = boot(CAND, INC, resamples=1)
+@pytest.mark.parametrize("metric", ["mAP50-95", "mAP50", "recall"])
+def test_a_resample_is_ultralytics_metric_on_the_repeated_images(metric: str) -> None:
+    """One resample by hand: the images drawn, repeated, through ap_per_class, give the reported bounds' values
+    (mAP50-95 and mAP50 go through bootstrap_ap.class_ap, recall through ap_per_class itself)."""
+    one = boot(CAND, INC, resamples=1, metric=metric)
     rng = np.random.default_rng(0)
     rows = {e: [k for k, (_, era, _) in enumerate(TEST) if era == e] for e in ("era1", "era2")}
     draws = {e: rng.integers(0, len(r), size=(1, len(r)))[0] for e, r in rows.items()}
 
-    def metric(stats: PerImageStats, picked: list[int]) -> float:
+    def value(stats: PerImageStats, picked: list[int]) -> float:
         cat = [np.concatenate([stats.stats[k][j] for j in picked], 0) for k in ("tp", "conf", "pred_cls", "target_cls")]
-        return score(cat[0], cat[1], cat[2], cat[3], "mAP50-95")[0]
+        return score(cat[0], cat[1], cat[2], cat[3], metric)[0]  # type: ignore[arg-type]
 
     era1 = [rows["era1"][j] for j in draws["era1"]]
-    expected = metric(CAND, era1) - metric(INC, era1)
+    expected = value(CAND, era1) - value(INC, era1)
     assert one.eras["era1"].low == pytest.approx(expected, abs=1e-12) == one.eras["era1"].high
     both = era1 + [rows["era2"][j] for j in draws["era2"]]
-    assert one.pooled.low == pytest.approx(metric(CAND, both) - metric(INC, both), abs=1e-12)
+    assert one.pooled.low == pytest.approx(value(CAND, both) - value(INC, both), abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -94,3 +96,35 @@ def test_image_without_era_is_refused() -> None:
         paired_bootstrap(
             CAND, INC, {}, NAMES, metric="mAP50", confidence=0.9, resamples=10, seed=0, incumbent_version=None
         )
+
+
+def test_class_ap_equals_ap_per_class_on_repeated_detections() -> None:
+    """bootstrap_ap.class_ap against Ultralytics on 60 resamples of one class (many false positives, some images
+    without labels or detections, one resample drawing an image without labels only)."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    from kretrain.bootstrap_ap import class_ap
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 40)
+    tps, confs, image = [], [], []
+    for i, n in enumerate(labels):
+        k = int(rng.integers(0, 25))
+        t = np.zeros((k, 10), bool)
+        t[: min(k, n)] = rng.random((min(k, n), 10)) < np.linspace(1, 0.2, 10)
+        tps.append(t), confs.append(rng.random(k)), image.extend([i] * k)
+    tp, conf, img = np.concatenate(tps), np.concatenate(confs), np.array(image)
+    order = np.argsort(-conf)
+    tp, conf, img = tp[order], conf[order], img[order]
+    counts = np.stack([np.bincount(rng.integers(0, 40, 40), minlength=40) for _ in range(60)])
+    counts[0], counts[1] = 1, 0  # the test set itself; a draw of image 0 alone
+    counts[1, int(np.argmin(labels))] = 3
+    got = class_ap(tp, img, counts, counts @ labels)
+    for r in range(60):
+        rows = np.repeat(np.arange(len(img)), counts[r][img])
+        n = int(counts[r] @ labels)
+        if n == 0:
+            assert np.isnan(got[r]).all()
+            continue
+        want = ap_per_class(tp[rows], conf[rows], np.zeros(len(rows)), np.zeros(n))[5][0]
+        assert np.abs(got[r] - want).max() < 1e-12, r
