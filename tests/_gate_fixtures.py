@@ -48,8 +48,8 @@ def model_stats(
             "target_cls": targets,
             "target_img": np.unique(targets),
         }
-        for k in STAT_KEYS:
-            out.stats[k].append(row[k])
+        for key in STAT_KEYS:
+            out.stats[key].append(row[key])
     return out
 
 

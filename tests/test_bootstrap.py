@@ -112,7 +112,9 @@ def test_class_ap_equals_ap_per_class_on_repeated_detections() -> None:
         k = int(rng.integers(0, 25))
         t = np.zeros((k, 10), bool)
         t[: min(k, n)] = rng.random((min(k, n), 10)) < np.linspace(1, 0.2, 10)
-        tps.append(t), confs.append(rng.random(k)), image.extend([i] * k)
+        tps.append(t)
+        confs.append(rng.random(k))
+        image.extend([i] * k)
     tp, conf, img = np.concatenate(tps), np.concatenate(confs), np.array(image)
     order = np.argsort(-conf)
     tp, conf, img = tp[order], conf[order], img[order]
