@@ -10,6 +10,15 @@ from typing import Any
 import pytest
 
 from kretrain.api import DataSummary, RetrainJobSpec
+from kretrain.operator.bounds import MAX_CONDITION_MESSAGE
+from kretrain.operator.data_findings import (
+    DATA_VALIDATED,
+    DATA_WARNING_EVENT,
+    DATA_WARNINGS,
+    MAX_DATA_EVENTS,
+    MAX_EVENT_MESSAGE,
+    data_ready,
+)
 from kretrain.store import ObjectStore
 from kretrain.trainer.data import DataValidationError
 from kretrain.trainer.data import prepare as data_prepare
@@ -173,3 +182,68 @@ def test_an_oversized_data_report_is_not_read(tmp_path: Path, monkeypatch: pytes
     path.write_bytes(b'{"badItems": 1}' + b" " * 2048)
     monkeypatch.setattr("kretrain.trainer.data_summary.MAX_DATA_REPORT_BYTES", 1024)
     assert read_data_report(path) is None
+
+
+# The operator's side: DataReady message and Warning Events from report.json's DataSummary (untrusted).
+COUNTS = {"train": 16, "val": 3, "test": 5, "excluded": 1, "background": 2}
+
+
+@pytest.mark.parametrize(
+    ("summary", "reason", "in_message", "events"),
+    [
+        pytest.param(
+            DataSummary(eras={"era1": COUNTS}, errors=1, train_images=16),
+            DATA_VALIDATED,
+            [
+                "16 training images; 1 bad items excluded. era1: 24 used (16 train, 3 val, 5 test), 1 excluded, 2 background"
+            ],
+            [],
+            id="clean",
+        ),
+        pytest.param(
+            DataSummary(eras={"era1": COUNTS}, warnings=["class 'cross' is first labelled in new era 'era2'"]),
+            DATA_WARNINGS,
+            ["1 warning: class 'cross' is first labelled"],
+            ["class 'cross' is first labelled in new era 'era2'"],
+            id="one-warning-one-event",
+        ),
+        pytest.param(
+            DataSummary(warnings=[f"w{i}" for i in range(5)]),
+            DATA_WARNINGS,
+            ["5 warnings: w0 | w1"],
+            ["w0", "w1", "w2", "w3", "w4"],
+            id="five-warnings-five-events",
+        ),
+        pytest.param(
+            DataSummary(warnings=[f"w{i}" for i in range(500)]),
+            DATA_WARNINGS,
+            ["500 warnings: w0 | w1"],
+            ["w0", "w1", "w2", "w3", "496 more data warnings: see the run's report.json"],
+            id="many-warnings-bounded-events",
+        ),
+        pytest.param(
+            DataSummary(warnings=["\x1b[31mred\u202e" + "z" * 5000]),
+            DATA_WARNINGS,
+            ["\\x1b[31mred\\u202e"],
+            ["\\x1b[31mred\\u202e" + "z" * (MAX_EVENT_MESSAGE - 3 - len("\\x1b[31mred\\u202e")) + "..."],
+            id="escapes-and-a-huge-warning",
+        ),
+    ],
+)
+def test_data_ready_condition_and_events(
+    summary: DataSummary, reason: str, in_message: list[str], events: list[str]
+) -> None:
+    got_reason, message, got = data_ready(summary)
+    assert got_reason == reason
+    for part in in_message:
+        assert part in message, (part, message)
+    assert "\x1b" not in message and len(message) <= MAX_CONDITION_MESSAGE
+    assert [e.message for e in got] == events
+    assert all(e.type == "Warning" and e.reason == DATA_WARNING_EVENT for e in got)
+    assert len(got) <= MAX_DATA_EVENTS
+
+
+def test_data_ready_message_is_bounded_for_the_largest_summary() -> None:
+    eras = {f"era-{i:04d}-{'x' * 100}": COUNTS for i in range(64)}
+    _, message, _ = data_ready(DataSummary(eras=eras, warnings=["w" * 100_000] * 1000))
+    assert len(message) <= MAX_CONDITION_MESSAGE

@@ -1,0 +1,56 @@
+"""The data findings of a finished run for the cluster: the DataReady condition's message and Warning Events."""
+
+from __future__ import annotations
+
+from kretrain.api.report import DataSummary
+from kretrain.operator import bounds
+from kretrain.operator.status_patch import Event
+
+DATA_VALIDATED = "DataValidated"
+"""DataReady reason: the data stage passed without warnings."""
+DATA_WARNINGS = "DataWarnings"
+"""DataReady reason: the data stage passed with warnings (each one is also a Warning Event)."""
+DATA_WARNING_EVENT = "DataWarning"
+"""Reason of the Warning Event posted for one data warning."""
+MAX_DATA_EVENTS = 5
+"""Warning Events posted per run; the last one counts the rest (all are in the report and the message)."""
+MAX_EVENT_MESSAGE = 1024
+"""Characters of one Event message."""
+MAX_ERAS_IN_MESSAGE = 64
+"""Eras listed in the condition message (a run has at most 64)."""
+
+
+def _era_line(era: str, counts: dict[str, int]) -> str:
+    used = sum(counts.get(k, 0) for k in ("train", "val", "test"))
+    return (
+        f"{era}: {used} used ({counts.get('train', 0)} train, {counts.get('val', 0)} val, {counts.get('test', 0)} test), "
+        f"{counts.get('excluded', 0)} excluded, {counts.get('background', 0)} background"
+    )
+
+
+def data_ready(summary: DataSummary) -> tuple[str, str, list[Event]]:
+    """(reason, message, events) for the DataReady condition of a run whose report holds `summary`.
+
+    The summary comes from report.json (untrusted: any trainer image writes it), so every text is made
+    printable and cut: the message to bounds.MAX_CONDITION_MESSAGE, each Event to MAX_EVENT_MESSAGE, and at
+    most MAX_DATA_EVENTS Events are posted however many warnings the report lists.
+    """
+    eras = list(summary.eras.items())
+    parts = [_era_line(bounds.short(e, bounds.MAX_NAME), c) for e, c in eras[:MAX_ERAS_IN_MESSAGE]]
+    head = f"{summary.train_images} training images; {summary.errors} bad items excluded"
+    warnings = summary.warnings
+    if warnings:
+        head += f"; {len(warnings)} warning{'s' if len(warnings) != 1 else ''}: " + " | ".join(
+            bounds.short(w, 300) for w in warnings[:10]
+        )
+    message = bounds.short(head + (". " + "; ".join(parts) if parts else ""), bounds.MAX_CONDITION_MESSAGE)
+    events = [
+        Event("Warning", DATA_WARNING_EVENT, bounds.short(w, MAX_EVENT_MESSAGE))
+        for w in warnings[: MAX_DATA_EVENTS - 1]
+    ]
+    rest = len(warnings) - len(events)
+    if rest == 1:
+        events.append(Event("Warning", DATA_WARNING_EVENT, bounds.short(warnings[-1], MAX_EVENT_MESSAGE)))
+    elif rest > 1:
+        events.append(Event("Warning", DATA_WARNING_EVENT, f"{rest} more data warnings: see the run's report.json"))
+    return (DATA_WARNINGS if warnings else DATA_VALIDATED), message, events
