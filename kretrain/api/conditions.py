@@ -95,6 +95,13 @@ class Reason:
     """progress.json is oversized or does not validate (after MAX_RECORD_TRIES tries)."""
     REGISTRY_UNSAFE: Final = "RegistryUnsafe"
     """The registry's backend ignores conditional writes: promotions are refused."""
+    # Data (kretrain.operator.data_findings, from report.json's data summary)
+    DATA_VALIDATED: Final = "DataValidated"
+    """DataReady: the data stage passed without warnings."""
+    DATA_WARNINGS: Final = "DataWarnings"
+    """DataReady: the data stage passed with warnings (each also a DataWarning Event, at most 5)."""
+    DATA_WARNING: Final = "DataWarning"
+    """Event: one warning of the data stage (e.g. a class first labelled in the newest era)."""
     # Events only
     STATUS_CORRECTED: Final = "StatusCorrected"
     """status.runId/jobName said otherwise and were put back (status is a cache)."""

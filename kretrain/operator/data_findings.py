@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from kretrain.api.conditions import Reason
 from kretrain.api.report import DataSummary
 from kretrain.operator import bounds
 from kretrain.operator.status_patch import Event
 
-DATA_VALIDATED = "DataValidated"
-"""DataReady reason: the data stage passed without warnings."""
-DATA_WARNINGS = "DataWarnings"
-"""DataReady reason: the data stage passed with warnings (each one is also a Warning Event)."""
-DATA_WARNING_EVENT = "DataWarning"
-"""Reason of the Warning Event posted for one data warning."""
+DATA_VALIDATED = Reason.DATA_VALIDATED
+DATA_WARNINGS = Reason.DATA_WARNINGS
+DATA_WARNING_EVENT = Reason.DATA_WARNING
 MAX_DATA_EVENTS = 5
 """Warning Events posted per run; the last one counts the rest (all are in the report and the message)."""
 MAX_EVENT_MESSAGE = 1024
