@@ -1,18 +1,21 @@
-"""The RetrainJob lifecycle as plain functions: each step reads the object and returns a status patch and events."""
+"""The RetrainJob lifecycle as plain functions: each step reads the object and returns a status patch and events.
+
+start, set_suspend and poll are here; finish and start_fallback (kretrain.operator.conclusion) end a run; what
+the steps share (Deps, the run's objects, which faults retry) is kretrain.operator.steps. Every name stays
+importable from this module.
+"""
 
 from __future__ import annotations
 
-import datetime
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from kretrain.api import TERMINAL_STATES, Fallback, ModelRef, RetrainJobSpec, RunReport
+from kretrain.api import TERMINAL_STATES, RetrainJobSpec
 from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs
+from kretrain.operator.conclusion import finish, start_fallback
 from kretrain.operator.kube import KubeError
-from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import (
     Event,
     Outcome,
@@ -29,23 +32,31 @@ from kretrain.operator.status_patch import (
     termination_message,
     with_condition,
 )
-from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
-from kretrain.registry import ConditionalWritesIgnored, InvalidRunRecord, RegistryError
-from kretrain.store import StoreError, StoreUnavailable
-
-if TYPE_CHECKING:
-    from kretrain.registry import Registry
+from kretrain.operator.steps import (
+    REFUSED_RETRY_DELAY,
+    REGISTRY_ERRORS,
+    TRANSIENT_KUBE_STATUS,
+    Deps,
+    JobRejected,
+    KubeApi,
+    create_run_objects,
+    transient,
+    waiting,
+)
+from kretrain.registry import InvalidRunRecord
 
 __all__ = [
     "MAX_RECORD_TRIES",
     "REFUSED_RETRY_DELAY",
     "REGISTRY_ERRORS",
+    "TRANSIENT_KUBE_STATUS",
     "Deps",
     "Event",
     "JobRejected",
     "KubeApi",
     "Outcome",
     "StatusBuilder",
+    "condition_reason",
     "correct_names",
     "create_run_objects",
     "failed",
@@ -66,90 +77,12 @@ __all__ = [
     "with_condition",
 ]
 
-REGISTRY_ERRORS = (StoreError, RegistryError)
-"""What a registry call raises when S3 or a record is at fault (anything else is a bug and reaches Kopf)."""
-KNOWN_FAULTS = (StoreError, RegistryError, KubeError)
-"""The faults a step turns into a retry; any other exception is a bug and reaches Kopf (its own backoff)."""
-TRANSIENT_KUBE_STATUS = frozenset({0, 408, 429})
-"""KubeError statuses worth a quick retry besides 5xx (0: the API server was not reached)."""
-REFUSED_RETRY_DELAY = 60.0
-"""Seconds before trying again after a fault someone has to fix (access denied, an unreadable record): Kopf's own
-default backoff. A transient fault is retried after KRETRAIN_RETRY_DELAY."""
 MAX_RECORD_TRIES = 3
 """A malformed or oversized progress.json/report.json fails the run on this try (Kopf counts the tries)."""
 CONCLUDING = threading.Lock()
 """One run's report is read and concluded at a time: a report may hold MAX_REPORT_BYTES of JSON (several hundred
 MiB once parsed), and runs finishing together (Kopf polls them in parallel threads) must not add up past the
 operator's memory limit."""
-
-
-class KubeApi(Protocol):
-    """The part of kretrain.operator.kube.Kube the lifecycle uses."""
-
-    def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
-    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
-
-
-@dataclass
-class Deps:
-    """What the lifecycle needs from the outside world (the handlers build it; tests can too)."""
-
-    settings: OperatorSettings
-    kube: KubeApi
-    registry_for: Callable[[RetrainJobSpec], Registry]
-    adopt: Callable[[list[dict[str, Any]]], None]
-    actor: str = "kretrain-operator"
-    now: Callable[[], str] = field(default=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-
-
-# ---- faults ------------------------------------------------------------------------------------------
-def transient(exc: BaseException) -> bool:
-    """Whether trying again soon can succeed with nothing changed: the store or the API server unreachable,
-    throttling or failing (StoreUnavailable, KubeError 0/408/429/5xx)."""
-    if isinstance(exc, StoreUnavailable):
-        return True
-    return isinstance(exc, KubeError) and (exc.status in TRANSIENT_KUBE_STATUS or exc.status >= 500)
-
-
-def waiting(message: str, exc: BaseException, status: dict[str, Any] | None = None) -> Outcome:
-    """Try the step again later: soon after a transient fault, after REFUSED_RETRY_DELAY after any other known one."""
-    text = bounds.short(f"{message}: {type(exc).__name__}: {exc}")
-    return Outcome(status=status or {}, retry=text, retry_delay=None if transient(exc) else REFUSED_RETRY_DELAY)
-
-
-# ---- run objects -------------------------------------------------------------------------------------
-class JobRejected(Exception):
-    """The API server refused the run's Job or ConfigMap for good (400, 403, 422)."""
-
-
-def create_run_objects(
-    ns: str, uid: str, run: str, jname: str, resolved: RetrainJobSpec, incumbent: ModelRef | None, deps: Deps
-) -> bool:
-    """Create a run's spec ConfigMap and Job, adopted by the RetrainJob; False when the Job already existed
-    (409). Raises JobRejected when the API server refuses them, KubeError when it should be retried."""
-    object_labels = jobs.labels(uid, jname)
-    configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
-    job = jobs.build_job(
-        name=jname,
-        namespace=ns,
-        run=run,
-        spec=resolved,
-        incumbent_version=incumbent.version if incumbent else None,
-        object_labels=object_labels,
-        settings=deps.settings,
-    )
-    deps.adopt([configmap, job])
-    try:
-        deps.kube.create(configmap)
-        _, created = deps.kube.create(job)
-    except KubeError as exc:
-        if exc.status in (400, 403, 422):
-            raise JobRejected(f"the API server rejected Job {jname}: {exc.message}") from exc
-        raise
-    return created
 
 
 # ---- steps -------------------------------------------------------------------------------------------
@@ -318,114 +251,4 @@ def _follow(
     progress = registry.read_progress(spec.model, run)
     if progress is not None:
         build.status.progress = bounds.progress(progress)
-    return Outcome(status=build.build(), events=events)
-
-
-def finish(
-    body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, report: RunReport | None, deps: Deps
-) -> Outcome:
-    """Apply the promotion policy to the run's report, promote at most once, record the decision.
-
-    The decision and the conditional promotion are kretrain.promotion.conclude, the code `kretrain run` uses;
-    the run id it binds the report to is the operator's own (run_names), never status.runId or the report's.
-    A report that does not belong to the run (ReportMismatch) fails the run. The status keeps pooled and
-    per-era figures of the spec's eras; per-class metrics and anything beyond the bounds stay in the report.
-    """
-    meta, now = body["metadata"], deps.now()
-    # status.decision is not consulted: a status writer could set it to stop the run from ever concluding
-    # (conclude itself is idempotent; a concluded run's state is terminal and is not polled again).
-    run, jname = run_names(body)
-    if report is None:
-        msg = f"Job {jname} succeeded but runs/{run}/report.json is missing from the registry"
-        return failed(body, Reason.NO_REPORT, msg, now)
-    metric = spec.promotion.metric
-    try:
-        conclusion = conclude(
-            deps.registry_for(resolved),
-            report,
-            spec,
-            actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
-            now=now,
-            run_id=run,
-        )
-    except ConditionalWritesIgnored as exc:  # the verdict is kept: retrying could never promote
-        return failed(body, Reason.REGISTRY_UNSAFE, bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
-    build = StatusBuilder(body, now)
-    if wants_fallback(spec, conclusion) and not build.current.fallback:
-        return start_fallback(body, spec, resolved, conclusion, deps)
-    decision, reason = bounds.decision(conclusion.decision), conclusion.reason
-    text = bounds.short(" ".join(decision.reasons) or decision.summary, bounds.MAX_CONDITION_MESSAGE)
-    build.names(run, jname).status.decision = decision
-    if conclusion.failed:
-        return failed(body, reason, f"run {run}: the report was refused: {text}", now, build=build)
-    new = build.status
-    new.state = "Promoted" if decision.promoted else "Rejected"
-    new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras)
-    new.checks = bounds.checks(report.checks)
-    new.candidate_metric = metric_text(report.candidate_evaluation.pooled.get(metric))
-    new.incumbent_metric = metric_text(
-        report.incumbent_evaluation.pooled.get(metric) if report.incumbent_evaluation else None
-    )
-    if conclusion.candidate:
-        new.candidate = conclusion.candidate
-    if conclusion.incumbent and reason != Reason.INCUMBENT_CHANGED:
-        new.incumbent = conclusion.incumbent
-    build.condition(Cond.TRAINING, Status.FALSE, Reason.JOB_SUCCEEDED, f"Job {jname} succeeded")
-    build.condition(
-        Cond.EVALUATED, Status.TRUE, Reason.EVALUATED, f"{metric} candidate vs incumbent on every era's test split"
-    )
-    build.condition(Cond.PROMOTED, Status.TRUE if decision.promoted else Status.FALSE, reason, text)
-    patch = build.build()
-    if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # huge numbers in the report: keep the pooled figures only
-        new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
-        patch = build.build()
-    if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # still too large: the report has the checks
-        new.checks = []
-        patch = build.build()
-    event = Event("Normal", Reason.PROMOTED, bounds.short(f"Promoted {run}: {text}"))
-    if not decision.promoted:
-        event = Event(
-            "Normal" if reason == Reason.DRY_RUN else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
-        )
-    return Outcome(status=patch, events=[event], decision_reason=reason)
-
-
-def start_fallback(
-    body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobSpec, conclusion: Conclusion, deps: Deps
-) -> Outcome:
-    """fallbackToFull: record why the incremental candidate was rejected and start the full retrain's Job.
-
-    Idempotent like `start`: after a restart the same Job name is created again and 409 means it exists.
-    The full run's result becomes the RetrainJob's decision; it never falls back again.
-    """
-    meta = body["metadata"]
-    ns, uid, now = meta["namespace"], meta["uid"], deps.now()
-    first_run = jobs.run_id(ns, meta["name"], uid)
-    first_job = jobs.job_name(first_run)
-    run = jobs.fallback_run_id(first_run)
-    jname = jobs.job_name(run)
-    try:
-        incumbent = deps.registry_for(resolved).incumbent(spec.model)
-    except REGISTRY_ERRORS as exc:  # S3 unreachable: wait, do not start blind
-        return waiting(f"cannot read the incumbent of model {spec.model}", exc)
-    try:
-        create_run_objects(ns, uid, run, jname, fallback_spec(resolved), incumbent, deps)
-    except JobRejected as exc:
-        return failed(body, Reason.JOB_REJECTED, str(exc), now, True)
-    except KubeError as exc:
-        return waiting(f"cannot create Job {jname}", exc)
-    rejected = bounds.decision(conclusion.decision)
-    against = f"incumbent {incumbent.version}" if incumbent else "no incumbent"
-    build = StatusBuilder(body, now).names(run, jname)
-    new = build.status
-    new.state = "Training"
-    new.fallback = Fallback(run_id=first_run, job_name=first_job, decision=rejected)
-    new.progress = None
-    new.incumbent = incumbent
-    message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
-    build.condition(Cond.TRAINING, Status.TRUE, Reason.FALLBACK_TO_FULL, message)
-    events = [
-        Event("Warning", Reason.GATE_FAILED, bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
-        Event("Normal", Reason.FALLBACK_TO_FULL, f"Created Job {jname}: full retrain of run {run} against {against}"),
-    ]
     return Outcome(status=build.build(), events=events)
