@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import ValidationError
 
 from kretrain.api.evaluation import Evaluation
+from kretrain.api.intervals import PairedBootstrap
 from kretrain.api.report import DataSummary, RunReport
 from kretrain.api.spec import MetricName, RetrainJobSpec
 from kretrain.api.status import CheckResult, Decision
@@ -46,6 +47,8 @@ class VersionView:
     eras: dict[str, float] = field(default_factory=dict)
     compared_with: str | None = None
     compared_pooled: float | None = None
+    interval: tuple[float, float, float] | None = None
+    """(confidence, low, high) of the pooled delta's paired-bootstrap interval, when the run computed one."""
     data: DataSummary | None = None
     checks: list[CheckResult] = field(default_factory=list)
     verdict: Decision | None = None
@@ -97,7 +100,12 @@ def _verdict(report: RunReport) -> tuple[Decision | None, str]:
     except ValidationError:
         return None, "the report's spec is not a complete RetrainJob spec; the gate cannot be re-applied"
     decision = decide(
-        report.candidate_evaluation, report.incumbent_evaluation, report.checks, spec.promotion, spec.dataset.eras
+        report.candidate_evaluation,
+        report.incumbent_evaluation,
+        report.checks,
+        spec.promotion,
+        spec.dataset.eras,
+        report.intervals,
     )
     return decision, ""
 
@@ -110,6 +118,7 @@ class _Read:
     incumbent: Evaluation | None
     metric: object
     classes: list[str]
+    intervals: PairedBootstrap | None = None
 
 
 def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[VersionView, _Read | None]:
@@ -129,7 +138,10 @@ def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[Version
     view.data, view.checks = report.data, report.checks
     view.verdict, view.verdict_note = _verdict(report)
     metric = (report.spec.get("promotion") or {}).get("metric")
-    return view, _Read(report.candidate_evaluation, report.incumbent_evaluation, metric, report.data.classes)
+    read = _Read(
+        report.candidate_evaluation, report.incumbent_evaluation, metric, report.data.classes, report.intervals
+    )
+    return view, read
 
 
 def _line_metric(requested: str | None, reads: list[_Read]) -> MetricName:
@@ -165,6 +177,9 @@ def load_line(registry: Registry, model: str, metric: str | None = None) -> Line
         view.eras = {e: m.get(chosen) for e, m in read.candidate.eras.items()}
         if read.incumbent is not None:
             view.compared_pooled = read.incumbent.pooled.get(chosen)
+        boot = read.intervals
+        if boot is not None and boot.metric == chosen:
+            view.interval = (boot.confidence, boot.pooled.low, boot.pooled.high)
         for era, value in view.eras.items():
             line.matrix[(view.name, era)] = Cell(value, view.name)
             if era not in line.eras:

@@ -16,7 +16,7 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#555;margin:0 0 12px}table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}th{background:#f4f4f4}
-td.n{text-align:right;font-variant-numeric:tabular-nums}.tag{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.tag{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px}
 .promoted{background:#d8f0d8}.rejected{background:#f8dcdc}.incumbent{background:#cfe3ff}.other{background:#eee}
 .legend span{display:inline-block;margin-right:12px}.sw{display:inline-block;width:18px;height:3px;vertical-align:middle;margin-right:4px}
 .up{color:#1a7f1a}.down{color:#b22222}.note{color:#666;font-size:12px}svg{max-width:100%;height:auto}
@@ -90,6 +90,12 @@ def timeline(line: Line) -> str:
         fill, stroke = {"incumbent": ("#2a62c9", "#2a62c9"), "promoted": ("#2ca02c", "#2ca02c"),
                         "rejected": ("#fff", "#d62728")}.get(css, ("#fff", "#888"))  # fmt: skip
         tip = f"{view.name}: {line.metric} {num(view.pooled)} ({text})"
+        if view.interval and view.compared_pooled is not None:
+            conf, low, high = view.interval
+            y0, y1 = y(max(lo, view.compared_pooled + low)), y(min(hi, view.compared_pooled + high))
+            out.append(f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y0:.1f}" y2="{y1:.1f}" stroke="#555" stroke-width="1.5">'
+                       f"<title>{conf:.0%} interval of the gain: {low:+.4f} to {high:+.4f}</title></line>")  # fmt: skip
+            tip += f", gain {low:+.4f} to {high:+.4f} ({conf:.0%})"
         out.append(f'<circle cx="{x(i):.1f}" cy="{y(view.pooled):.1f}" r="6" fill="{fill}" stroke="{stroke}" '
                    f'stroke-width="2"><title>{e(tip)}</title></circle>')  # fmt: skip
         if view.incumbent:
@@ -132,13 +138,14 @@ def versions_table(line: Line) -> str:
         css, text = status(view)
         lin = view.record.lineage
         delta = None if view.pooled is None or view.compared_pooled is None else view.pooled - view.compared_pooled
+        ci = f" [{view.interval[1]:+.4f}, {view.interval[2]:+.4f}] {view.interval[0]:.0%}" if view.interval else ""
         summary = view.verdict.summary if view.verdict else (view.report_error or view.verdict_note)
         rows.append(f"<tr><td>{e(view.name)}</td><td>{e(view.record.registered_at)}</td><td>{e(lin.strategy)}</td>"
                     f"<td>{e(lin.parent or DASH)}</td><td class=n>{num(view.pooled)}</td>"
-                    f"<td>{e(view.compared_with or DASH)}</td><td class=n>{num(delta, signed=True)}</td>"
+                    f"<td>{e(view.compared_with or DASH)}</td><td class=n>{num(delta, signed=True)}{ci}</td>"
                     f'<td><span class="tag {css}">{e(text)}</span></td><td>{e(summary)}</td></tr>')  # fmt: skip
     head = ("<tr><th>version</th><th>registered</th><th>strategy</th><th>parent</th>"
-            f"<th>{e(line.metric)}</th><th>compared with</th><th>Δ</th><th>status</th><th>gate</th></tr>")  # fmt: skip
+            f"<th>{e(line.metric)}</th><th>compared with</th><th>Δ [interval]</th><th>status</th><th>gate</th></tr>")  # fmt: skip
     return f"<table>{head}{''.join(rows)}</table>"
 
 

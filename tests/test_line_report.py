@@ -18,6 +18,7 @@ import yaml
 from emulator import sim
 from kretrain import registry_cli
 from kretrain.api import RetrainJobSpec
+from kretrain.api.intervals import EraInterval, PairedBootstrap
 from kretrain.line_report import load_line, write_report
 from kretrain.promotion import conclude
 from kretrain.registry import Lineage, Registry
@@ -70,6 +71,11 @@ def run(
                                        "warnings": [f"class {new_class} is first labelled in era {list(eras)[-1]}"]})  # fmt: skip
     rep = rep.model_copy(update={"candidate_evaluation": rep.candidate_evaluation.model_copy(update={"pooled": pooled}),
                                  "incumbent_evaluation": inc_eval, "data": data})  # fmt: skip
+    if inc_eval is not None:  # the pod's paired bootstrap of the pooled gain (as the trainer reports it)
+        gain = rep.candidate_evaluation.pooled.map50_95 - inc_eval.pooled.map50_95
+        pooled_ci = EraInterval(delta=gain, low=gain - 0.03, high=gain + 0.03, images=30 * len(eras))
+        rep.intervals = PairedBootstrap(metric="mAP50-95", confidence=0.9, resamples=200, seed=0,
+                                        incumbent_version=inc.version if inc else None, pooled=pooled_ci)  # fmt: skip
     lineage = Lineage(parent=inc.version if inc else None, eras=list(eras), era_hashes={e: "f00d" * 16 for e in eras},
                       strategy=strategy, compute={"wallSeconds": 12.5})  # fmt: skip
     ref = registry.register(MODEL, run_id, sim.weights_file(tmp, run_id), rep, s, lineage)
@@ -141,6 +147,8 @@ def test_line_has_every_version_decision_and_era(line_registry: Registry) -> Non
     v2 = by["v2-incremental"].verdict
     assert v2 is not None and not v2.passed and any("2026-q1" in r for r in v2.reasons)
     assert by["v3-full"].verdict is not None and by["v3-full"].verdict.promoted
+    assert by["v3-full"].interval == pytest.approx((0.9, 0.105 - 0.03, 0.105 + 0.03))
+    assert by["v1-first"].interval is None
     assert by["v4-hostile"].verdict is None and "spec" in by["v4-hostile"].verdict_note
     assert line.eras == ["2026-q1", "2026-q2", EVIL_ERA]
     # v1 never saw 2026-q2 in its own run; v2's run measured it there as the incumbent (the first run fills it).
@@ -164,6 +172,7 @@ def test_page_is_self_contained_and_shows_the_line(page: tuple[Path, str, _Page]
         assert name in text, name
     assert "rejected" in text and "incumbent" in text and "rolled back to v1-first" in text
     assert "fixed the camera" in text and "wallSeconds 12.5" in text
+    assert "+0.1050 [+0.0750, +0.1350] 90%" in text  # v3's gain with its bootstrap interval
     assert parsed.tags.count("svg") >= 1
 
 
