@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import ValidationError
 
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
+from kretrain.api.conditions import DecisionReason
+from kretrain.api.conditions import Reason as R
 from kretrain.policy import decide
 from kretrain.registry import IncumbentChanged, Registry, RegistryError, VersionNotFound, now_rfc3339
 from kretrain.store import ObjectTooLarge
 
-Reason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
-REPORT_MISMATCH: Reason = "ReportMismatch"
+Reason = DecisionReason
+"""The reason of a Conclusion: kretrain.api.conditions.DecisionReason (one of its Reason constants)."""
+REPORT_MISMATCH: Reason = R.REPORT_MISMATCH
 """The report does not belong to the run (run id, model, candidate version or weights differ): state Failed."""
-MISSING_EVALUATION: Reason = "MissingEvaluation"
+MISSING_EVALUATION: Reason = R.MISSING_EVALUATION
 """The report lacks an evaluation the spec requires (an era, or the current incumbent's): state Rejected."""
 FAILED_REASONS: frozenset[str] = frozenset({REPORT_MISMATCH})
 """Reasons that make the run Failed rather than Rejected: its outputs cannot be trusted at all."""
@@ -47,7 +49,7 @@ class Conclusion:
 def wants_fallback(spec: RetrainJobSpec, conclusion: Conclusion) -> bool:
     """Whether a full retrain must follow: an incremental candidate failed the gate and fallbackToFull is on."""
     strategy = spec.strategy
-    return strategy.type == "incremental" and strategy.fallback_to_full and conclusion.reason == "GateFailed"
+    return strategy.type == "incremental" and strategy.fallback_to_full and conclusion.reason == R.GATE_FAILED
 
 
 def fallback_spec(spec: RetrainJobSpec) -> RetrainJobSpec:
@@ -226,7 +228,7 @@ def conclude(
     decision.decided_at = stamp
     expected = current.version if current else None
     evaluated_against = report.incumbent_evaluation.model_version if report.incumbent_evaluation else None
-    reason: Reason = "Promoted" if decision.promoted else ("DryRun" if decision.passed else "GateFailed")
+    reason: Reason = R.PROMOTED if decision.promoted else (R.DRY_RUN if decision.passed else R.GATE_FAILED)
     if already and (not decision.promoted or evaluated_against != previous):
         decision.promoted = False
         decision.reasons.append(
@@ -237,7 +239,7 @@ def conclude(
             + "); the pointer was moved outside the operator: check the line's history and roll back."
         )
         decision.summary = "not promoted: incumbent set outside the gate"
-        reason = "IncumbentChanged"
+        reason = R.INCUMBENT_CHANGED
     elif already:
         decision.reasons.append(f"{run_id} is already the incumbent (an earlier attempt promoted it).")
     elif evaluated_against != expected:
@@ -248,7 +250,7 @@ def conclude(
             "so it is not applied."
         )
         decision.summary = "not promoted: incumbent changed"
-        reason = "IncumbentChanged"
+        reason = R.INCUMBENT_CHANGED
     elif decision.promoted:
         alias = spec.promotion.alias  # set: the candidate moves this alias, the incumbent stays its baseline
         try:
@@ -269,7 +271,7 @@ def conclude(
                 "while the run was evaluated; the decision was made against the old incumbent, so it is not applied."
             )
             decision.summary = "not promoted: incumbent changed"
-            reason = "IncumbentChanged"
+            reason = R.INCUMBENT_CHANGED
     comparison = compare(
         report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric, report.intervals
     )
