@@ -157,3 +157,13 @@ def test_delivery_is_signed_retried_and_recorded(receiver: dict[str, Any]) -> No
 def test_unreachable_webhook_is_an_error_not_an_exception() -> None:
     status, error = notify.post("http://127.0.0.1:9/x", notice(), KEY, 1, timeout=2)
     assert status is None and error and "Error" in error
+
+
+def test_inference_service_patch_points_at_the_version_folder() -> None:
+    patch = notify.inference_service_patch(notice())
+    assert patch["spec"]["predictor"]["model"]["storageUri"] == "s3://reg/m/versions/run-2/"
+    assert patch["metadata"]["annotations"]["kretrain.dev/version"] == "run-2"
+    assert notify.inference_service_patch(notice()) == patch  # idempotent
+    elsewhere = notice().artifacts[0].model_copy(update={"uri": "s3://evil/model.onnx"})
+    with pytest.raises(ValueError, match="not all in"):
+        notify.inference_service_patch(notice(artifacts=[elsewhere]))

@@ -205,3 +205,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
+
+
+INFERENCE_SERVICE = ("serving.kserve.io", "v1beta1", "inferenceservices")
+"""The KServe resource the operator may patch (RBAC: `patch` on exactly this resource, nothing else)."""
+
+
+def inference_service_patch(notice: PromotionNotice) -> dict:
+    """The JSON merge patch pointing a KServe InferenceService's predictor at the notice's version folder.
+
+    `storageUri` is the folder (`<registry>/<model>/versions/<version>/`), where KServe's storage initializer
+    finds the artifact; the patch is idempotent (the same notice gives the same patch).
+    """
+    folder = f"{notice.registry.rstrip('/')}/{notice.model}/versions/{notice.version}/"
+    if not all(a.uri.startswith(folder) for a in notice.artifacts):
+        raise ValueError(f"the notice's artifacts are not all in {folder}; refusing to point a predictor there")
+    return {
+        "metadata": {"annotations": {"kretrain.dev/version": notice.version, "kretrain.dev/notice-id": notice.id}},
+        "spec": {"predictor": {"model": {"storageUri": folder}}},
+    }
