@@ -13,6 +13,7 @@ import yaml
 from emulator import path, rtj_path, sim
 from emulator.operator import OperatorProcess
 from emulator.scenario import ERAS, Cluster, conditions, operator_for, running_cluster, settled, started, wait_for
+from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator.kube import API_CALLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,11 +89,11 @@ def test_success_is_promoted(cluster: Cluster, operator: OperatorProcess) -> Non
     assert status["candidate"]["version"] == run_id
     assert status["candidateMetric"] == "0.5367" and status["incumbentMetric"] == "0.4667"
     assert status["evaluation"]["eras"]["e3"]["delta"] == pytest.approx(0.10)
-    assert conditions(status)["Promoted"]["status"] == "True"
+    assert conditions(status)[Cond.PROMOTED]["status"] == Status.TRUE
     assert cluster.registry.incumbent(model).version == run_id
     assert cluster.promotions(model, run_id) == 1
     reasons = [r for _, r, _ in cluster.events("promote")]
-    assert "JobCreated" in reasons and "Promoted" in reasons
+    assert Reason.JOB_CREATED in reasons and Reason.PROMOTED in reasons
 
 
 def test_forgetting_is_rejected(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -106,9 +107,9 @@ def test_forgetting_is_rejected(cluster: Cluster, operator: OperatorProcess) -> 
     status = settled(cluster, operator, "reject", "run")
     assert status["state"] == "Rejected" and status["decision"]["promoted"] is False
     assert any("e1" in r for r in status["decision"]["reasons"])
-    assert conditions(status)["Promoted"]["reason"] == "GateFailed"
+    assert conditions(status)[Cond.PROMOTED]["reason"] == Reason.GATE_FAILED
     assert cluster.registry.incumbent(model).version == "seed-1"
-    assert ("Warning", "GateFailed") in [(t, r) for t, r, _ in cluster.events("reject")]
+    assert ("Warning", Reason.GATE_FAILED) in [(t, r) for t, r, _ in cluster.events("reject")]
 
 
 def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -130,7 +131,7 @@ def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, ope
     assert status["runId"] == full_run and status["jobName"] == full_run and status["state"] == "Training"
     assert status["fallback"]["runId"] == first["runId"] and status["fallback"]["decision"]["passed"] is False
     assert any("Era 'e1' regressed" in r for r in status["fallback"]["decision"]["reasons"])
-    assert "decision" not in status and conditions(status)["Training"]["reason"] == "FallbackToFull"
+    assert "decision" not in status and conditions(status)[Cond.TRAINING]["reason"] == Reason.FALLBACK_TO_FULL
     jobs_now = {j["metadata"]["name"]: j for j in cluster.jobs("fallback")}
     assert set(jobs_now) == {first["jobName"], full_run}
     full_spec = yaml.safe_load(
@@ -147,7 +148,7 @@ def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, ope
     assert cluster.promotions(model, full_run) == 1 and cluster.promotions(model, first["runId"]) == 0
     assert len(cluster.jobs("fallback")) == 2
     reasons = [r for _, r, _ in cluster.events("fallback")]
-    assert "FallbackToFull" in reasons and "Promoted" in reasons
+    assert Reason.FALLBACK_TO_FULL in reasons and Reason.PROMOTED in reasons
 
 
 def test_dry_run_decides_but_does_not_promote(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -159,7 +160,7 @@ def test_dry_run_decides_but_does_not_promote(cluster: Cluster, operator: Operat
     sim.complete_job(cluster.client, "dryrun", run_id)
     status = settled(cluster, operator, "dryrun", "run")
     assert status["decision"]["passed"] is True and status["decision"]["promoted"] is False
-    assert conditions(status)["Promoted"]["reason"] == "DryRun"
+    assert conditions(status)[Cond.PROMOTED]["reason"] == Reason.DRY_RUN
     assert cluster.registry.incumbent(model).version == "seed-1"
 
 
@@ -175,7 +176,7 @@ def test_incumbent_changed_during_the_run_is_not_overwritten(cluster: Cluster, o
     sim.complete_job(cluster.client, "raced", run_id)
     status = settled(cluster, operator, "raced", "run")
     assert status["state"] == "Rejected" and status["decision"]["passed"] is True
-    assert conditions(status)["Promoted"]["reason"] == "IncumbentChanged"
+    assert conditions(status)[Cond.PROMOTED]["reason"] == Reason.INCUMBENT_CHANGED
     assert any("other-run" in r for r in status["decision"]["reasons"])
     assert cluster.registry.incumbent(model).version == "other-run"
 
@@ -191,7 +192,7 @@ def test_job_failure_reports_reason_and_termination_message(cluster: Cluster, op
     failed = conditions(status)["Failed"]
     assert status["state"] == "Failed" and failed["reason"] == "BackoffLimitExceeded"
     assert "12% unreadable images" in failed["message"] and "backoff limit" in failed["message"]
-    assert conditions(status)["Training"]["status"] == "False"
+    assert conditions(status)[Cond.TRAINING]["status"] == Status.FALSE
 
 
 def test_invalid_spec_fails_naming_the_field(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -199,10 +200,10 @@ def test_invalid_spec_fails_naming_the_field(cluster: Cluster, operator: Operato
     cluster.create_rtj("invalid", "run", "m-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
     status = settled(cluster, operator, "invalid", "run")
     failed = conditions(status)["Failed"]
-    assert status["state"] == "Failed" and failed["reason"] == "InvalidSpec"
+    assert status["state"] == "Failed" and failed["reason"] == Reason.INVALID_SPEC
     assert "spec.dataset" in failed["message"] and "newEras (4)" in failed["message"]
     assert cluster.jobs("invalid") == []
-    assert ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in cluster.events("invalid")]
+    assert ("Warning", Reason.INVALID_SPEC) in [(t, r) for t, r, _ in cluster.events("invalid")]
     assert operator.alive
 
 
@@ -214,13 +215,13 @@ def test_suspend_and_resume(cluster: Cluster, operator: OperatorProcess) -> None
     cluster.client.patch(rtj_path("suspend", "run"), {"spec": {"suspend": False}})
     wait_for("resume", lambda: cluster.status("suspend", "run").get("state") == "Training", op=operator)
     assert cluster.jobs("suspend")[0]["spec"]["suspend"] is False
-    assert conditions(cluster.status("suspend", "run"))["Suspended"]["status"] == "False"
+    assert conditions(cluster.status("suspend", "run"))[Cond.SUSPENDED]["status"] == Status.FALSE
     cluster.client.patch(rtj_path("suspend", "run"), {"spec": {"suspend": True}})
     wait_for("suspend", lambda: cluster.status("suspend", "run").get("state") == "Suspended", op=operator)
     assert cluster.jobs("suspend")[0]["spec"]["suspend"] is True
     assert cluster.jobs_created_for(cluster.rtj("suspend", "run")["metadata"]["uid"]) == 1
     reasons = [r for _, r, _ in cluster.events("suspend")]
-    assert "Resumed" in reasons and reasons.count("Suspended") >= 2
+    assert Reason.RESUMED in reasons and reasons.count(Reason.SUSPENDED) >= 2
 
 
 def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -250,9 +251,9 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
 def test_metrics_endpoint_counts_states_and_decisions(operator: OperatorProcess) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert 'kretrain_decisions_total{outcome="promoted",reason="Promoted"}' in text
-    assert 'kretrain_decisions_total{outcome="rejected",reason="GateFailed"}' in text
-    assert 'kretrain_decisions_total{outcome="failed",reason="InvalidSpec"}' in text
+    assert f'kretrain_decisions_total{{outcome="promoted",reason="{Reason.PROMOTED}"}}' in text
+    assert f'kretrain_decisions_total{{outcome="rejected",reason="{Reason.GATE_FAILED}"}}' in text
+    assert f'kretrain_decisions_total{{outcome="failed",reason="{Reason.INVALID_SPEC}"}}' in text
     assert 'kretrain_retrainjobs{state="Failed"}' in text
     assert "kretrain_handler_seconds_count" in text
 

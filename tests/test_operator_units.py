@@ -178,7 +178,7 @@ def test_start_creates_one_job_and_a_rerun_creates_none() -> None:
     assert env["KRETRAIN_INCUMBENT_VERSION"] == "v7"
     # The handler runs again before its status was written (a crash): the Job is found, not re-created.
     again = lifecycle.start(rtj(), deps(kube))
-    assert again.events[0].reason == "JobFound" and kube.creates == 2
+    assert again.events[0].reason == Reason.JOB_FOUND and kube.creates == 2
     # ...and once the status is there, a resumed operator does nothing at all.
     assert lifecycle.start(rtj(first.status), deps(kube)) == lifecycle.Outcome()
     assert len([k for k in kube.objects if k[0] == "Job"]) == 1
@@ -204,7 +204,7 @@ def test_invalid_spec_is_a_permanent_failed_condition() -> None:
     outcome = lifecycle.start(body, deps(Jobs()))
     assert outcome.status["state"] == "Failed" and outcome.permanent_error
     [failed] = outcome.status["conditions"]
-    assert failed["reason"] == "InvalidSpec" and "spec.dataset" in failed["message"]
+    assert failed["reason"] == Reason.INVALID_SPEC and "spec.dataset" in failed["message"]
     assert outcome.status["observedGeneration"] == 1
 
 
