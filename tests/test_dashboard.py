@@ -8,6 +8,7 @@ import json
 import re
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,19 @@ def queries() -> list[tuple[str, str]]:
     return found
 
 
+@dataclass
+class Observed:
+    """What the module's operator did: its /metrics families (name -> (type, label names)), the promoted run's
+    status and the namespace's Events."""
+
+    families: dict[str, tuple[str, set[str]]]
+    good: dict[str, Any]
+    events: list[tuple[str, str, str]]
+
+
 @pytest.fixture(scope="module")
-def scraped(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[str, set[str]]]]:
-    """A real operator's /metrics after a promoted and a failed RetrainJob: family -> (type, label names)."""
+def observed(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    """A real operator after a promoted (with data warnings), a failed and a retried RetrainJob."""
     with running_cluster(s3, tmp_path_factory.mktemp("dash"), [NS]) as cluster:
         op = operator_for(cluster, s3, tmp_path_factory.mktemp("op") / "operator.log", [NS])
         op.start().wait_ready()
@@ -57,14 +68,22 @@ def scraped(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
             op.stop()
 
 
-def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> dict[str, tuple[str, set[str]]]:
+@pytest.fixture(scope="module")
+def scraped(observed: Observed) -> dict[str, tuple[str, set[str]]]:
+    return observed.families
+
+
+def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
     # An unreadable incumbent pointer: the start handler waits and asks kopf to retry (the retries counter).
     cluster.registry.store.put_json(f"{cluster.registry_uri}/m-dash-wait/incumbent.json", {"version": 1})
     cluster.create_rtj(NS, "wait", "m-dash-wait")
     cluster.create_rtj(NS, "good", "m-dash")
     cluster.create_rtj(NS, "bad", "m-dash-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
     run_id = started(cluster, op, NS, "good")["runId"]
-    sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
+    rep = sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
+    # The trainer found data warnings (the operator's DataReady condition and Warning Events show them).
+    data = rep.data.model_copy(update={"warnings": WARNINGS, "eras": {"e3": {"train": 8, "excluded": 2}}})
+    cluster.registry.write_run_report("m-dash", run_id, rep.model_copy(update={"data": data}))
     sim.complete_job(cluster.client, NS, run_id)
     assert {n: settled(cluster, op, NS, n)["state"] for n in ("good", "bad")} == {"good": "Promoted", "bad": "Failed"}
     wait_for("the Pending run", lambda: cluster.status(NS, "wait").get("state") == "Pending", op=op)
@@ -77,7 +96,13 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> dict[str, tuple[s
             labels = {k for s in fam.samples for k in s.labels}
             families[fam.name] = (fam.type, labels)
             assert fam.samples, f"{fam.name} exported no sample"
-    return families
+    good = cluster.status(NS, "good")
+
+    def data_events() -> int:
+        return sum(1 for e in cluster.events(NS) if e[1] == "DataWarning")
+
+    wait_for("the 5 data warning Events", lambda: data_events() >= 5, op=op)
+    return Observed(families, good, cluster.events(NS))
 
 
 def series_names(families: dict[str, tuple[str, set[str]]]) -> dict[str, tuple[str, str, set[str]]]:
@@ -208,3 +233,18 @@ def test_lint_strict_with_the_dashboard_on() -> None:
     )
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+WARNINGS = [f"class 'c{i}' (id {i}) is first labelled in new era 'e3'" for i in range(7)]
+
+
+def test_the_operator_shows_the_data_findings(observed: Observed) -> None:
+    """DataReady names the counts and warnings; at most 5 DataWarning Events, the last counting the rest."""
+    ready = next(c for c in observed.good["conditions"] if c["type"] == "DataReady")
+    assert (ready["status"], ready["reason"]) == ("True", "DataWarnings")
+    assert (
+        "7 warnings: class 'c0'" in ready["message"]
+        and "e3: 8 used (8 train, 0 val, 0 test), 2 excluded" in ready["message"]
+    )
+    got = sorted(m for t, r, m in observed.events if r == "DataWarning" and t == "Warning")
+    assert got == sorted([*WARNINGS[:4], "3 more data warnings: see the run's report.json"])

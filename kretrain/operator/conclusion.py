@@ -8,6 +8,7 @@ from typing import Any
 from kretrain.api import Fallback, RetrainJobSpec, RunReport
 from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs
+from kretrain.operator.data_findings import data_ready
 from kretrain.operator.kube import KubeError
 from kretrain.operator.status_patch import Event, Outcome, StatusBuilder, failed, metric_text, run_names
 from kretrain.operator.steps import REGISTRY_ERRORS, Deps, JobRejected, create_run_objects, waiting
@@ -69,6 +70,8 @@ def finish(
         Cond.EVALUATED, Status.TRUE, Reason.EVALUATED, f"{metric} candidate vs incumbent on every era's test split"
     )
     build.condition(Cond.PROMOTED, Status.TRUE if decision.promoted else Status.FALSE, reason, text)
+    data_reason, data_message, data_events = data_ready(report.data)  # kretrain.operator.data_findings
+    build.condition(Cond.DATA_READY, Status.TRUE, data_reason, data_message)
     patch = build.build()
     if bounds.size(patch) > bounds.MAX_STATUS_BYTES:  # huge numbers in the report: keep the pooled figures only
         new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras, with_eras=False)
@@ -81,7 +84,7 @@ def finish(
         event = Event(
             "Normal" if reason == Reason.DRY_RUN else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
         )
-    return Outcome(status=patch, events=[event], decision_reason=reason)
+    return Outcome(status=patch, events=[*data_events, event], decision_reason=reason)
 
 
 def start_fallback(
