@@ -210,7 +210,7 @@ P = checks.FormatParity
         "unmeasured",
         "export-failed",
         "worst-format",
-    ],  # fmt: skip
+    ],
 )
 def test_export_parity_decision(results: list, passed: bool, value: float | None, must: list[str]) -> None:
     r = checks.export_parity_decision(results, 1e-3, 0.01)
