@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.api.conditions import DecisionReason
 from kretrain.api.conditions import Reason as R
+from kretrain.modelcard import build_card, write_card
 from kretrain.policy import decide
 from kretrain.registry import IncumbentChanged, Registry, RegistryError, VersionNotFound, now_rfc3339
 from kretrain.store import ObjectTooLarge
@@ -199,8 +200,9 @@ def conclude(
     that run and model, and that version's registered sha256 (else `ReportMismatch`, a failed run); it must
     evaluate the candidate on every era and, when the registry has an incumbent now, that very incumbent on
     every era (else `MissingEvaluation`, rejected). A report evaluated against another incumbent than the
-    current one is `IncumbentChanged` and not applied. Idempotent: when the candidate already is the
-    incumbent (an earlier attempt promoted it), nothing is written again.
+    current one is `IncumbentChanged` and not applied. Every decided run (not a refused report) gets a model
+    card (card.json + card.md) in its version folder, written after the decision. Idempotent: when the
+    candidate already is the incumbent (an earlier attempt promoted it), nothing is written again.
     """
     stamp = now or now_rfc3339()
     found = _record_ref(registry, spec.model, run_id)
@@ -257,8 +259,12 @@ def conclude(
             if alias:
                 from kretrain.aliases import set_alias
 
-                set_alias(registry, spec.model, alias, run_id, reason=decision.summary or "passed the gate", actor=actor)
-                decision.reasons.append(f"Alias {alias!r} now names {run_id}; the incumbent stays {expected or 'none'}.")
+                set_alias(
+                    registry, spec.model, alias, run_id, reason=decision.summary or "passed the gate", actor=actor
+                )
+                decision.reasons.append(
+                    f"Alias {alias!r} now names {run_id}; the incumbent stays {expected or 'none'}."
+                )
             else:
                 registry.promote(
                     spec.model, run_id, expected=expected, reason=decision.summary or "passed the gate", actor=actor
@@ -275,4 +281,5 @@ def conclude(
     comparison = compare(
         report.candidate_evaluation, report.incumbent_evaluation, spec.promotion.metric, report.intervals
     )
+    write_card(registry, build_card(report, decision, reason, spec.promotion.metric))
     return Conclusion(decision, comparison, reason, run_id, expected, record, current)

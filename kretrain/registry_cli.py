@@ -76,9 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--actor", default=None, help="who (default: user@host)")
     p.set_defaults(func=cmd_rollback)
 
-    p = msub.add_parser("history", parents=[common], help="every promotion and rollback of a model line")
+    p = msub.add_parser(
+        "history", parents=[common], help="every promotion and rollback, and every version's metrics, of a model line"
+    )
     p.add_argument("model", help="model line name")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON (promotions and metric history) instead of tables")
+    p.add_argument(
+        "--metric", default="mAP50-95", choices=["mAP50-95", "mAP50", "precision", "recall"], help="metric shown"
+    )
     p.set_defaults(func=cmd_history)
 
     from kretrain import line_report  # `models report`: the line as one static HTML page (kretrain/line_report.py)
@@ -240,13 +245,21 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    history = _registry(args).history(args.model)
+    from kretrain.line_history import history_table, metric_history
+
+    registry = _registry(args)
+    history = registry.history(args.model)
+    metrics = metric_history(registry, args.model, args.metric)
     if args.json:
-        print(json.dumps(history, indent=2, sort_keys=True))
+        print(json.dumps({"promotions": history, "metrics": metrics}, indent=2, sort_keys=True))
         return 0
     if not history:
         print(f"no promotions of {args.model!r} yet")
-        return 0
-    rows = [[h.get("seq"), h.get("action"), h.get("version"), h.get("previous"), h.get("at"), h.get("actor"), h.get("reason")] for h in history]  # fmt: skip
-    print(render_table(["seq", "action", "version", "previous", "at", "actor", "reason"], rows, digits=4))
+    else:
+        rows = [[h.get("seq"), h.get("action"), h.get("version"), h.get("previous"), h.get("at"), h.get("actor"), h.get("reason")] for h in history]  # fmt: skip
+        print(render_table(["seq", "action", "version", "previous", "at", "actor", "reason"], rows, digits=4))
+    if metrics:
+        head, rows = history_table(metrics)
+        print(f"\nmetric history ({args.metric} on each run's test set; delta and interval vs the incumbent compared):")
+        print(render_table(head, rows, digits=4))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kretrain.api import Comparison, Decision
+from kretrain.api import Comparison, Decision, EraDelta
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
@@ -39,11 +39,20 @@ def comparison_table(comparison: Comparison) -> str:
         c = cand.get(metric) if cand else None
         i = inc.get(metric) if inc else None
         delta = f"{c - i:+.3f}" if c is not None and i is not None else "-"
-        rows.append([era, cand.images if cand else 0, c, i, delta])
+        rows.append([era, cand.images if cand else 0, c, i, delta, _ci(comparison.eras.get(era))])
     c = comparison.candidate.pooled.get(metric)
     i = comparison.incumbent.pooled.get(metric) if comparison.incumbent else None
-    rows.append(["pooled", comparison.candidate.pooled.images, c, i, f"{c - i:+.3f}" if i is not None else "-"])
-    return render_table(["era", "test images", f"candidate {metric}", f"incumbent {metric}", "delta"], rows)
+    delta = f"{c - i:+.3f}" if i is not None else "-"
+    rows.append(["pooled", comparison.candidate.pooled.images, c, i, delta, _ci(comparison.pooled)])
+    head = ["era", "test images", f"candidate {metric}", f"incumbent {metric}", "delta"]
+    if comparison.confidence is None:
+        return render_table(head, [r[:-1] for r in rows])
+    return render_table([*head, f"{comparison.confidence * 100:g}% CI (paired bootstrap)"], rows)
+
+
+def _ci(d: EraDelta | None) -> str:
+    """`[-0.012, +0.034]`, or `-` without an interval."""
+    return "-" if d is None or d.low is None or d.high is None else f"[{d.low:+.3f}, {d.high:+.3f}]"
 
 
 def decision_text(decision: Decision) -> str:

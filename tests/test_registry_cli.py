@@ -73,12 +73,18 @@ def test_promote_list_show_rollback_history(reg_uri: str, capsys: pytest.Capture
     assert code == 0 and "rolled back cli-detector to v1 (was v2)" in out
 
     code, out, _ = run(capsys, "models", "history", MODEL, "--json", "--registry", reg_uri)
-    hist = json.loads(out)
+    doc = json.loads(out)
+    hist = doc["promotions"]
+    assert [(m["version"], m["pooled"], m["incumbent"]) for m in doc["metrics"]] == [
+        ("v1", 0.3, True),
+        ("v2", 0.4, False),
+    ]
     assert [(h["seq"], h["action"], h["version"]) for h in hist] == [(1, "promote", "v1"), (2, "promote", "v2"), (3, "rollback", "v1")]  # fmt: skip
     assert hist[0]["actor"] == "me" and hist[2]["reason"] == "bad in prod"
 
     code, out, _ = run(capsys, "models", "history", MODEL, "--registry", reg_uri)
     assert "rollback" in out and "bad in prod" in out
+    assert "metric history (mAP50-95" in out and "pooled mAP50-95" in out  # versions decided before cards: no CI
 
 
 def test_errors_are_clear(reg_uri: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
