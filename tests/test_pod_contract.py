@@ -185,3 +185,28 @@ def test_the_job_mounts_are_the_contract_paths() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts == {path: volume for path, volume, _ in PATHS if volume != "-"}
     assert container["terminationMessagePath"] == TERMINATION_LOG
+
+
+@pytest.mark.parametrize(
+    ("environ", "argv", "message"),
+    [
+        ({}, [], "KRETRAIN_RUN_ID: not set"),
+        ({"KRETRAIN_RUN_ID": "a/b"}, [], "KRETRAIN_RUN_ID: String should match pattern"),
+        ({"KRETRAIN_RUN_ID": "ok", "KRETRAIN_INCUMBENT_VERSION": "../v"}, [], "KRETRAIN_INCUMBENT_VERSION"),
+        ({}, ["--run-id", "../x"], "KRETRAIN_RUN_ID: String should match pattern"),
+    ],
+    ids=["no-run-id", "bad-run-id", "bad-incumbent", "bad-cli-run-id"],
+)
+def test_kretrain_train_refuses_a_bad_pod_env_before_reading_the_spec(
+    environ: dict[str, str], argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:  # fmt: skip
+    from kretrain.cli import main
+
+    for name in PodContract.env_names():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "--spec", str(tmp_path / "absent.json"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kretrain train: pod environment: ") and message in err
