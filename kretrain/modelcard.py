@@ -19,6 +19,10 @@ CARD_JSON = "card.json"
 """The typed card in the version folder."""
 CARD_MD = "card.md"
 """The card rendered as Markdown, beside it."""
+MAX_ROWS = 65
+"""Rows of a card: at most 64 eras (spec.dataset.eras' limit) and pooled; a report with more is cut."""
+MAX_CLASSES = 4096
+"""Class cells of a card; a report with more is cut."""
 
 
 class CardRow(ApiModel):
@@ -80,9 +84,9 @@ class ModelCard(ApiModel):
     """Compute spent."""
     checks: list[CheckResult] = Field(default_factory=list, max_length=64)
     """Post-training checks."""
-    rows: list[CardRow] = Field(default_factory=list, max_length=65)
+    rows: list[CardRow] = Field(default_factory=list, max_length=MAX_ROWS)
     """The gate metric per era, then pooled."""
-    classes: list[CardClass] = Field(default_factory=list, max_length=4096)
+    classes: list[CardClass] = Field(default_factory=list, max_length=MAX_CLASSES)
     """Per-class AP50-95 per era."""
     decision: Decision
     """The gate's decision with every reason."""
@@ -90,17 +94,26 @@ class ModelCard(ApiModel):
     """The condition reason of the decision (Promoted, GateFailed, DryRun, IncumbentChanged, MissingEvaluation)."""
 
 
+def _unit(x: float) -> float:
+    """A per-class AP from the report (not range-checked there) clipped to [0, 1]; NaN reads as 0."""
+    return min(1.0, max(0.0, x)) if x == x else 0.0
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def build_card(report: RunReport, decision: Decision, reason: str, metric: MetricName) -> ModelCard:
     """The card of the report's candidate, from the validated report and the operator's decision."""
     cand, inc, ci = report.candidate_evaluation, report.incumbent_evaluation, report.intervals
     usable = ci if ci is not None and inc is not None and ci.incumbent_version == inc.model_version else None
     rows: list[CardRow] = []
-    for era, m in [*cand.eras.items(), ("pooled", cand.pooled)]:
+    for era, m in [*list(cand.eras.items())[: MAX_ROWS - 1], ("pooled", cand.pooled)]:
         other = (inc.pooled if era == "pooled" else inc.eras.get(era)) if inc is not None else None
         interval = (usable.pooled if era == "pooled" else usable.eras.get(era)) if usable is not None else None
         rows.append(
             CardRow(
-                era=era,
+                era=_cut(era, 128),
                 images=m.images,
                 instances=m.instances,
                 value=m.get(metric),
@@ -115,13 +128,15 @@ def build_card(report: RunReport, decision: Decision, reason: str, metric: Metri
         cells = usable.eras[era].classes if usable is not None and era in usable.eras else {}
         for name, ap in m.per_class.items():
             cell = cells.get(name)
+            if len(classes) >= MAX_CLASSES:
+                break
             classes.append(
                 CardClass(
-                    era=era,
-                    name=name,
-                    instances=m.class_instances.get(name, 0),
-                    ap=ap,
-                    incumbent=other.per_class.get(name) if other is not None else None,
+                    era=_cut(era, 128),
+                    name=_cut(name, 256),
+                    instances=max(0, m.class_instances.get(name, 0)),
+                    ap=_unit(ap),
+                    incumbent=_unit(other.per_class[name]) if other is not None and name in other.per_class else None,
                     low=cell.low if cell is not None else None,
                     high=cell.high if cell is not None else None,
                 )
@@ -135,7 +150,7 @@ def build_card(report: RunReport, decision: Decision, reason: str, metric: Metri
         data=report.data,
         training=report.training,
         compute=report.compute,
-        checks=report.checks,
+        checks=report.checks[:64],
         rows=rows,
         classes=classes,
         decision=decision,

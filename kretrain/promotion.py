@@ -200,7 +200,7 @@ def conclude(
     that run and model, and that version's registered sha256 (else `ReportMismatch`, a failed run); it must
     evaluate the candidate on every era and, when the registry has an incumbent now, that very incumbent on
     every era (else `MissingEvaluation`, rejected). A report evaluated against another incumbent than the
-    current one is `IncumbentChanged` and not applied. Every decided run (not a refused report) gets a model
+    current one is `IncumbentChanged` and not applied. Every decided run (not a report refused as not the run's) gets a model
     card (card.json + card.md) in its version folder, written after the decision. Idempotent: when the
     candidate already is the incumbent (an earlier attempt promoted it), nothing is written again.
     """
@@ -218,7 +218,9 @@ def conclude(
     previous = pointer.previous if pointer is not None else None
     missing = missing_evaluations(report, spec, previous if already else (current.version if current else None))
     if missing:
-        return _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
+        refused = _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
+        write_card(registry, build_card(report, refused.decision, refused.reason, spec.promotion.metric))
+        return refused
     decision = decide(
         report.candidate_evaluation,
         report.incumbent_evaluation,

@@ -99,3 +99,24 @@ def test_history_shows_each_versions_metric_interval_and_decision(
     assert row.rstrip().endswith("Promoted")
     v1 = next(line for line in out.splitlines() if " v1 " in line)
     assert v1.rstrip().endswith("-")  # the seeded first version was never decided by the gate: no card
+
+
+def test_a_hostile_report_still_gets_a_bounded_card(s3_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Era and class names beyond the card's limits, a per-class AP out of range and a negative count: the run is
+    decided and its card written, cut and clipped (a card never makes conclude fail)."""
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('hostile-cards')}/reg")
+    era = "e" * 300
+    report = sim.report("run-1", MODEL, {"model": MODEL}, {era: 0.9}, None, None)
+    m = report.candidate_evaluation.eras[era].model_copy(
+        update={"per_class": {"c" * 999: 5.0, "nan": float("nan")}, "class_instances": {"c" * 999: -3}}
+    )
+    report.candidate_evaluation.eras[era] = m
+    ref = registry.register(MODEL, "run-1", sim.weights_file(tmp_path, "run-1"), report, {}, Lineage(parent=None))
+    spec = RetrainJobSpec.model_validate({"model": MODEL, "dataset": {"uri": "s3://data/set", "eras": ["a"]}})
+    conclusion = conclude(registry, report.model_copy(update={"candidate": ref}), spec, actor="tests", run_id="run-1")
+    card = read_card(registry, MODEL, "run-1")
+    assert card is not None and card.reason == conclusion.reason and card.decision == conclusion.decision
+    assert len(card.rows[0].era) == 128 and {(len(c.name), c.ap, c.instances) for c in card.classes} == {
+        (256, 1.0, 0),
+        (3, 0.0, 0),
+    }
