@@ -108,6 +108,7 @@ def main() -> int:
         test_eras: dict[str, str] = json.loads((data_dir / "test_eras.json").read_text())
         data_report = json.loads((data_dir / "data_report.json").read_text())
         cand = root / "scratch" / "ultralytics" / "train" / "weights" / "best.pt"
+        assert plain.trainer is not None
         inc = Path(plain.trainer.best)
         kw = dict(imgsz=a.imgsz, batch=16, plots=False, verbose=False, workers=0, project=str(root / "val"))
         t2 = time.time()
