@@ -186,6 +186,21 @@ def test_every_patch_validates_as_a_status() -> None:
     RetrainJobStatus.model_validate({**body({"state": "Training"})["status"], **build.build()})
 
 
+FALLBACK = {"runId": RUN, "decision": {"promoted": False, "passed": False}}
+RUN_NAMES_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("no-fallback", {}, RUN),
+    ("a-fallback-record", {"fallback": FALLBACK}, jobs.fallback_run_id(RUN)),
+    ("any-fallback-selects-the-full-run", {"fallback": {"bogus": True}}, jobs.fallback_run_id(RUN)),
+    ("empty-fallback-is-none", {"fallback": {}}, RUN),
+    ("run-id-says-full-without-a-fallback", {"runId": jobs.fallback_run_id(RUN)}, RUN),
+]
+
+
+@pytest.mark.parametrize(("status", "run"), [c[1:] for c in RUN_NAMES_CASES], ids=[c[0] for c in RUN_NAMES_CASES])
+def test_run_names_choose_between_the_objects_own_two_runs(status: dict[str, Any], run: str) -> None:
+    assert lifecycle.run_names(body(status)) == (run, jobs.job_name(run))
+
+
 # ---- constants ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "reason"), sorted(all_reasons().items()))
 def test_every_reason_is_one_the_crd_accepts(name: str, reason: str) -> None:

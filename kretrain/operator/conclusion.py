@@ -10,7 +10,15 @@ from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs
 from kretrain.operator.data_findings import data_ready
 from kretrain.operator.kube import KubeError
-from kretrain.operator.status_patch import Event, Outcome, StatusBuilder, failed, metric_text, run_names
+from kretrain.operator.status_patch import (
+    Event,
+    Outcome,
+    StatusBuilder,
+    failed,
+    fallback_started,
+    metric_text,
+    run_names,
+)
 from kretrain.operator.steps import REGISTRY_ERRORS, Deps, JobRejected, create_run_objects, waiting
 from kretrain.promotion import Conclusion, conclude, fallback_spec, wants_fallback
 from kretrain.registry import ConditionalWritesIgnored
@@ -46,7 +54,7 @@ def finish(
     except ConditionalWritesIgnored as exc:  # the verdict is kept: retrying could never promote
         return failed(body, Reason.REGISTRY_UNSAFE, bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
     build = StatusBuilder(body, now)
-    if wants_fallback(spec, conclusion) and not build.current.fallback:
+    if wants_fallback(spec, conclusion) and not fallback_started(body):
         return start_fallback(body, spec, resolved, conclusion, deps)
     decision, reason = bounds.decision(conclusion.decision), conclusion.reason
     text = bounds.short(" ".join(decision.reasons) or decision.summary, bounds.MAX_CONDITION_MESSAGE)

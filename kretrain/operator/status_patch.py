@@ -248,15 +248,22 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
+def fallback_started(body: Mapping[str, Any]) -> bool:
+    """Whether the status records a fallback run (any status.fallback at all: the run it selects is still one of
+    the object's own two, and a record that does not validate must not make finish() start a third)."""
+    status = body.get("status")
+    return isinstance(status, Mapping) and bool(status.get("fallback"))
+
+
 def run_names(body: Mapping[str, Any]) -> tuple[str, str]:
     """(run id, Job name) of the RetrainJob's current run, from its namespace, name and uid alone.
 
     Never from status: status.runId/jobName are a cache anyone allowed to patch the status can rewrite. The
     only status input is whether a fallback run was started (it selects between this object's own two runs).
     """
-    meta, status = body["metadata"], body.get("status") or {}
+    meta = body["metadata"]
     run = jobs.run_id(meta["namespace"], meta["name"], meta["uid"])
-    if status.get("fallback"):
+    if fallback_started(body):
         run = jobs.fallback_run_id(run)
     return run, jobs.job_name(run)
 
