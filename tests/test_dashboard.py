@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from emulator import sim
 from emulator.operator import OperatorProcess
 from emulator.scenario import ERAS, Cluster, operator_for, running_cluster, settled, started, wait_for
+from kretrain.api import RunProgress
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kretrain"
@@ -54,6 +55,7 @@ class Observed:
     families: dict[str, tuple[str, set[str]]]
     good: dict[str, Any]
     events: list[tuple[str, str, str]]
+    text: str
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,7 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
     cluster.registry.store.put_json(f"{cluster.registry_uri}/m-dash-wait/incumbent.json", {"version": 1})
     cluster.create_rtj(NS, "wait", "m-dash-wait")
     cluster.create_rtj(NS, "good", "m-dash")
+    cluster.create_rtj(NS, "train", "m-dash-train")  # stays Training, at epoch 3 of 10 (the progress gauges)
     cluster.create_rtj(NS, "bad", "m-dash-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
     run_id = started(cluster, op, NS, "good")["runId"]
     rep = sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
@@ -87,6 +90,9 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
     sim.complete_job(cluster.client, NS, run_id)
     assert {n: settled(cluster, op, NS, n)["state"] for n in ("good", "bad")} == {"good": "Promoted", "bad": "Failed"}
     wait_for("the Pending run", lambda: cluster.status(NS, "wait").get("state") == "Pending", op=op)
+    train_run = started(cluster, op, NS, "train")["runId"]
+    cluster.registry.write_progress("m-dash-train", train_run, RunProgress(epoch=3, epochs=10, eta_seconds=120.0))
+    wait_for("the progress", lambda: (cluster.status(NS, "train").get("progress") or {}).get("epoch") == 3, op=op)
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     families: dict[str, tuple[str, set[str]]] = {}
@@ -102,7 +108,7 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
         return sum(1 for e in cluster.events(NS) if e[1] == "DataWarning")
 
     wait_for("the 5 data warning Events", lambda: data_events() >= 5, op=op)
-    return Observed(families, good, cluster.events(NS))
+    return Observed(families, good, cluster.events(NS), text)
 
 
 def series_names(families: dict[str, tuple[str, set[str]]]) -> dict[str, tuple[str, str, set[str]]]:
@@ -248,3 +254,20 @@ def test_the_operator_shows_the_data_findings(observed: Observed) -> None:
     )
     got = sorted(m for t, r, m in observed.events if r == "DataWarning" and t == "Warning")
     assert got == sorted([*WARNINGS[:4], "3 more data warnings: see the run's report.json"])
+
+
+def test_training_progress_is_exported_while_training(observed: Observed) -> None:
+    """The training run's status.progress as gauges; finished runs export none (they left the Training state)."""
+    labels = f'retrainjob="train",retrainjob_namespace="{NS}"'
+    values = {
+        name: float(line.rsplit(" ", 1)[1])
+        for line in observed.text.splitlines()
+        for name in ("kretrain_training_epoch", "kretrain_training_epochs", "kretrain_training_eta_seconds")
+        if line.startswith(f"{name}{{{labels}}} ")
+    }
+    assert values == {
+        "kretrain_training_epoch": 3.0,
+        "kretrain_training_epochs": 10.0,
+        "kretrain_training_eta_seconds": 120.0,
+    }
+    assert 'retrainjob="good"' not in observed.text and 'retrainjob="wait"' not in observed.text

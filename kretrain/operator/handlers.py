@@ -59,6 +59,10 @@ def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handl
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     uid = body.metadata.uid or ""
     metrics.observe_state(uid, outcome.state or body.status.get("state"))
+    status = {**body.status, **outcome.status}  # the status after this patch (progress is replaced whole)
+    metrics.observe_progress(
+        uid, body.metadata.namespace or "", body.metadata.name or "", status.get("state"), status.get("progress")
+    )
     if outcome.state in TERMINAL_STATES:
         metrics.count_decision(outcome.state, outcome.decision_reason)
     if outcome.permanent_error:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +56,52 @@ class _StateCollector(Collector):
 
 REGISTRY.register(_StateCollector())
 
+MAX_PROGRESS_SERIES = 1000
+"""RetrainJobs whose training progress is exported at once (a bound on the series of the progress gauges)."""
+_progress: dict[str, tuple[str, str, int, int, float | None]] = {}
+_PROGRESS_LABELS = ["retrainjob_namespace", "retrainjob"]  # not `namespace`: Prometheus' target label
+
+
+class _ProgressCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        epoch = GaugeMetricFamily(
+            "kretrain_training_epoch", "Epochs completed by a training RetrainJob.", labels=_PROGRESS_LABELS
+        )
+        epochs = GaugeMetricFamily(
+            "kretrain_training_epochs", "Epochs planned for a training RetrainJob.", labels=_PROGRESS_LABELS
+        )
+        eta = GaugeMetricFamily(
+            "kretrain_training_eta_seconds",
+            "Estimated seconds until a RetrainJob's training ends.",
+            labels=_PROGRESS_LABELS,
+        )
+        with _lock:
+            rows = list(_progress.values())
+        for ns, name, done, planned, left in rows:
+            epoch.add_metric([ns, name], done)
+            epochs.add_metric([ns, name], planned)
+            if left is not None:
+                eta.add_metric([ns, name], left)
+        yield from (epoch, epochs, eta)
+
+
+REGISTRY.register(_ProgressCollector())
+
+
+def observe_progress(uid: str, namespace: str, name: str, state: object, progress: object) -> None:
+    """Remember a RetrainJob's status.progress while its state is Training (forgotten in any other state)."""
+    with _lock:
+        if state != "Training" or not isinstance(progress, Mapping):
+            _progress.pop(uid, None)
+            return
+        done, planned, left = progress.get("epoch"), progress.get("epochs"), progress.get("etaSeconds")
+        if not isinstance(done, int) or not isinstance(planned, int):
+            return
+        if uid not in _progress and len(_progress) >= MAX_PROGRESS_SERIES:
+            return
+        eta = float(left) if isinstance(left, int | float) and math.isfinite(left) else None
+        _progress[uid] = (namespace, name, done, planned, eta)
+
 
 def observe_state(uid: str, state: str | None) -> None:
     """Remember the state of one RetrainJob (None: unknown yet)."""
@@ -67,6 +114,7 @@ def forget(uid: str) -> None:
     """A RetrainJob was deleted."""
     with _lock:
         _states.pop(uid, None)
+        _progress.pop(uid, None)
 
 
 def count_decision(state: str | None, reason: str | None) -> None:
