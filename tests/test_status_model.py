@@ -19,7 +19,7 @@ from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import CONDITION_REASON, MAX_REASON_CHARS, StatusBuilder, parse_status
 from kretrain.promotion import Reason as PromotionReason
 from kretrain.registry import RegistryError
-from kretrain.store import AccessDenied, ObjectNotFound, StoreError, StoreUnavailable
+from kretrain.store import AccessDenied, ObjectNotFound, PreconditionFailed, StoreError, StoreUnavailable
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"
 NS, NAME, UID = "ns", "run", "12345678-aaaa"
@@ -218,6 +218,7 @@ def test_condition_types_and_decision_reasons_are_the_literals() -> None:
 # ---- faults: retry the transient, wait longer on refusals, let bugs reach Kopf ------------------------------
 FAULTS: list[tuple[str, BaseException, bool]] = [
     ("store-unavailable", StoreUnavailable("S3 down"), True),
+    ("store-lost-a-conditional-write", PreconditionFailed("412"), True),
     ("store-denied", AccessDenied("403"), False),
     ("store-not-found", ObjectNotFound("gone"), False),
     ("store-other", StoreError("HTTP 400"), False),
@@ -293,7 +294,7 @@ def test_a_bug_reaches_kopf(step: Callable[[BaseException], lifecycle.Outcome], 
         step(bug)
 
 
-@pytest.mark.parametrize(("exc", "quick"), [c[1:] for c in FAULTS[:5]], ids=[c[0] for c in FAULTS[:5]])
+@pytest.mark.parametrize(("exc", "quick"), [c[1:] for c in FAULTS[:6]], ids=[c[0] for c in FAULTS[:6]])
 @pytest.mark.parametrize("step", [s for _, s in STEPS], ids=[n for n, _ in STEPS])
 def test_a_registry_fault_waits(
     step: Callable[[BaseException], lifecycle.Outcome], exc: BaseException, quick: bool

@@ -13,7 +13,7 @@ from kretrain.operator.kube import KubeError
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import Outcome
 from kretrain.registry import RegistryError
-from kretrain.store import StoreError, StoreUnavailable
+from kretrain.store import PreconditionFailed, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from kretrain.registry import Registry
@@ -51,8 +51,9 @@ class Deps:
 
 def transient(exc: BaseException) -> bool:
     """Whether trying again soon can succeed with nothing changed: the store or the API server unreachable,
-    throttling or failing (StoreUnavailable, KubeError 0/408/429/5xx)."""
-    if isinstance(exc, StoreUnavailable):
+    throttling or failing (StoreUnavailable, KubeError 0/408/429/5xx), or a conditional write that lost a race
+    (PreconditionFailed: the next try reads the new state)."""
+    if isinstance(exc, StoreUnavailable | PreconditionFailed):
         return True
     return isinstance(exc, KubeError) and (exc.status in TRANSIENT_KUBE_STATUS or exc.status >= 500)
 
