@@ -70,6 +70,7 @@ def test_group_metrics_splits_by_era_and_rejects_unknown_images() -> None:
     assert eras["a"].map50 == pytest.approx(0.995) and eras["a"].per_class == {"circle": pytest.approx(0.995)}
     assert eras["b"].map50 == 0.0 and eras["b"].instances == 1 and eras["b"].images == 1
     assert pooled.images == 2 and pooled.instances == 2
+    assert eras["a"].class_instances == {"circle": 1} and pooled.class_instances == {"circle": 1, "square": 1}
     assert set(pooled.per_class) == {"circle", "square"}
     with pytest.raises(ValueError, match="no era"):
         group_metrics(res, {"/d/a1.png": "a"}, {0: "circle", 1: "square"})
