@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_VERSIONS = 200
 """The page shows the newest this many versions of a line (older ones are counted, not shown)."""
 METRICS: tuple[str, ...] = get_args(MetricName)
+MAX_CARD_CHARS = 32 * 1024
+"""Characters of one model card shown on the page (card.md in the version's folder has it all)."""
 
 
 @dataclass
@@ -53,6 +55,12 @@ class VersionView:
     checks: list[CheckResult] = field(default_factory=list)
     verdict: Decision | None = None
     verdict_note: str = ""
+    recorded: bool = False
+    """The verdict is the decision recorded in the version's model card (else: the gate re-applied to its report)."""
+    reason: str | None = None
+    """The recorded decision's reason (`Promoted`, `GateFailed`, `DryRun`, `IncumbentChanged`, ...)."""
+    card: str | None = None
+    """The model card as Markdown (cut to MAX_CARD_CHARS), when the version has one."""
     promotions: list[HistoryEntry] = field(default_factory=list)
 
     @property
@@ -122,6 +130,7 @@ class _Read:
 
 
 def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[VersionView, _Read | None]:
+    from kretrain.modelcard import read_card, render_markdown
     from kretrain.registry import RegistryError
     from kretrain.store import ObjectTooLarge
 
@@ -136,7 +145,13 @@ def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[Version
     if report.incumbent_evaluation is not None:
         view.compared_with = report.incumbent_evaluation.model_version
     view.data, view.checks = report.data, report.checks
-    view.verdict, view.verdict_note = _verdict(report)
+    card = read_card(registry, model, view.name)
+    if card is not None:  # the decision as it was made (a race or a dry run included), not a re-computation
+        view.verdict, view.recorded, view.reason = card.decision, True, card.reason
+        text = render_markdown(card)
+        view.card = text if len(text) <= MAX_CARD_CHARS else text[:MAX_CARD_CHARS] + "\n... (cut: card.md has it all)"
+    else:
+        view.verdict, view.verdict_note = _verdict(report)
     metric = (report.spec.get("promotion") or {}).get("metric")
     read = _Read(
         report.candidate_evaluation, report.incumbent_evaluation, metric, report.data.classes, report.intervals

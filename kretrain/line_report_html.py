@@ -21,6 +21,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.tag{
 .legend span{display:inline-block;margin-right:12px}.sw{display:inline-block;width:18px;height:3px;vertical-align:middle;margin-right:4px}
 .up{color:#1a7f1a}.down{color:#b22222}.note{color:#666;font-size:12px}svg{max-width:100%;height:auto}
 ul.reasons{margin:2px 0 2px 18px;padding:0}section{page-break-inside:avoid}
+pre.card{white-space:pre-wrap;font-size:12px;background:#fafafa;border:1px solid #eee;padding:6px;max-height:480px;overflow:auto}
+a{color:inherit}@media print{details{display:none}}
 @media print{body{max-width:none;padding:0}h2{page-break-after:avoid}}
 """
 
@@ -44,8 +46,12 @@ def status(view: VersionView) -> tuple[str, str]:
         return "promoted", "promoted (superseded)"
     if any(p.action == "rollback" for p in view.promotions):
         return "promoted", "rolled back to"
+    if view.reason in ("IncumbentChanged", "ReportMismatch"):
+        return "other", {"IncumbentChanged": "not applied (incumbent changed)", "ReportMismatch": "refused"}[
+            view.reason
+        ]
     if view.verdict is not None and view.verdict.passed:
-        return "other", "passed, not promoted"
+        return "other", "passed, dry run" if view.reason == "DryRun" else "passed, not promoted"
     if view.verdict is not None:
         return "rejected", "rejected"
     return "other", "not promoted"
@@ -134,13 +140,13 @@ def _series(points: list[tuple[int, float | None]], x: object, y: object, color:
 
 def versions_table(line: Line) -> str:
     rows = []
-    for view in reversed(line.versions):
+    for n, view in reversed(list(enumerate(line.versions))):
         css, text = status(view)
         lin = view.record.lineage
         delta = None if view.pooled is None or view.compared_pooled is None else view.pooled - view.compared_pooled
         ci = f" [{view.interval[1]:+.4f}, {view.interval[2]:+.4f}] {view.interval[0]:.0%}" if view.interval else ""
         summary = view.verdict.summary if view.verdict else (view.report_error or view.verdict_note)
-        rows.append(f"<tr><td>{e(view.name)}</td><td>{e(view.record.registered_at)}</td><td>{e(lin.strategy)}</td>"
+        rows.append(f'<tr><td><a href="#v{n}">{e(view.name)}</a></td><td>{e(view.record.registered_at)}</td><td>{e(lin.strategy)}</td>'
                     f"<td>{e(lin.parent or DASH)}</td><td class=n>{num(view.pooled)}</td>"
                     f"<td>{e(view.compared_with or DASH)}</td><td class=n>{num(delta, signed=True)}{ci}</td>"
                     f'<td><span class="tag {css}">{e(text)}</span></td><td>{e(summary)}</td></tr>')  # fmt: skip
@@ -226,7 +232,7 @@ def data_table(line: Line) -> str:
 
 def decisions(line: Line) -> str:
     parts = []
-    for view in reversed(line.versions):
+    for n, view in reversed(list(enumerate(line.versions))):
         css, text = status(view)
         lin = view.record.lineage
         compute = ", ".join(f"{k} {v}" for k, v in sorted(lin.compute.items()) if v is not None)
@@ -235,13 +241,17 @@ def decisions(line: Line) -> str:
         moves = "".join(f"<li>#{p.seq} {e(p.action)} at {e(p.at or '?')} by {e(p.actor or '?')}: {e(p.reason)}</li>"
                         for p in view.promotions)  # fmt: skip
         verdict = e(view.verdict.summary) if view.verdict else e(view.report_error or view.verdict_note)
+        source = "recorded in the model card" if view.recorded else "re-applied to the stored report"
+        card = (f'<details><summary>Model card</summary><pre class="card">{e(view.card)}</pre></details>'
+                if view.card else '<p class="note">No model card (decided before cards, or not decided).</p>')  # fmt: skip
         parts.append(
-            f'<section><h3>{e(view.name)} <span class="tag {css}">{e(text)}</span></h3>'
-            f"<p>Gate: {verdict}</p>{f'<ul class=reasons>{reasons}</ul>' if reasons else ''}"
+            f'<section id="v{n}"><h3>{e(view.name)} <span class="tag {css}">{e(text)}</span></h3>'
+            f"<p>Gate ({source if view.verdict else 'unavailable'}): {verdict}</p>"
+            f"{f'<ul class=reasons>{reasons}</ul>' if reasons else ''}"
             f"<p class=note>strategy {e(lin.strategy)} · parent {e(lin.parent or 'none')} · sha256 "
             f"{e(view.record.sha256[:16])}… · {e(compute or 'no compute recorded')}"
             f"{' · checks: ' + e(checks) if checks else ''}</p>"
-            f"{f'<ul class=reasons>{moves}</ul>' if moves else ''}</section>"
+            f"{f'<ul class=reasons>{moves}</ul>' if moves else ''}{card}</section>"
         )
     return "".join(parts)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -147,6 +148,14 @@ def test_line_has_every_version_decision_and_era(line_registry: Registry) -> Non
     v2 = by["v2-incremental"].verdict
     assert v2 is not None and not v2.passed and any("2026-q1" in r for r in v2.reasons)
     assert by["v3-full"].verdict is not None and by["v3-full"].verdict.promoted
+    # v1..v3 were decided by conclude, which wrote their model cards: the page shows the recorded decision.
+    assert [(by[v].recorded, by[v].reason) for v in ("v1-first", "v2-incremental", "v3-full")] == [
+        (True, "Promoted"),
+        (True, "GateFailed"),
+        (True, "Promoted"),
+    ]
+    assert by["v2-incremental"].card is not None and "v2-incremental" in by["v2-incremental"].card
+    assert not by["v4-hostile"].recorded and by["v4-hostile"].card is None
     assert by["v3-full"].interval == pytest.approx((0.9, 0.105 - 0.03, 0.105 + 0.03))
     assert by["v1-first"].interval is None
     assert by["v4-hostile"].verdict is None and "spec" in by["v4-hostile"].verdict_note
@@ -165,7 +174,9 @@ def test_page_is_self_contained_and_shows_the_line(page: tuple[Path, str, _Page]
     out, html, parsed = page
     assert out.name == "index.html" and not [p for p in out.parent.iterdir() if p.name != "index.html"]
     assert "script" not in parsed.tags and "img" not in parsed.tags and "link" not in parsed.tags
-    assert not [v for k, v in parsed.attrs if k in ("src", "href") or k.startswith("on")]
+    assert not [v for k, v in parsed.attrs if k == "src" or k.startswith("on")]
+    hrefs = [v or "" for k, v in parsed.attrs if k == "href"]
+    assert hrefs and all(re.fullmatch(r"#v\d+", h) for h in hrefs), hrefs  # in-page links to each version only
     assert "http://" not in html and "https://" not in html
     text = " ".join(parsed.text)
     for name in ("v1-first", "v2-incremental", "v3-full", "v4-hostile", "2026-q1", "2026-q2", EVIL_ERA, EVIL_CLASS):
@@ -173,6 +184,7 @@ def test_page_is_self_contained_and_shows_the_line(page: tuple[Path, str, _Page]
     assert "rejected" in text and "incumbent" in text and "rolled back to v1-first" in text
     assert "fixed the camera" in text and "wallSeconds 12.5" in text
     assert "+0.1050 [+0.0750, +0.1350] 90%" in text  # v3's gain with its bootstrap interval
+    assert html.count("<summary>Model card</summary>") == 3 and "recorded in the model card" in text
     assert parsed.tags.count("svg") >= 1
 
 
