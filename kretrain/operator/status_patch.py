@@ -249,8 +249,8 @@ def termination_message(pods: list[dict[str, Any]]) -> str:
 
 
 def fallback_started(body: Mapping[str, Any]) -> bool:
-    """Whether the status records a fallback run (any status.fallback at all: the run it selects is still one of
-    the object's own two, and a record that does not validate must not make finish() start a third)."""
+    """Whether the status records a fallback run: any status.fallback at all (the run it selects is still one of
+    the object's own two), read the same way by run_names and finish (which must not start the fallback again)."""
     status = body.get("status")
     return isinstance(status, Mapping) and bool(status.get("fallback"))
 
