@@ -38,6 +38,15 @@ def num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
+RECORDED = {
+    "IncumbentChanged": ("other", "not applied (incumbent changed)"),
+    "ReportMismatch": ("other", "refused"),
+    "AwaitingApproval": ("other", "awaiting approval"),
+    "ApprovalRejected": ("rejected", "rejected by a person"),
+}
+"""Status labels of recorded decision reasons that neither promote nor are a plain gate verdict."""
+
+
 def status(view: VersionView) -> tuple[str, str]:
     """(css class, label) of a version: incumbent, promoted before, or the gate's verdict."""
     if view.incumbent:
@@ -46,10 +55,8 @@ def status(view: VersionView) -> tuple[str, str]:
         return "promoted", "promoted (superseded)"
     if any(p.action == "rollback" for p in view.promotions):
         return "promoted", "rolled back to"
-    if view.reason in ("IncumbentChanged", "ReportMismatch"):
-        return "other", {"IncumbentChanged": "not applied (incumbent changed)", "ReportMismatch": "refused"}[
-            view.reason
-        ]
+    if view.reason is not None and view.reason in RECORDED:
+        return RECORDED[view.reason]
     if view.verdict is not None and view.verdict.passed:
         return "other", "passed, dry run" if view.reason == "DryRun" else "passed, not promoted"
     if view.verdict is not None:

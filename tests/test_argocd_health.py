@@ -213,6 +213,14 @@ JOB_CASES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "Rejected: NoImprovement: delta 0.001 < 0.01",
     ),
     (
+        "awaiting-approval",  # a raw status: the state is newer than some trees' status model
+        lambda: job(
+            {"state": "AwaitingApproval", "decision": {"promoted": False, "passed": True, "summary": "passed"}}
+        ),
+        "Suspended",
+        "Awaiting approval: passed",
+    ),
+    (
         "failed-operator-writer",
         lambda: operator_failed("JobFailed", "Job traffic-x failed: BackoffLimitExceeded. Trainer: CUDA OOM"),
         "Degraded",

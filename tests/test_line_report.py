@@ -269,3 +269,35 @@ def test_write_readme_screenshot(s3: Any, tmp_path: Path) -> None:
     done = screenshot(out, tmp_path / "shot.png", tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     shutil.copyfile(tmp_path / "shot.png", SCREENSHOT)
+
+
+def _view(reason: str | None, passed: bool | None, incumbent: bool = False, actions: tuple[str, ...] = ()) -> Any:
+    from kretrain.api import Decision
+    from kretrain.line_report import VersionView
+    from kretrain.registry_records import HistoryEntry, VersionRecord
+
+    record = VersionRecord(model=MODEL, version="v", sha256="a" * 64, size=1, uri="s3://b/v/w.pt", registered_at="t")
+    verdict = None if passed is None else Decision(promoted=False, passed=passed)
+    moves = [HistoryEntry(seq=i + 1, action=a, version="v") for i, a in enumerate(actions)]
+    return VersionView(record=record, incumbent=incumbent, verdict=verdict, reason=reason, promotions=moves)
+
+
+@pytest.mark.parametrize(
+    ("view", "label"),
+    [
+        pytest.param(_view("Promoted", True, incumbent=True, actions=("promote",)), "incumbent", id="incumbent"),
+        pytest.param(_view("Promoted", True, actions=("promote",)), "promoted (superseded)", id="superseded"),
+        pytest.param(_view(None, None, actions=("rollback",)), "rolled back to", id="rollback-target"),
+        pytest.param(_view("GateFailed", False), "rejected", id="gate-failed"),
+        pytest.param(_view("DryRun", True), "passed, dry run", id="dry-run"),
+        pytest.param(_view("IncumbentChanged", True), "not applied (incumbent changed)", id="raced"),
+        pytest.param(_view("AwaitingApproval", True), "awaiting approval", id="awaiting-approval"),
+        pytest.param(_view("ApprovalRejected", True), "rejected by a person", id="approval-rejected"),
+        pytest.param(_view(None, True), "passed, not promoted", id="re-applied-pass"),
+        pytest.param(_view(None, None), "not promoted", id="no-verdict"),
+    ],
+)
+def test_version_status_labels(view: Any, label: str) -> None:
+    from kretrain.line_report_html import status
+
+    assert status(view)[1] == label

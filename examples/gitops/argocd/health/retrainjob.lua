@@ -8,6 +8,7 @@
 --                                       below to "Degraded", or annotate one RetrainJob with
 --                                       kretrain.dev/rejected-health: Degraded, to see it as Degraded.
 --   Failed                           -> Degraded (the Failed condition's reason and message)
+--   AwaitingApproval                 -> Suspended (a passing candidate waits for a person's approval)
 -- The status is written by the operator but any writer of the status subresource can put anything in it:
 -- every field is type-checked and every message is cut to MAX_MESSAGE bytes.
 local REJECTED = "Healthy"
@@ -96,6 +97,9 @@ local function health(o)
   end
   if state == "Failed" then
     return "Degraded", "Failed: " .. explain(condition(status, "Failed"), "the run failed")
+  end
+  if state == "AwaitingApproval" then  -- promotion.approval Manual: a person approves or rejects the candidate
+    return "Suspended", "Awaiting approval: " .. decision_summary(status, "the candidate passed the gate")
   end
   if type(generation) == "number" and type(observed) == "number" and observed < generation then
     return "Progressing", "Waiting for the operator to act on generation " .. text(generation)
