@@ -243,6 +243,16 @@ def test_page_renders_in_headless_chromium(page: tuple[Path, str, _Page], tmp_pa
     assert console == [], console
     shot = (tmp_path / "shot.png").read_bytes()
     assert len(shot) > 10_000 and shot[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = subprocess.run(
+        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page[0].as_uri()],
+        capture_output=True, text=True, timeout=120, check=True, env={"HOME": str(tmp_path)},
+    ).stdout  # fmt: skip
+    rendered = _Page()
+    rendered.feed(dom)
+    text = " ".join(rendered.text)
+    for name in ("v1-first", "v2-incremental", "v3-full", "v4-hostile", "2026-q1", "2026-q2", EVIL_ERA):
+        assert name in text, name  # every version and era, as Chromium parsed the page
+    assert "script" not in rendered.tags
 
 
 @pytest.mark.skipif(
