@@ -69,6 +69,35 @@ def test_label_key_for(image_key: str, label_key: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "image_key",
+    [
+        "images/a.png",
+        "images/sub/deeper/b.JPG",
+        "images/c.d.jpeg",
+        "images/.png",
+        "images/a.",
+        "images/..png",
+        "images//a.png",
+        "images/./a.png",
+        "images/x/./y.png",
+        "images/sub.dir/a.png",
+        "images/sub.dir/noext",
+        "images/a b.png",
+        "images/ü.webp",
+        "images/a..png",
+    ],
+)
+def test_label_key_fast_path_equals_the_path_form(image_key: str) -> None:
+    try:
+        expected = validation.label_key_slow(image_key)
+    except ValueError:
+        with pytest.raises(ValueError):
+            label_key_for(image_key)
+        return
+    assert label_key_for(image_key) == expected
+
+
+@pytest.mark.parametrize(
     ("doc", "names", "error"),
     [
         ("names: [a, b]\n", ["a", "b"], None),

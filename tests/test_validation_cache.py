@@ -153,24 +153,59 @@ def test_new_rules_invalidate_every_era(dataset: str, s3, tmp_path: Path, monkey
 
 
 def _entry_doc(cache: ValidationCache, **override: object) -> dict[str, object]:
-    entry = {"image": {"etag": "e", "size": 1}, "sha": "0" * 32, "width": 32, "height": 32, "brightness": 1.0}
-    entry.update(override)
-    return {"version": cache.version, "classes": 4, "entries": {"images/a.png": entry}}
+    """A valid one-image cache file (columns as in EraValidationCache), with fields replaced."""
+    doc: dict[str, object] = {
+        "version": cache.version,
+        "classes": 4,
+        "keys": ["images/a.png"],
+        "imageEtags": ["e"],
+        "imageSizes": [1],
+        "labelEtags": ["l"],
+        "labelSizes": [2],
+        "sha": ["0" * 32],
+        "width": [32],
+        "height": [32],
+        "brightness": [1.5],
+        "boxCounts": [1],
+        "boxClasses": [3],
+        "boxCoords": [0.5, 0.25, 0.125, 0.1],
+        "problems": {},
+    }
+    doc.update(override)
+    return doc
 
 
+def _json(c: ValidationCache, **override: object) -> bytes:
+    return json.dumps(_entry_doc(c, **override)).encode()
+
+
+BOXES = 1001
 HOSTILE: list[tuple[str, Callable[[ValidationCache], bytes]]] = [
     ("garbage", lambda c: b"\x00\xffnot json"),
-    ("truncated", lambda c: json.dumps(_entry_doc(c)).encode()[:-7]),
+    ("truncated", lambda c: _json(c)[:-7]),
     ("a list", lambda c: b"[1, 2, 3]"),
-    ("extra field", lambda c: json.dumps({**_entry_doc(c), "path": "/etc/passwd"}).encode()),
-    ("stale version", lambda c: json.dumps({**_entry_doc(c), "version": "old"}).encode()),
-    ("other class count", lambda c: json.dumps({**_entry_doc(c), "classes": 5}).encode()),
-    ("negative size", lambda c: json.dumps(_entry_doc(c, image={"etag": "e", "size": -1})).encode()),
-    ("bad sha", lambda c: json.dumps(_entry_doc(c, sha="../../x")).encode()),
-    ("too many boxes", lambda c: json.dumps(_entry_doc(c, boxes=[[0, 0.5, 0.5, 0.1, 0.1]] * 1001)).encode()),
-    ("odd problem code", lambda c: json.dumps(_entry_doc(c, problems=[["x; rm -rf", "m"]])).encode()),
-    ("huge message", lambda c: json.dumps(_entry_doc(c, problems=[["a", "m" * 3000]])).encode()),
-    ("box of 4", lambda c: json.dumps(_entry_doc(c, boxes=[[0, 0.5, 0.5, 0.1]])).encode()),
+    ("extra field", lambda c: _json(c, path="/etc/passwd")),
+    ("stale version", lambda c: _json(c, version="old")),
+    ("other class count", lambda c: _json(c, classes=5)),
+    ("negative size", lambda c: _json(c, imageSizes=[-1])),
+    ("long sha", lambda c: _json(c, sha=["0" * 33])),
+    ("key too long", lambda c: _json(c, keys=["k" * 5000])),
+    (
+        "too many boxes",
+        lambda c: _json(c, boxCounts=[BOXES], boxClasses=[0] * BOXES, boxCoords=[0.5] * 4 * BOXES),
+    ),
+    ("negative class", lambda c: _json(c, boxClasses=[-1])),
+    ("odd problem code", lambda c: _json(c, problems={"0": [["x; rm -rf", "m"]]})),
+    ("huge message", lambda c: _json(c, problems={"0": [["a", "m" * 3000]]})),
+    ("many problems", lambda c: _json(c, problems={"0": [["a", "m"]] * 100})),
+    ("problem index out of range", lambda c: _json(c, problems={"7": [["a", "m"]]})),
+    ("columns differ in length", lambda c: _json(c, width=[32, 32])),
+    ("box columns disagree", lambda c: _json(c, boxCounts=[2])),
+    ("coordinates missing", lambda c: _json(c, boxCoords=[0.5])),
+    (
+        "a key twice",
+        lambda c: json.dumps({k: v * 2 if isinstance(v, list) else v for k, v in _entry_doc(c).items()}).encode(),
+    ),
     ("over the size cap", lambda c: b" " * (vcache.MAX_CACHE_FILE_BYTES + 1)),
 ]
 
@@ -182,16 +217,28 @@ def test_a_corrupt_or_stale_cache_file_is_ignored(
     cache = ValidationCache(tmp_path, "s3://b/d", 4)
     cache.path("era1").parent.mkdir(parents=True, exist_ok=True)
     cache.path("era1").write_bytes(make(cache))
-    assert cache.load("era1") == {} and cache.stats["ignoredFiles"] == 1
+    entries = cache.load("era1")
+    assert len(entries) == 0 and entries.get("images/a.png", ("e", 1, "l", 2)) is None
+    assert cache.stats["ignoredFiles"] == 1
 
 
-def test_a_well_formed_file_loads_and_names_never_come_from_content(tmp_path: Path) -> None:
+def test_a_well_formed_file_answers_only_the_same_objects(tmp_path: Path) -> None:
     cache = ValidationCache(tmp_path, "s3://b/d", 4)
     cache.path("era1").parent.mkdir(parents=True, exist_ok=True)
-    cache.path("era1").write_text(json.dumps(_entry_doc(cache)))
-    assert list(cache.load("era1")) == ["images/a.png"]
+    cache.path("era1").write_bytes(_json(cache, problems={"0": [["zero_area_box", "line 2: ..."]]}))
+    entries = cache.load("era1")
+    expected = ("0" * 32, 32, 32, 1.5, [(3, 0.5, 0.25, 0.125, 0.1)], [("zero_area_box", "line 2: ...")])
+    assert entries.get("images/a.png", ("e", 1, "l", 2)) == expected
+    for other in [("e", 1, None, None), ("e2", 1, "l", 2), ("e", 2, "l", 2), ("e", 1, "l2", 2), ("e", 1, "l", 3)]:
+        assert entries.get("images/a.png", other) is None
+    assert entries.get("images/b.png", ("e", 1, "l", 2)) is None
+
+
+def test_cache_files_are_named_by_digest(tmp_path: Path) -> None:
+    cache = ValidationCache(tmp_path, "s3://b/d", 4)
     assert cache.path("../../etc").parent == tmp_path and cache.path("../../etc").name.endswith(".json")
     assert len({cache.path(e) for e in ("era1", "era2", "../era1")}) == 3
+    assert ValidationCache(tmp_path, "s3://b/other", 4).path("era1") != cache.path("era1")
 
 
 def test_garbage_in_the_cache_folder_only_costs_a_re_inspection(dataset: str, s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

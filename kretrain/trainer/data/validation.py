@@ -39,7 +39,7 @@ from kretrain.trainer.data.records import (
     unsafe_key_reason,
 )
 from kretrain.trainer.data.split import Split
-from kretrain.trainer.data.vcache import ObjectId, ValidationCache, inspect_cached, object_identity
+from kretrain.trainer.data.vcache import Identity, ValidationCache, inspect_cached, object_identity
 
 __all__ = [
     "BOX_TOLERANCE",
@@ -74,7 +74,21 @@ __all__ = [
 
 
 def label_key_for(image_key: str) -> str:
-    """The label key Ultralytics uses for an image key: `images/a/b.png` -> `labels/a/b.txt`."""
+    """The label key Ultralytics uses for an image key: `images/a/b.png` -> `labels/a/b.txt`.
+
+    Plain keys (`images/...`, no empty or `.` segment, a suffix) take a string fast path that gives what
+    the PurePosixPath form gives (tested on both); anything else takes that form.
+    """
+    name = image_key.rpartition("/")[2]
+    dot = name.rfind(".")
+    plain = image_key.startswith("images/") and "//" not in image_key and "/./" not in image_key
+    if plain and 0 < dot < len(name) - 1 and name != "..":
+        return f"labels/{image_key[7 : len(image_key) - len(name)]}{name[:dot]}.txt"
+    return label_key_slow(image_key)
+
+
+def label_key_slow(image_key: str) -> str:
+    """`label_key_for` through PurePosixPath (normalises `//` and `.` segments)."""
     parts = PurePosixPath(image_key).with_suffix(".txt").parts
     return str(PurePosixPath("labels", *parts[1:]))
 
@@ -178,7 +192,7 @@ def validate_eras(
     orphans: dict[str, int] = {}
     unsafe: dict[str, int] = {}
     tasks: list[InspectTask] = []
-    idents: list[tuple[ObjectId, ObjectId | None] | None] = []
+    idents: list[Identity | None] = []
     for era, files in era_files.items():
         if "classes.yaml" in files:
             try:
