@@ -1,6 +1,8 @@
-"""The Grafana dashboard (charts/kretrain/dashboards/kretrain.json): every PromQL query names only metrics and labels
-a real operator exports on /metrics (scraped from an operator process driving RetrainJobs in the kube emulator),
-rates only counters and histograms, and the chart ships it as a sidecar ConfigMap behind a toggle."""
+"""The Grafana dashboard (charts/kretrain/dashboards/kretrain.json) against a real operator process driving
+RetrainJobs in the kube emulator: every PromQL query names only metrics and labels the operator exports on
+/metrics and rates only counters and histograms; the training progress gauges; the chart ships the dashboard
+as a sidecar ConfigMap behind a toggle. The same operator run checks the DataReady condition and the
+DataWarning Events of a run whose report has data warnings (kretrain/operator/data_findings.py)."""
 
 from __future__ import annotations
 
