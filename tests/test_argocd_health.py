@@ -100,6 +100,19 @@ JOB_CASES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "Pending: waiting to start the Job",
     ),
     (
+        "pending-registry",
+        lambda: job(
+            RetrainJobStatus(
+                state="Pending",
+                run_id="r1",
+                observed_generation=1,
+                conditions=[cond("Training", "False", "WaitingForRegistry", "cannot read the incumbent")],
+            )
+        ),
+        "Progressing",
+        "Pending: WaitingForRegistry: cannot read the incumbent",
+    ),
+    (
         "training-epoch",
         lambda: job(
             RetrainJobStatus(

@@ -111,8 +111,8 @@ local function health(o)
     end
     return "Progressing", "Queued: " .. explain(c, "the Job is suspended (waiting for admission)")
   end
-  if state == "Pending" then
-    return "Progressing", "Pending: " .. explain(condition(status, "DataReady"), "waiting to start the Job")
+  if state == "Pending" then  -- e.g. Training False / WaitingForRegistry: the incumbent could not be read yet
+    return "Progressing", "Pending: " .. explain(condition(status, "Training"), "waiting to start the Job")
   end
   if state == "Training" then
     local epoch = text(get(get(status, "progress"), "display"))
