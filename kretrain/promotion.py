@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -23,6 +25,15 @@ MISSING_EVALUATION: Reason = R.MISSING_EVALUATION
 """The report lacks an evaluation the spec requires (an era, or the current incumbent's): state Rejected."""
 FAILED_REASONS: frozenset[str] = frozenset({REPORT_MISMATCH})
 """Reasons that make the run Failed rather than Rejected: its outputs cannot be trusted at all."""
+AWAITING_APPROVAL: Reason = R.AWAITING_APPROVAL
+"""The candidate passed the gate under promotion.approval Manual and waits for an approval annotation (not terminal)."""
+APPROVAL_REJECTED: Reason = R.APPROVAL_REJECTED
+"""A person rejected the passing candidate with the reject annotation: state Rejected."""
+APPROVE_ANNOTATION = "kretrain.dev/approve"
+"""Annotation on the RetrainJob naming the candidate version a person approves."""
+REJECT_ANNOTATION = "kretrain.dev/reject"
+"""Annotation on the RetrainJob naming the candidate version a person rejects."""
+Approval = Literal["automatic", "approved", "rejected", "waiting"]
 MAX_REASON_CHARS = 1000
 """A reason quoting report content is cut to this many characters."""
 
@@ -45,6 +56,20 @@ class Conclusion:
     def failed(self) -> bool:
         """The report was refused as not belonging to the run (state Failed, not Rejected)."""
         return self.reason in FAILED_REASONS
+
+
+def approval(spec: RetrainJobSpec, candidate_version: str, annotations: Mapping[str, str]) -> Approval:
+    """Whether a passing candidate may be promoted now: `automatic` without promotion.approval Manual; else
+    `rejected` when the reject annotation names the candidate, `approved` when the approve annotation does
+    (a rejection wins over an approval of the same version), `waiting` otherwise (an annotation naming another
+    version, e.g. an earlier run's, approves nothing)."""
+    if spec.promotion.approval != "Manual":
+        return "automatic"
+    if str(annotations.get(REJECT_ANNOTATION, "")).strip() == candidate_version:
+        return "rejected"
+    if str(annotations.get(APPROVE_ANNOTATION, "")).strip() == candidate_version:
+        return "approved"
+    return "waiting"
 
 
 def wants_fallback(spec: RetrainJobSpec, conclusion: Conclusion) -> bool:
@@ -191,6 +216,7 @@ def conclude(
     now: str | None = None,
     *,
     run_id: str,
+    annotations: Mapping[str, str] | None = None,
 ) -> Conclusion:
     """Bind the report to run `run_id`, decide with the policy and, when the gate passes in auto mode, promote
     the version registered under `run_id` with a conditional write.
@@ -233,6 +259,22 @@ def conclude(
     expected = current.version if current else None
     evaluated_against = report.incumbent_evaluation.model_version if report.incumbent_evaluation else None
     reason: Reason = R.PROMOTED if decision.promoted else (R.DRY_RUN if decision.passed else R.GATE_FAILED)
+    verdict = approval(spec, run_id, annotations or {}) if decision.promoted and not already else "automatic"
+    if verdict in ("waiting", "rejected"):
+        decision.promoted = False
+        if verdict == "waiting":
+            reason = AWAITING_APPROVAL
+            decision.summary = f"Awaiting approval: {decision.summary}"
+            decision.reasons.append(
+                f"promotion.approval is Manual: the candidate passed the gate and waits until someone who may patch "
+                f"this RetrainJob sets the annotation {APPROVE_ANNOTATION}={run_id} (or {REJECT_ANNOTATION}={run_id})."
+            )
+        else:
+            reason = APPROVAL_REJECTED
+            decision.summary = f"Rejected by hand: {decision.summary}"
+            decision.reasons.append(f"Rejected by hand: the annotation {REJECT_ANNOTATION} names {run_id}.")
+    elif verdict == "approved":
+        decision.reasons.append(f"Approved by hand: the annotation {APPROVE_ANNOTATION} names {run_id}.")
     if already and (not decision.promoted or evaluated_against != previous):
         decision.promoted = False
         decision.reasons.append(

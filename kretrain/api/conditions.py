@@ -8,7 +8,16 @@ ConditionType = Literal["DataReady", "Training", "Evaluated", "Promoted", "Faile
 """Which aspect of a run a condition describes (status.conditions[].type)."""
 ConditionStatus = Literal["True", "False", "Unknown"]
 """Whether a condition holds (status.conditions[].status)."""
-DecisionReason = Literal["Promoted", "DryRun", "GateFailed", "IncumbentChanged", "MissingEvaluation", "ReportMismatch"]
+DecisionReason = Literal[
+    "Promoted",
+    "DryRun",
+    "GateFailed",
+    "IncumbentChanged",
+    "MissingEvaluation",
+    "ReportMismatch",
+    "AwaitingApproval",
+    "ApprovalRejected",
+]
 """The reason of a concluded run's `Promoted` condition (kretrain.promotion.Conclusion.reason)."""
 
 
@@ -78,6 +87,10 @@ class Reason:
     """The report lacks an evaluation the spec requires (state Rejected)."""
     REPORT_MISMATCH: Final = "ReportMismatch"
     """The report does not belong to the run (state Failed)."""
+    AWAITING_APPROVAL: Final = "AwaitingApproval"
+    """The candidate passed the gate under promotion.approval Manual and waits for the approve annotation."""
+    APPROVAL_REJECTED: Final = "ApprovalRejected"
+    """A person rejected the passing candidate with the reject annotation (state Rejected)."""
     # Failures
     INVALID_SPEC: Final = "InvalidSpec"
     """The spec does not validate or the operator's policy refuses it."""
@@ -118,6 +131,8 @@ DECISION_REASONS: tuple[DecisionReason, ...] = (
     Reason.INCUMBENT_CHANGED,
     Reason.MISSING_EVALUATION,
     Reason.REPORT_MISMATCH,
+    Reason.AWAITING_APPROVAL,
+    Reason.APPROVAL_REJECTED,
 )
 """Every DecisionReason (the same values as the Literal)."""
 

@@ -317,6 +317,11 @@ class PromotionSpec(ApiModel):
     """Post-training checks that must pass for promotion."""
     mode: Literal["auto", "dryRun"] = "auto"
     """`auto` promotes a passing candidate; `dryRun` decides and records but never moves the pointer."""
+    approval: Literal["Automatic", "Manual"] = "Automatic"
+    """`Manual`: a candidate that passes the gate waits in state AwaitingApproval until someone allowed to patch
+    the RetrainJob sets the annotation `kretrain.dev/approve: <candidate version>` (then it is promoted with the
+    same conditional write; an incumbent that changed meanwhile gives IncumbentChanged) or
+    `kretrain.dev/reject: <candidate version>` (then it is rejected). `Automatic`: no person in the loop."""
     alias: str | None = Field(default=None, pattern=NAME_PATTERN)
     """Alias a passing candidate moves (e.g. `staging`, kretrain/aliases.py) instead of the incumbent, which stays
     the baseline it is compared with; unset: the incumbent pointer moves."""

@@ -24,7 +24,7 @@ __all__ = [
     "State",
 ]
 
-State = Literal["Pending", "Training", "Evaluating", "Promoted", "Rejected", "Failed", "Suspended"]
+State = Literal["Pending", "Training", "Evaluating", "AwaitingApproval", "Promoted", "Rejected", "Failed", "Suspended"]
 TERMINAL_STATES: tuple[str, ...] = ("Promoted", "Rejected", "Failed")
 
 

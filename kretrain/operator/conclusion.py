@@ -50,6 +50,7 @@ def finish(
             actor=f"{deps.actor} {meta['namespace']}/{meta['name']}",
             now=now,
             run_id=run,
+            annotations=meta.get("annotations") or {},  # promotion.approval Manual: kretrain.dev/approve
         )
     except ConditionalWritesIgnored as exc:  # the verdict is kept: retrying could never promote
         return failed(body, Reason.REGISTRY_UNSAFE, bounds.short(str(exc), bounds.MAX_CONDITION_MESSAGE), now)
@@ -63,6 +64,8 @@ def finish(
         return failed(body, reason, f"run {run}: the report was refused: {text}", now, build=build)
     new = build.status
     new.state = "Promoted" if decision.promoted else "Rejected"
+    if reason == Reason.AWAITING_APPROVAL:  # not terminal: polled again until the annotation names the candidate
+        new.state = "AwaitingApproval"
     new.evaluation = bounds.comparison(conclusion.comparison, spec.dataset.eras)
     new.checks = bounds.checks(report.checks)
     new.candidate_metric = metric_text(report.candidate_evaluation.pooled.get(metric))
@@ -90,8 +93,13 @@ def finish(
     event = Event("Normal", Reason.PROMOTED, bounds.short(f"Promoted {run}: {text}"))
     if not decision.promoted:
         event = Event(
-            "Normal" if reason == Reason.DRY_RUN else "Warning", reason, bounds.short(f"Not promoted {run}: {text}")
+            "Normal" if reason in (Reason.DRY_RUN, Reason.AWAITING_APPROVAL) else "Warning",
+            reason,
+            bounds.short(f"Not promoted {run}: {text}"),
         )
+    if reason == Reason.AWAITING_APPROVAL:
+        waited = build.current.state == "AwaitingApproval"  # one Event when the wait starts, not one per poll
+        return Outcome(status=patch, events=[] if waited else [*data_events, event])
     return Outcome(status=patch, events=[*data_events, event], decision_reason=reason)
 
 
