@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import inspect
-import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +14,7 @@ import kopf
 import pytest
 import yaml
 
+from emulator.recorder import Sent, recording_server
 from kretrain.operator import kube as kube_mod
 from kretrain.operator.settings import OperatorSettings
 
@@ -52,9 +50,15 @@ def operator_calls() -> set[Triple]:
     return {parse_call(verb, res) for verb, res in kube_mod.API_CALLS}
 
 
-def expected(clusterwide: bool, peering: bool) -> tuple[set[Triple], set[Triple]]:
+SECRET_GET: Triple = ("", "secrets", "get")
+"""Granted only for the Secrets policy.allowedWebhookSecrets names (resourceNames), and only when it names any."""
+
+
+def expected(clusterwide: bool, peering: bool, webhook_secrets: bool = False) -> tuple[set[Triple], set[Triple]]:
     """(ClusterRole triples, per-namespace Role triples) for a deployment mode."""
     calls = operator_calls()
+    if not webhook_secrets:
+        calls.discard(SECRET_GET)
     drop = {CLUSTER_PEERING, NAMESPACED_PEERING}
     if peering:
         drop.discard(CLUSTER_PEERING if clusterwide else NAMESPACED_PEERING)
@@ -83,11 +87,14 @@ def triples(role: dict[str, Any]) -> set[Triple]:
     return set(found)
 
 
+WEBHOOK_SECRETS = {"policy": {"allowedWebhookSecrets": ["kretrain-webhook", "team-hook"]}}
 MODES = {
     "clusterwide": ({}, True, False),
     "clusterwide-peering": ({"replicaCount": 2}, True, True),
     "namespaced": ({"watchNamespaces": ["team-a", "team-b"]}, False, False),
     "namespaced-peering": ({"watchNamespaces": ["team-a", "team-b"], "replicaCount": 3}, False, True),
+    "clusterwide-webhook": (WEBHOOK_SECRETS, True, False),
+    "namespaced-webhook": ({"watchNamespaces": ["team-a"], **WEBHOOK_SECRETS}, False, False),
 }
 
 
@@ -95,7 +102,7 @@ MODES = {
 def test_rbac_is_exactly_what_the_operator_calls(mode: str) -> None:
     values, clusterwide, peering = MODES[mode]
     docs = render(values)
-    want_cluster, want_namespaced = expected(clusterwide, peering)
+    want_cluster, want_namespaced = expected(clusterwide, peering, "policy" in values)
     cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
     assert len(cluster_roles) == 1
     got = triples(cluster_roles[0])
@@ -122,11 +129,15 @@ def test_no_wildcards_no_secrets(mode: str) -> None:
     allowed_keys = {"apiGroups", "resources", "verbs"}
     for role in (d for d in render(MODES[mode][0]) if d["kind"] in ("ClusterRole", "Role")):
         for rule in role["rules"]:
+            if "secrets" in rule["resources"]:  # only get, only on the policy's webhook Secrets, nothing else
+                names = MODES[mode][0].get("policy", {}).get("allowedWebhookSecrets")
+                assert names and rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                                          "resourceNames": names}, rule  # fmt: skip
+                continue
             assert set(rule) == allowed_keys, f"unexpected rule keys {set(rule) - allowed_keys}"
             for key in allowed_keys:
                 assert rule[key], f"empty {key}"
                 assert not any("*" in item for item in rule[key]), f"wildcard in {key}: {rule[key]}"
-            assert "secrets" not in rule["resources"]
             assert set(rule["verbs"]) <= {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
@@ -166,38 +177,11 @@ def test_children_block_owner_deletion() -> None:
 # ---- the operator's own client, recorded on the wire ----------------------------------------------------------
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    calls: list[tuple[str, str]] = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.calls.append((self.command, self.path))
-        body = json.dumps({"kind": "List", "items": [], "metadata": {}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+def recorder() -> Iterator[tuple[str, list[Sent]]]:
     """A local HTTP server that answers every request with an empty list and records it."""
-    calls: list[tuple[str, str]] = []
-    handler = type("Recorder", (_Recorder,), {"calls": calls})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", calls
-    server.shutdown()
-    server.server_close()
+    with recording_server() as server:
+        yield server.url, server.sent
 
 
 PATH = re.compile(
@@ -226,6 +210,7 @@ ARGUMENTS: dict[str, list[Any]] = {
     "name": ["n"],
     "label_selector": ["a=b"],
     "job": ["j"],
+    "key": ["hmacKey"],
     "patch": [{"spec": {"suspend": True}}],
     "obj": [
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "n", "namespace": "ns"}},
@@ -234,16 +219,12 @@ ARGUMENTS: dict[str, list[Any]] = {
 }
 
 
-def test_own_client_calls_are_in_the_operator_list(recorder: tuple[str, list[tuple[str, str]]]) -> None:
+def test_own_client_calls_are_in_the_operator_list(recorder: tuple[str, list[Sent]]) -> None:
     """Call every public method of kretrain.operator.kube.Kube against a recording server: each request it sends
     is in OWN_API_CALLS (so the list, and with it the chart, cannot miss a call the client makes)."""
     url, calls = recorder
     client = kube_mod.Kube(OperatorSettings(kube_url=url))
-    methods = [
-        (n, f)
-        for n, f in inspect.getmembers(kube_mod.Kube, inspect.isfunction)
-        if not n.startswith("_") and n != "call"
-    ]
+    methods = [(n, f) for n, f in inspect.getmembers(kube_mod.Kube, inspect.isfunction) if not n.startswith("_")]
     assert methods, "Kube has no public methods"
     for name, func in methods:
         params = [p for p in inspect.signature(func).parameters if p != "self"]
@@ -255,7 +236,7 @@ def test_own_client_calls_are_in_the_operator_list(recorder: tuple[str, list[tup
             before = len(calls)
             getattr(client, name)(**kwargs)
             assert len(calls) > before, f"Kube.{name} made no request"
-    recorded = {to_triple(method, path) for method, path in calls}
+    recorded = {to_triple(s.method, s.raw_path) for s in calls}
     own = {parse_call(verb, res) for verb, res in kube_mod.OWN_API_CALLS}
     assert recorded - own == set(), f"calls missing from OWN_API_CALLS: {sorted(recorded - own)}"
     assert own - recorded == set(), f"OWN_API_CALLS lists calls the client never makes: {sorted(own - recorded)}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kretrain.operator.settings import OperatorSettings
 
@@ -24,6 +27,8 @@ OWN_API_CALLS: frozenset[tuple[str, str]] = frozenset(
         ("patch", "jobs.batch"),  # spec.suspend
         ("create", "configmaps"),  # the spec mounted into the pod
         ("list", "pods"),  # the failed pod's termination message
+        ("get", "secrets"),  # a webhook's HMAC key (RBAC: only the names in policy.allowedWebhookSecrets)
+        ("patch", "inferenceservices.serving.kserve.io"),  # spec.serving.inferenceService's storageUri
     }
 )
 KOPF_API_CALLS: frozenset[tuple[str, str]] = frozenset(
@@ -91,101 +96,110 @@ def checked_name(name: object, limit: int = 63) -> str:
     return name
 
 
-def _seg(value: str) -> str:
-    """One URL path segment: every reserved character encoded ('/' included)."""
-    return quote(value, safe="")
+RETRYABLE_STATUS = frozenset({0, 408, 429})
+"""KubeError statuses worth trying again besides 5xx (0: the API server was not reached)."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds one API call may take, connecting included."""
+JSON_BODY = {"Content-Type": "application/json"}
+"""Headers of a create: the generated create methods set no Content-Type of their own."""
+MESSAGE_LIMIT = 500
+"""Characters of an error answer's message kept in a KubeError."""
 
 
-def _jobs_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/batch/v1/namespaces/{_seg(checked_namespace(namespace))}/jobs"
-    return base if name is None else f"{base}/{_seg(checked_name(name))}"
+def retryable(status: int) -> bool:
+    """Whether a call that failed with `status` can succeed when tried again unchanged (0, 408, 429, 5xx)."""
+    return status in RETRYABLE_STATUS or status >= 500
 
 
 class KubeError(Exception):
-    """An API call failed; `status` is the HTTP code (0 when the server was not reached)."""
+    """An API call failed; `status` is the HTTP code (0 when the server was not reached), `reason` the Status
+    object's reason (e.g. NotFound, AlreadyExists, Invalid), `retryable` whether trying again can succeed."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retryable = retryable(status)
+
+
+def kube_error(exc: ApiException | urllib3.exceptions.HTTPError | OSError) -> KubeError:
+    """The one translation of the client's failures: an error answer (its Status object's reason and message), or
+    a server not reached (status 0, the exception's class as the reason)."""
+    if not isinstance(exc, ApiException):
+        return KubeError(0, type(exc).__name__, str(exc)[:MESSAGE_LIMIT])
+    status = int(exc.status or 0)
+    text = exc.body if isinstance(exc.body, str) else ""
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    reason, message = doc.get("reason"), doc.get("message")
+    return KubeError(
+        status,
+        reason if isinstance(reason, str) and reason else str(exc.reason or ""),
+        (message if isinstance(message, str) else text)[:MESSAGE_LIMIT],
+    )
+
+
+def load_configuration(settings: OperatorSettings) -> client.Configuration:
+    """The client's configuration: `settings.kube_url` (tests: plain, no auth), else the pod's service account
+    (its token re-read by the client as it rotates), else the kubeconfig (exec and OIDC tokens refreshed)."""
+    cfg = client.Configuration()
+    if settings.kube_url:
+        cfg.host = settings.kube_url
+        cfg.verify_ssl = False
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    cfg.retries = False  # one try per call: the lifecycle and Kopf decide when to try again
+    cfg.connection_pool_maxsize = 8
+    return cfg
 
 
 class Kube:
-    """A thin JSON client (urllib3) using the official Kubernetes client's configuration loaders.
+    """The operator's own calls, through the official client's typed APIs (BatchV1Api, CoreV1Api).
 
-    Every namespace and name is checked to be DNS-1123 (UnsafeName otherwise) and encoded as one path segment
-    before a URL is built with it: no value can reach another namespace or resource."""
+    Every namespace and name is checked to be DNS-1123 (UnsafeName otherwise) before any request; the client
+    encodes each path parameter as one segment. Answers are the server's JSON as plain dicts (camelCase, unknown
+    fields kept: read with `_preload_content=False`, never through the client's models). Failures raise
+    KubeError, translated in one place (`_call`)."""
 
-    def __init__(self, settings: OperatorSettings) -> None:
-        from kubernetes import client, config
+    def __init__(self, settings: OperatorSettings, configuration: client.Configuration | None = None) -> None:
+        self.api_client = client.ApiClient(configuration or load_configuration(settings))
+        self.api_client.user_agent = USER_AGENT
+        self.batch = client.BatchV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
 
-        cfg = client.Configuration()
-        if settings.kube_url:
-            cfg.host = settings.kube_url
-            cfg.verify_ssl = False
-        else:
-            try:
-                config.load_incluster_config(client_configuration=cfg)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=cfg)
-        self._cfg = cfg
-        self._base = cfg.host.rstrip("/")
-        self._http = urllib3.PoolManager(
-            maxsize=8,
-            cert_reqs="CERT_REQUIRED" if cfg.verify_ssl else "CERT_NONE",
-            ca_certs=cfg.ssl_ca_cert,
-            cert_file=cfg.cert_file,
-            key_file=cfg.key_file,
-        )
-
-    def _auth(self) -> dict[str, str]:
-        # auth_settings() runs the refresh hook of in-cluster tokens (bound tokens rotate).
-        auth: dict[str, Any] = dict(self._cfg.auth_settings())
-        token = (auth.get("BearerToken") or {}).get("value")
-        return {"Authorization": token} if token else {}
-
-    def call(
-        self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, content_type: str = ""
-    ) -> Any:
-        """One request; returns the decoded JSON or raises KubeError."""
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": content_type or "application/json",
-            "User-Agent": USER_AGENT,
-            **self._auth(),
-        }
-        url = self._base + path + (("?" + urlencode(query)) if query else "")
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one typed API method; its JSON answer, or KubeError."""
         try:
-            resp = self._http.request(
-                method,
-                url,
-                body=None if body is None else json.dumps(body).encode(),
-                headers=headers,
-                timeout=30.0,
-                retries=False,
+            resp: urllib3.BaseHTTPResponse = method(
+                *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs
             )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:  # the server was not reached or hung up
-            raise KubeError(0, type(exc).__name__, str(exc)) from exc
+            data = resp.data
+            resp.release_conn()
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:  # answered with an error, or not at all
+            raise kube_error(exc) from exc
         try:
-            data = json.loads(resp.data or b"null")
-        except ValueError:
-            data = {"message": resp.data[:500].decode(errors="replace")}
-        if resp.status >= 400:
-            data = data if isinstance(data, dict) else {}
-            raise KubeError(resp.status, data.get("reason") or str(resp.reason), data.get("message", ""))
-        return data
+            return json.loads(data or b"null")
+        except ValueError as exc:
+            raise KubeError(resp.status, "InvalidResponse", f"not JSON: {data[:100]!r}") from exc
 
     # ---- Jobs -----------------------------------------------------------------------------------
     def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """Jobs in `namespace` matching a label selector."""
-        items: list[dict[str, Any]] = self.call("GET", _jobs_path(namespace), query={"labelSelector": label_selector})[
-            "items"
-        ]
+        found = self._call(self.batch.list_namespaced_job, checked_namespace(namespace), label_selector=label_selector)
+        items: list[dict[str, Any]] = found["items"]
         return items
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job, or None when it does not exist."""
+        namespace = checked_namespace(namespace)
         try:
-            job: dict[str, Any] = self.call("GET", _jobs_path(namespace, name))
+            job: dict[str, Any] = self._call(self.batch.read_namespaced_job, checked_name(name), namespace)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -195,32 +209,62 @@ class Kube:
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create a Job or ConfigMap; returns (object, created). 409 AlreadyExists means it is already there."""
         meta = obj["metadata"]
-        plural = {"Job": "jobs", "ConfigMap": "configmaps"}[obj["kind"]]
-        base = "/apis/batch/v1" if obj["kind"] == "Job" else "/api/v1"
-        namespace = _seg(checked_namespace(meta.get("namespace")))
+        namespace = checked_namespace(meta.get("namespace"))
         checked_name(meta.get("name"))
+        if obj["kind"] not in ("Job", "ConfigMap"):
+            raise ValueError(f"Kube.create makes Jobs and ConfigMaps, not {obj['kind']!r}")
         try:
-            return self.call("POST", f"{base}/namespaces/{namespace}/{plural}", body=obj), True
+            if obj["kind"] == "Job":
+                created: dict[str, Any] = self._call(
+                    self.batch.create_namespaced_job, namespace, obj, _headers=JSON_BODY
+                )
+            else:
+                created = self._call(self.core.create_namespaced_config_map, namespace, obj, _headers=JSON_BODY)
         except KubeError as exc:
             if exc.status == 409:
                 return obj, False
             raise
+        return created, True
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch a Job."""
-        job: dict[str, Any] = self.call(
-            "PATCH",
-            _jobs_path(namespace, name),
-            body=patch,
-            content_type="application/merge-patch+json",
+        """Merge-patch a Job (RFC 7386: the patch's lists replace the Job's)."""
+        namespace = checked_namespace(namespace)
+        job: dict[str, Any] = self._call(
+            self.batch.patch_namespaced_job,
+            checked_name(name),
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
         )
         return job
 
     # ---- Pods -----------------------------------------------------------------------------------
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The pods of a Job (label `job-name`, set by the Job controller)."""
-        path = f"/api/v1/namespaces/{_seg(checked_namespace(namespace))}/pods"
-        items: list[dict[str, Any]] = self.call("GET", path, query={"labelSelector": f"job-name={checked_name(job)}"})[
-            "items"
-        ]
+        namespace = checked_namespace(namespace)
+        found = self._call(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={checked_name(job)}")
+        items: list[dict[str, Any]] = found["items"]
         return items
+
+    # ---- Telling the serving side (kretrain.operator.notify_delivery) -------------------------------
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        """One key of a Secret, decoded (None when the Secret has no such key)."""
+        namespace = checked_namespace(namespace)
+        secret = self._call(self.core.read_namespaced_secret, checked_name(name), namespace)
+        value = ((secret or {}).get("data") or {}).get(key)
+        if not isinstance(value, str):
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            return None
+
+    def patch_inference_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a KServe InferenceService (serving.kserve.io/v1beta1) in `namespace`."""
+        group, version, plural = "serving.kserve.io", "v1beta1", "inferenceservices"
+        namespace = checked_namespace(namespace)
+        patched: dict[str, Any] = self._call(
+            self.custom.patch_namespaced_custom_object, group, version, namespace, plural, checked_name(name, 253),
+            patch, _content_type="application/merge-patch+json",
+        )  # fmt: skip
+        return patched

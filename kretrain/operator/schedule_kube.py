@@ -3,32 +3,50 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+
+from kubernetes import client
 
 from kretrain.api import GROUP, PLURAL, VERSION
-from kretrain.operator.kube import Kube, KubeError, checked_name, checked_namespace
-
-
-def _runs(namespace: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(checked_namespace(namespace), safe='')}/{PLURAL}"
+from kretrain.operator.kube import JSON_BODY, Kube, KubeError, checked_name, checked_namespace
+from kretrain.operator.settings import OperatorSettings
 
 
 class RunsApi(Kube):
-    """Kube plus the RetrainJob calls of schedules (each listed in kretrain.operator.kube.SCHEDULE_API_CALLS).
-    Namespaces and names are checked as DNS-1123 before any URL is built (kube.UnsafeName otherwise)."""
+    """Kube plus the RetrainJob calls of schedules (each listed in kretrain.operator.kube.SCHEDULE_API_CALLS),
+    through the client's CustomObjectsApi. Namespaces and names are checked as DNS-1123 before any request
+    (kube.UnsafeName otherwise)."""
+
+    def __init__(self, settings: OperatorSettings, configuration: client.Configuration | None = None) -> None:
+        super().__init__(settings, configuration)
+        self.custom = client.CustomObjectsApi(self.api_client)
 
     def list_runs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """RetrainJobs in `namespace` matching a label selector."""
-        items: list[dict[str, Any]] = self.call("GET", _runs(namespace), query={"labelSelector": label_selector})[
-            "items"
-        ]
+        found = self._call(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            checked_namespace(namespace),
+            PLURAL,
+            label_selector=label_selector,
+        )
+        items: list[dict[str, Any]] = found["items"]
         return items
 
     def create_run(self, obj: dict[str, Any]) -> bool:
         """Create a RetrainJob; False when one of that name exists already (409: created before, never twice)."""
         checked_name(obj["metadata"]["name"])
+        namespace = checked_namespace(obj["metadata"]["namespace"])
         try:
-            self.call("POST", _runs(obj["metadata"]["namespace"]), body=obj)
+            self._call(
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                obj,
+                _headers=JSON_BODY,
+            )
         except KubeError as exc:
             if exc.status == 409:
                 return False
@@ -37,9 +55,17 @@ class RunsApi(Kube):
 
     def delete_run(self, namespace: str, name: str) -> None:
         """Delete a RetrainJob (its Job and ConfigMap follow by owner reference); gone already is fine."""
+        namespace = checked_namespace(namespace)
         try:
-            path = f"{_runs(namespace)}/{quote(checked_name(name), safe='')}"
-            self.call("DELETE", path, query={"propagationPolicy": "Background"})
+            self._call(
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                checked_name(name),
+                propagation_policy="Background",
+            )
         except KubeError as exc:
             if exc.status != 404:
                 raise

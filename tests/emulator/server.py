@@ -85,6 +85,19 @@ BUILTINS = [
 ]  # fmt: skip
 
 
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+PATCH_TYPES = frozenset({"application/json-patch+json", "application/merge-patch+json", STRATEGIC_MERGE,
+                         "application/apply-patch+yaml"})  # fmt: skip
+"""What a PATCH may be; the API server refuses strategic merge on custom resources (415), as here."""
+BODY_TYPES = frozenset({"", "application/json"})
+"""What a POST or PUT body may be here (no Content-Type: the server's first media type, JSON)."""
+
+
+def media_type(content_type: str) -> str:
+    """`application/json; charset=utf-8` -> `application/json`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -376,8 +389,11 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
         self.calls[agent].add((verb, f"{res.plural}.{res.group}".rstrip(".") + (f"/{sub}" if sub else "")))
         if watch:
             return await self._watch(raw, res, ns, name)
-        if "protobuf" in raw.headers.get("Content-Type", ""):
+        media = media_type(raw.headers.get("Content-Type", ""))
+        if "protobuf" in media:
             raise ApiError(415, "UnsupportedMediaType", "the emulator speaks JSON only, not protobuf")
+        if method in ("POST", "PUT") and media not in BODY_TYPES:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {media}")
         text = await raw.text()
         try:
             body = json.loads(text) if text.strip() else None
@@ -392,10 +408,18 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
         if method == "PUT" and name:
             return aiohttp.web.json_response(self._put(res, ns, name, sub, body or {}))
         if method == "PATCH" and name:
-            ctype = raw.headers.get("Content-Type", "")
-            return aiohttp.web.json_response(self._patch(res, ns, name, sub, body, ctype))
+            accepted = PATCH_TYPES - ({STRATEGIC_MERGE} if res.custom else set())
+            if media not in accepted:
+                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                                                            f"accepted media types include: {', '.join(sorted(accepted))}")  # fmt: skip
+            return aiohttp.web.json_response(self._patch(res, ns, name, sub, body, media))
         if method == "DELETE" and name:
-            policy = params.get("propagationPolicy") or (body or {}).get("propagationPolicy") or "Background"
+            # DeleteOptions come from the body when there is one, else from the query (as the API server reads them)
+            options = body if isinstance(body, dict) else dict(params)
+            policy = options.get("propagationPolicy") or "Background"
+            if policy not in ("Orphan", "Background", "Foreground"):
+                raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
+                                               f'Unsupported value: "{policy}"')  # fmt: skip
             return aiohttp.web.json_response(self.delete(res, ns, name, orphan=policy == "Orphan"))
         if method == "DELETE":
             for obj in self._list(res, ns, params):

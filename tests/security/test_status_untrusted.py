@@ -3,10 +3,12 @@ refuses any name that is not DNS-1123 before it builds a URL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from emulator.recorder import Sent, recording_server
 from kretrain.api import RunReport
 from kretrain.operator import jobs, lifecycle
 from kretrain.operator.kube import Kube, UnsafeName
@@ -163,16 +165,10 @@ def test_start_ignores_a_labelled_job_with_a_foreign_name() -> None:
 
 # ---- kube.py: refused before any request --------------------------------------------------------------
 @pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> tuple[Kube, list[tuple[str, str]]]:
-    client = Kube(SETTINGS)
-    sent: list[tuple[str, str]] = []
-
-    def call(method: str, path: str, body: Any = None, query: Any = None, content_type: str = "") -> Any:
-        sent.append((method, path))
-        return {"items": []}
-
-    monkeypatch.setattr(client, "call", call)
-    return client, sent
+def kube() -> Iterator[tuple[Kube, list[Sent]]]:
+    """The real client against a local server that records every request as sent."""
+    with recording_server() as server:
+        yield Kube(SETTINGS.model_copy(update={"kube_url": server.url})), server.sent
 
 
 CALLS = {
@@ -206,7 +202,7 @@ def test_kube_paths_of_valid_names_are_exact(kube: tuple[Kube, list[Any]]) -> No
     client.get_job("team-a", "run.v1-x")
     client.patch_job("team-a", "run.v1-x", {})
     client.job_pods("team-a", "run.v1-x")
-    assert sent == [
+    assert [(s.method, s.path) for s in sent] == [
         ("GET", "/apis/batch/v1/namespaces/team-a/jobs/run.v1-x"),
         ("PATCH", "/apis/batch/v1/namespaces/team-a/jobs/run.v1-x"),
         ("GET", "/api/v1/namespaces/team-a/pods"),
