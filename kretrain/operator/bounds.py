@@ -55,7 +55,7 @@ def _finite(value: float | None) -> float | None:
 
 def _metrics(m: Metrics) -> Metrics:
     """Pooled figures only: the per-class detail stays in the report."""
-    return m.model_copy(update={"per_class": {}})
+    return m.model_copy(update={"per_class": {}, "class_instances": {}})
 
 
 def _evaluation(e: Evaluation, eras: list[str], with_eras: bool) -> Evaluation:
@@ -74,14 +74,15 @@ def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> Compar
         incumbent=_evaluation(c.incumbent, eras, with_eras) if c.incumbent else None,
         pooled=c.pooled,
         eras=deltas,
+        confidence=c.confidence,
     )
     return trimmed
 
 
 def without_per_class(value: Any) -> Any:
-    """The dumped comparison without its (emptied) `perClass` keys."""
+    """The dumped comparison without its (emptied) `perClass` and `classInstances` keys."""
     if isinstance(value, dict):
-        return {k: without_per_class(v) for k, v in value.items() if k != "perClass"}
+        return {k: without_per_class(v) for k, v in value.items() if k not in ("perClass", "classInstances")}
     return value
 
 
