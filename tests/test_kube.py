@@ -108,6 +108,29 @@ def test_requests_as_sent(recorder: tuple[Kube, Recorder]) -> None:
     assert rec.sent[3].body == b""
 
 
+@pytest.mark.parametrize(
+    "over",
+    [{}, {"resources": {"gpus": 1, "cache": {"ephemeral": {"size": "20Gi", "storageClassName": "fast"}}}}],
+    ids=["default", "ephemeral-cache"],
+)
+def test_the_operators_job_and_configmap_go_out_unchanged(
+    recorder: tuple[Kube, Recorder], over: dict[str, Any]
+) -> None:
+    """The typed create methods validate the body against the client's V1Job/V1ConfigMap models: the Job the
+    operator builds passes, and what is sent is exactly the dict (nothing dropped, renamed or coerced)."""
+    from test_jobs import SETTINGS, build, make_spec
+
+    from kretrain.operator import jobs
+
+    kube, rec = recorder
+    spec = make_spec(**over)
+    job = build(spec)
+    configmap = jobs.build_configmap("ns-rtj-0123abcd", "ns", jobs.resolve_spec(spec, SETTINGS), {"a": "b"})
+    kube.create(job)
+    kube.create(configmap)
+    assert [json.loads(s.body) for s in rec.sent] == [json.loads(json.dumps(job)), json.loads(json.dumps(configmap))]
+
+
 def test_answers_are_the_servers_json(cluster: tuple[RunsApi, Client]) -> None:
     """Plain dicts with camelCase keys and every field the server sent, unknown ones included."""
     kube, client = cluster
