@@ -87,7 +87,13 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
     run_id = started(cluster, op, NS, "good")["runId"]
     rep = sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
     # The trainer found data warnings (the operator's DataReady condition and Warning Events show them).
-    data = rep.data.model_copy(update={"warnings": WARNINGS, "eras": {"e3": {"train": 8, "excluded": 2}}})
+    data = rep.data.model_copy(
+        update={
+            "warnings": WARNINGS,
+            "eras": {"e3": {"train": 8, "excluded": 2}},
+            "finding_counts": {"error:undecodable_image": 2, "warning:class_new_in_era": 7},
+        }
+    )
     cluster.registry.write_run_report("m-dash", run_id, rep.model_copy(update={"data": data}))
     sim.complete_job(cluster.client, NS, run_id)
     assert {n: settled(cluster, op, NS, n)["state"] for n in ("good", "bad")} == {"good": "Promoted", "bad": "Failed"}
@@ -250,6 +256,7 @@ def test_the_operator_shows_the_data_findings(observed: Observed) -> None:
     """DataReady names the counts and warnings; at most 5 DataWarning Events, the last counting the rest."""
     ready = next(c for c in observed.good["conditions"] if c["type"] == "DataReady")
     assert (ready["status"], ready["reason"]) == ("True", "DataWarnings")
+    assert "findings: error undecodable_image 2, warning class_new_in_era 7" in ready["message"]
     assert (
         "7 warnings: class 'c0'" in ready["message"]
         and "e3: 8 used (8 train, 0 val, 0 test), 2 excluded" in ready["message"]

@@ -77,6 +77,11 @@ def test_summary_of_a_real_data_stage(dataset: str, s3: Any, tmp_path: Path) -> 
     assert findings.index("error") < findings.index("warning") < findings.index("info")
     warning = next(line for line in lines if line.startswith("warning: "))
     assert "'cross'" in warning and "first labelled in new era 'era2'" in warning
+    # report.json carries the counts too: the same line without the pod's data_report.json (the cluster's view).
+    assert prepared.summary.finding_counts["error:undecodable_image"] == 2
+    assert findings in summary_text(prepared.summary, None)
+    reason, message, _ = data_ready(prepared.summary)
+    assert reason == DATA_WARNINGS and findings in message
 
 
 def test_summary_of_a_run_the_bad_share_stopped(dataset: str, s3: Any, tmp_path: Path) -> None:
@@ -199,6 +204,13 @@ COUNTS = {"train": 16, "val": 3, "test": 5, "excluded": 1, "background": 2}
             ],
             [],
             id="clean",
+        ),
+        pytest.param(
+            DataSummary(eras={"era1": COUNTS}, errors=2, finding_counts={"info:background_image": 2, "error:x": 2}),
+            DATA_VALIDATED,
+            ["2 bad items excluded; findings: error x 2, info background_image 2. era1:"],
+            [],
+            id="finding-counts",
         ),
         pytest.param(
             DataSummary(eras={"era1": COUNTS}, warnings=["class 'cross' is first labelled in new era 'era2'"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -27,6 +27,9 @@ class DataSummary(ApiModel):
     """Warnings (e.g. a class first labelled in a new era)."""
     train_images: int = 0
     """Images in the training set actually used (after replay sampling)."""
+    finding_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, max_length=256)
+    """Findings by `<severity>:<code>` (e.g. `error:undecodable_image`, `warning:class_new_in_era`); empty in
+    reports of older trainers."""
 
 
 class TrainingSummary(ApiModel):

@@ -6,6 +6,7 @@ from kretrain.api.conditions import Reason
 from kretrain.api.report import DataSummary
 from kretrain.operator import bounds
 from kretrain.operator.status_patch import Event
+from kretrain.trainer.data_summary import finding_line
 
 DATA_VALIDATED = Reason.DATA_VALIDATED
 DATA_WARNINGS = Reason.DATA_WARNINGS
@@ -36,6 +37,8 @@ def data_ready(summary: DataSummary) -> tuple[str, str, list[Event]]:
     eras = list(summary.eras.items())
     parts = [_era_line(bounds.short(e, bounds.MAX_NAME), c) for e, c in eras[:MAX_ERAS_IN_MESSAGE]]
     head = f"{summary.train_images} training images; {summary.errors} bad items excluded"
+    if summary.finding_counts:
+        head += "; " + finding_line(dict(list(summary.finding_counts.items())[:64]))
     warnings = summary.warnings
     if warnings:
         head += f"; {len(warnings)} warning{'s' if len(warnings) != 1 else ''}: " + " | ".join(

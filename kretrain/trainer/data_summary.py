@@ -89,8 +89,11 @@ def summary_text(summary: DataSummary | None, report: DataReportCounts | None, r
     if report_path is not None:
         head += f" (details: {report_path})"
     lines = [head, render_table(["era", "train", "val", "test", "excluded", "background"], rows)]
-    if report is not None:
-        lines.append(finding_line(report.finding_counts))
+    counts = summary.finding_counts if summary is not None and summary.finding_counts else None
+    if counts is None and report is not None:
+        counts = report.finding_counts
+    if counts is not None:
+        lines.append(finding_line(counts))
     warnings = summary.warnings if summary is not None else (report.warnings if report else [])
     lines += [f"warning: {_short(w)}" for w in warnings[:MAX_WARNINGS]]
     if len(warnings) > MAX_WARNINGS:

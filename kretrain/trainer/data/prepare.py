@@ -220,6 +220,7 @@ def prepare_pulled(
         errors=result.bad_items,
         warnings=warnings,
         train_images=ts.train_images,
+        finding_counts=report["findingCounts"],
     )
     replay = spec.strategy.effective_replay
     report.update(
