@@ -159,7 +159,7 @@ def load_configuration(settings: OperatorSettings) -> client.Configuration:
 
 
 class Kube:
-    """The operator's own calls, through the official client's typed APIs (BatchV1Api, CoreV1Api).
+    """The operator's own calls, through the official client's typed APIs (BatchV1Api, CoreV1Api, CustomObjectsApi).
 
     Every namespace and name is checked to be DNS-1123 (UnsafeName otherwise) before any request; the client
     encodes each path parameter as one segment. Answers are the server's JSON as plain dicts (camelCase, unknown

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes import client
-
 from kretrain.api import GROUP, PLURAL, VERSION
 from kretrain.operator.kube import JSON_BODY, Kube, KubeError, checked_name, checked_namespace
-from kretrain.operator.settings import OperatorSettings
 
 
 class RunsApi(Kube):
     """Kube plus the RetrainJob calls of schedules (each listed in kretrain.operator.kube.SCHEDULE_API_CALLS),
-    through the client's CustomObjectsApi. Namespaces and names are checked as DNS-1123 before any request
+    through the client's CustomObjectsApi (`self.custom`). Namespaces and names are checked as DNS-1123 before any request
     (kube.UnsafeName otherwise)."""
-
-    def __init__(self, settings: OperatorSettings, configuration: client.Configuration | None = None) -> None:
-        super().__init__(settings, configuration)
-        self.custom = client.CustomObjectsApi(self.api_client)
 
     def list_runs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """RetrainJobs in `namespace` matching a label selector."""
