@@ -594,3 +594,5 @@ def test_policy_values_reach_the_operator_settings(chart: Any, monkeypatch: pyte
     assert settings.allowed_datasets == wanted["allowedDatasets"]
     assert settings.allowed_priority_classes == wanted["allowedPriorityClasses"]
     assert settings.allowed_toleration_keys == wanted["allowedTolerationKeys"]
+    assert settings.allowed_webhook_hosts == wanted["allowedWebhookHosts"]
+    assert settings.allowed_webhook_secrets == wanted["allowedWebhookSecrets"]

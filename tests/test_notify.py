@@ -98,7 +98,7 @@ T0 = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)
     ids=["ok", "no-answer", "two-5xx", "late-success", "seven-failures", "gives-up", "redirect"],
 )
 def test_retry_schedule(answers: list[int | None], delivered: bool, given_up: bool, next_in: int | None) -> None:
-    rec, now, last = notify.DeliveryRecord(notice_id="n", host="h"), T0, T0
+    rec, now, last = notify.DeliveryRecord(kind="webhook", notice_id="n", target="h"), T0, T0
     for status in answers:
         assert notify.due(rec, now)
         rec, last = notify.record_attempt(rec, now, status, None if status else "ConnectionRefusedError: refused"), now
@@ -140,7 +140,7 @@ def receiver() -> Iterator[dict[str, Any]]:
 def test_delivery_is_signed_retried_and_recorded(receiver: dict[str, Any]) -> None:
     receiver["answers"] = [500]
     n, now = notice(), 1_800_000_000
-    rec = notify.DeliveryRecord(notice_id=n.id, host=notify.url_host(receiver["url"]))
+    rec = notify.DeliveryRecord(kind="webhook", notice_id=n.id, target=notify.url_host(receiver["url"]))
     status, error = notify.post(receiver["url"], n, KEY, now)
     rec = notify.record_attempt(rec, T0, status, error)
     assert (status, rec.delivered, rec.attempts, rec.last_status) == (500, False, 1, 500) and "HTTP 500" in str(
@@ -148,7 +148,7 @@ def test_delivery_is_signed_retried_and_recorded(receiver: dict[str, Any]) -> No
     )
     status, error = notify.post(receiver["url"], n, KEY, now + 10)
     rec = notify.record_attempt(rec, T0 + timedelta(seconds=10), status, error)
-    assert rec.delivered and rec.attempts == 2 and rec.host == receiver["url"].split("/")[2]
+    assert rec.delivered and rec.attempts == 2 and rec.target == receiver["url"].split("/")[2]
     for headers, body in receiver["got"]:
         assert notify.verify(body, headers[notify.SIGNATURE_HEADER], KEY, now + 10)
         assert headers[notify.ID_HEADER] == n.id and json.loads(body)["version"] == "run-2"

@@ -122,6 +122,15 @@ class Reason:
     """Event: the Job was suspended."""
     TRAINING: Final = "Training"
     """Event: the Job runs."""
+    # Events only: telling the serving side after a promotion (kretrain.operator.notify_delivery)
+    WEBHOOK_DELIVERED: Final = "WebhookDelivered"
+    """Event: the webhook answered 2xx to the signed promotion notice."""
+    WEBHOOK_FAILED: Final = "WebhookFailed"
+    """Event: the webhook delivery was given up (the promotion stands)."""
+    INFERENCE_SERVICE_PATCHED: Final = "InferenceServicePatched"
+    """Event: the KServe InferenceService's storageUri now names the promoted version."""
+    INFERENCE_SERVICE_FAILED: Final = "InferenceServiceFailed"
+    """Event: patching the InferenceService was given up (the promotion stands)."""
 
 
 DECISION_REASONS: tuple[DecisionReason, ...] = (

@@ -19,6 +19,7 @@ __all__ = [
     "Decision",
     "Fallback",
     "ModelRef",
+    "Notification",
     "Progress",
     "RetrainJobStatus",
     "State",
@@ -114,6 +115,33 @@ class Fallback(ApiModel):
     """Why the incremental candidate was rejected."""
 
 
+MAX_NOTIFICATIONS = 4
+"""Entries in status.notifications (one webhook and one InferenceService per promotion)."""
+
+
+class Notification(ApiModel):
+    """status.notifications[]: where telling the serving side about one promotion stands (no URL, no key)."""
+
+    kind: Literal["webhook", "inferenceService"]
+    """What is told: the webhook (spec.serving.webhook) or the InferenceService (spec.serving.inferenceService)."""
+    notice_id: str = Field(max_length=512)
+    """The promotion's notice id (`<namespace>/<retrainjob>/<version>/<pointer>`), the same on every attempt."""
+    target: str = Field(max_length=253)
+    """The webhook URL's host[:port] (its path and query are not recorded), or the InferenceService's name."""
+    attempts: int = Field(default=0, ge=0, le=1000)
+    """Attempts made so far."""
+    delivered: bool = False
+    """A 2xx answer was received (webhook) or the patch was applied (InferenceService)."""
+    given_up: bool = False
+    """The last attempt allowed was made without success; the promotion stands regardless."""
+    last_status: int | None = Field(default=None, ge=0, le=999)
+    """HTTP status of the last attempt (None: no answer)."""
+    last_error: str | None = Field(default=None, max_length=512)
+    """Why the last attempt failed."""
+    next_attempt_at: str | None = Field(default=None, max_length=64)
+    """When the next attempt is due (RFC 3339); None once delivered or given up."""
+
+
 class RetrainJobStatus(ApiModel):
     """Observed state of a RetrainJob."""
 
@@ -145,3 +173,5 @@ class RetrainJobStatus(ApiModel):
     """The promotion decision."""
     fallback: Fallback | None = None
     """Set when a rejected incremental candidate was followed by a full retrain (fallbackToFull)."""
+    notifications: list[Notification] = Field(default_factory=list, max_length=MAX_NOTIFICATIONS)
+    """Deliveries to the serving side after a promotion (spec.serving), at least once each, with backoff."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
-from kretrain.operator import lifecycle, metrics, policy
+from kretrain.operator import lifecycle, metrics, notify_delivery, policy
 from kretrain.operator.kube import Kube
 from kretrain.operator.settings import get_settings
 
@@ -148,6 +148,19 @@ def poll(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     """
     with metrics.timed("poll"):
         _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll")
+
+
+def _serving_due(body: kopf.Body, **_: Any) -> bool:
+    return notify_delivery.pending(body)
+
+
+@kopf.timer(*RTJ, interval=_settings.poll_interval, when=_serving_due)
+def tell_serving(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    """After a promotion: the webhook and the InferenceService (spec.serving), each attempt when it is due."""
+    kube = deps().kube
+    assert isinstance(kube, Kube)
+    with metrics.timed("serving"):
+        _apply(notify_delivery.step(body, deps(), kube), body, patch, "serving")
 
 
 @kopf.on.delete(*RTJ, optional=True)

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import Field
 
 from kretrain.api.base import ApiModel
+from kretrain.api.spec import WEBHOOK_URL_PATTERN
+from kretrain.api.status import Notification
 from kretrain.registry_records import VersionArtifact
 
 SIGNATURE_HEADER = "X-Kretrain-Signature"
@@ -28,8 +30,6 @@ MIN_KEY_BYTES = 16
 """Shortest HMAC key accepted from the Secret."""
 _SHA256 = r"^[0-9a-f]{64}$"
 _URI = r"^s3://[^\s]+$"
-WEBHOOK_URL_PATTERN = r"^https?://[^\s/@?#\\%]+(/[^\s#]*)?$"
-"""http(s)://host[:port][/path][?query] without user info or fragment (as storage.endpoint)."""
 
 
 class NoticeWeights(ApiModel):
@@ -74,25 +74,8 @@ class PromotionNotice(ApiModel):
     """Pooled metrics of the version on the mixed-era test set."""
 
 
-class DeliveryRecord(ApiModel):
-    """status.notifications.webhook: where one notice's delivery stands (no URL secrets, no key)."""
-
-    notice_id: str = Field(max_length=512)
-    """The notice being delivered."""
-    host: str = Field(max_length=253)
-    """Host of the webhook URL (the path and query may hold tokens and are not recorded)."""
-    attempts: int = Field(default=0, ge=0)
-    """Attempts made so far."""
-    delivered: bool = False
-    """A 2xx answer was received."""
-    given_up: bool = False
-    """MAX_ATTEMPTS were made without a 2xx answer; the promotion stands regardless."""
-    last_status: int | None = None
-    """HTTP status of the last attempt (None: no answer)."""
-    last_error: str | None = Field(default=None, max_length=512)
-    """Why the last attempt failed."""
-    next_attempt_at: str | None = Field(default=None, max_length=64)
-    """When the next attempt is due (RFC 3339); None once delivered or given up."""
+DeliveryRecord = Notification
+"""status.notifications[]: where one notice's delivery stands (kretrain.api.status.Notification)."""
 
 
 def build_notice(
@@ -149,11 +132,12 @@ def _rfc3339(t: datetime) -> str:
 
 
 def record_attempt(
-    record: DeliveryRecord, now: datetime, status: int | None, error: str | None
-) -> DeliveryRecord:  # fmt: skip
+    record: Notification, now: datetime, status: int | None, error: str | None,
+    first_delay: float = FIRST_DELAY_SECONDS,
+) -> Notification:  # fmt: skip
     """Pure: the record after one attempt answered `status` (None: no answer) or failed with `error`.
 
-    The next attempt is scheduled FIRST_DELAY_SECONDS * 2^(attempts-1) later (capped), never slept for: the
+    The next attempt is scheduled `first_delay` * 2^(attempts-1) seconds later (capped), never slept for: the
     caller re-runs the delivery when it is due (a kopf timer or the next poll).
     """
     attempts = record.attempts + 1
@@ -165,12 +149,12 @@ def record_attempt(
     if attempts >= MAX_ATTEMPTS:
         return record.model_copy(update=dict(attempts=attempts, given_up=True, last_status=status, last_error=why,
                                              next_attempt_at=None))  # fmt: skip
-    delay = min(FIRST_DELAY_SECONDS * 2 ** (attempts - 1), MAX_DELAY_SECONDS)
+    delay = min(first_delay * 2 ** (attempts - 1), MAX_DELAY_SECONDS)
     return record.model_copy(update=dict(attempts=attempts, last_status=status, last_error=why,
                                          next_attempt_at=_rfc3339(now + timedelta(seconds=delay))))  # fmt: skip
 
 
-def due(record: DeliveryRecord, now: datetime) -> bool:
+def due(record: Notification, now: datetime) -> bool:
     """Whether another attempt should be made now."""
     if record.delivered or record.given_up:
         return False

@@ -157,6 +157,40 @@ def dataset_violation(uri: str, settings: OperatorSettings) -> str | None:
     return f"is not under an allowed dataset prefix (allowed: {_allowed_text(entries)})"
 
 
+# ---- webhooks ------------------------------------------------------------------------------------------------
+WEBHOOK_ORIGIN_RE = re.compile(r"^(?P<origin>[A-Za-z]+://[^/?#]+)(?:[/?].*)?$")
+
+
+def webhook_violation(url: str, settings: OperatorSettings) -> str | None:
+    """Why the operator may not POST promotion notices to `url` (None: allowed): its origin (scheme, host,
+    port) must equal one of settings.allowed_webhook_hosts."""
+    allowed = settings.allowed_webhook_hosts
+    match = WEBHOOK_ORIGIN_RE.fullmatch(url)
+    try:
+        wanted = canonical_endpoint(match["origin"] if match else url)[:3]
+    except PolicyError as exc:
+        return str(exc)
+    if wanted in {canonical_endpoint(a)[:3] for a in allowed}:
+        return None
+    return f"is not at an allowed webhook origin (allowed: {_allowed_text(allowed)})"
+
+
+def serving_violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violation]:
+    """spec.serving fields outside the policy: the webhook's origin and its Secret."""
+    hook = spec.serving.webhook
+    if hook is None:
+        return []
+    out: list[Violation] = []
+    why = webhook_violation(hook.url, settings)
+    if why is not None:
+        out.append(Violation("spec.serving.webhook.url", hook.url, why))
+    secrets = settings.allowed_webhook_secrets
+    if hook.secret_ref.name not in secrets:
+        rule = f"is not an allowed webhook Secret (allowed: {_allowed_text(secrets)})"
+        out.append(Violation("spec.serving.webhook.secretRef.name", hook.secret_ref.name, rule))
+    return out
+
+
 # ---- the whole spec ------------------------------------------------------------------------------------
 def violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violation]:
     """Every field of a resolved spec that is outside the operator policy (empty: the spec is allowed)."""
@@ -196,7 +230,7 @@ def violations(spec: RetrainJobSpec, settings: OperatorSettings) -> list[Violati
             out.append(
                 Violation(field, toleration.key, f"is not an allowed toleration key (allowed: {_allowed_text(keys)})")
             )
-    return out
+    return out + serving_violations(spec, settings)
 
 
 def check(spec: RetrainJobSpec, settings: OperatorSettings) -> None:

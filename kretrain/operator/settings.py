@@ -81,6 +81,17 @@ class OperatorSettings(BaseSettings):
     """Taint keys a RetrainJob's tolerations may name (comma-separated; empty string in the environment:
     none). A toleration without a key (it tolerates every taint) is never allowed."""
 
+    allowed_webhook_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Webhook origins (`http(s)://host[:port]`, comma-separated) a RetrainJob may name in
+    spec.serving.webhook.url: scheme, host and port compared exactly after normalising (default ports filled in).
+    Empty: no webhook at all."""
+    allowed_webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Secret names (comma-separated, exact) a RetrainJob may name in spec.serving.webhook.secretRef: the operator
+    reads the HMAC key from that Secret in the RetrainJob's namespace (its RBAC grants `get` on these names only).
+    Empty: no webhook at all."""
+    notify_retry_delay: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds before the second attempt to tell the serving side; each later one doubles (up to an hour)."""
+
     @field_validator(
         "namespaces",
         "allowed_images",
@@ -90,6 +101,8 @@ class OperatorSettings(BaseSettings):
         "allowed_datasets",
         "allowed_priority_classes",
         "allowed_toleration_keys",
+        "allowed_webhook_hosts",
+        "allowed_webhook_secrets",
         mode="before",
     )
     @classmethod
@@ -106,6 +119,12 @@ class OperatorSettings(BaseSettings):
                 canonical_endpoint(url)
             except PolicyError as exc:
                 raise ValueError(f"{name}: {url!r} {exc}") from None
+        for url in self.allowed_webhook_hosts:
+            try:
+                if canonical_endpoint(url)[3]:
+                    raise PolicyError("has a path (an entry is an origin: http(s)://host[:port])")
+            except PolicyError as exc:
+                raise ValueError(f"allowed_webhook_hosts: {url!r} {exc}") from None
         return self
 
     def spec_defaults(self) -> SpecDefaults:

@@ -5,6 +5,7 @@ Argument: (list $root $namespacedPeering) where $namespacedPeering is non-empty 
 kopf peering objects are used.
 */}}
 {{- define "kretrain.namespacedRules" -}}
+{{- $root := index . 0 -}}
 {{- $peering := index . 1 -}}
 # RetrainJobs: kopf lists/watches them and patches finalizers and annotations; RetrainSchedules create
 # their runs and delete old ones (history limits, concurrencyPolicy Replace).
@@ -49,6 +50,18 @@ kopf peering objects are used.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# KServe InferenceServices named in spec.serving.inferenceService: their predictor's storageUri is
+# merge-patched to the promoted version (nothing else is read or written).
+- apiGroups: [serving.kserve.io]
+  resources: [inferenceservices]
+  verbs: [patch]
+{{- with $root.Values.policy.allowedWebhookSecrets }}
+# The HMAC key of spec.serving.webhook: only the Secrets policy.allowedWebhookSecrets names.
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: {{ toJson . }}
+  verbs: [get]
+{{- end }}
 {{- if $peering }}
 # kopf: peering between operator replicas in this namespace.
 - apiGroups: [kopf.dev]
