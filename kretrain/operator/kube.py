@@ -164,7 +164,8 @@ class Kube:
     Every namespace and name is checked to be DNS-1123 (UnsafeName otherwise) before any request; the client
     encodes each path parameter as one segment. Answers are the server's JSON as plain dicts (camelCase, unknown
     fields kept: read with `_preload_content=False`, never through the client's models). Failures raise
-    KubeError, translated in one place (`_call`)."""
+    KubeError, translated in one place (`_call`). A body the client's models refuse (pydantic's ValidationError
+    before any request) is a bug in the Job builder and reaches Kopf untranslated."""
 
     def __init__(self, settings: OperatorSettings, configuration: client.Configuration | None = None) -> None:
         self.api_client = client.ApiClient(configuration or load_configuration(settings))
