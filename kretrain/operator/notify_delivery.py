@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from kretrain import aliases
 from kretrain.api import RetrainJobSpec
 from kretrain.api.conditions import Reason
 from kretrain.api.status import Notification
-from kretrain.operator import bounds, notify, policy
+from kretrain.operator import bounds, notify
 from kretrain.operator.kube import KubeError, UnsafeName
 from kretrain.operator.status_patch import Event, Outcome, StatusBuilder, parse_spec, parse_status, run_names
 from kretrain.operator.steps import REGISTRY_ERRORS, Deps, waiting
@@ -81,22 +83,23 @@ def _notice(body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobS
         named = f"names {bounds.short(version, 80)!r}" if version else "names no version"
         return f"the {pointer} of {spec.model} {named}, not {run}: this promotion is no longer current"
     assert resolved.storage.registry is not None  # resolve_spec guarantees it
-    return notify.build_notice(
-        registry=resolved.storage.registry, info=registry.version_info(spec.model, run), pointer=pointer,
-        previous=previous, namespace=meta["namespace"], retrain_job=meta["name"], promoted_at=at or deps.now(),
-    )  # fmt: skip
+    info = registry.version_info(spec.model, run)
+    try:
+        return notify.build_notice(
+            registry=resolved.storage.registry, info=info, pointer=pointer, previous=previous,
+            namespace=meta["namespace"], retrain_job=meta["name"], promoted_at=at or deps.now(),
+        )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:  # version.json is the trainer's: it may not fit a notice
+        return bounds.short(f"version {run} of {spec.model} cannot be told: {exc}", 400)
 
 
 def _webhook(
     record: Notification, notice: notify.PromotionNotice, spec: RetrainJobSpec, ns: str, deps: Deps, kube: ServingApi,
     now: datetime,
 ) -> Notification:  # fmt: skip
-    """One webhook attempt: the policy again (it may have tightened), the key from the Secret, one POST."""
+    """One webhook attempt (the policy was checked by parse_spec): the key from the Secret, one POST."""
     hook = spec.serving.webhook
     assert hook is not None
-    refused = policy.serving_violations(spec, deps.settings)
-    if refused:
-        return _give_up(record, now, bounds.short("; ".join(str(v) for v in refused), 512))
     delay = deps.settings.notify_retry_delay
     ref = hook.secret_ref
     try:
@@ -131,21 +134,35 @@ def _inference_service(
 
 
 def step(body: Mapping[str, Any], deps: Deps, kube: ServingApi) -> Outcome:
-    """Make every due attempt for this RetrainJob's promotion and record it in status.notifications."""
-    if not pending(body):
+    """Make every due attempt for this RetrainJob's promotion and record it in status.notifications.
+
+    A spec the policy refuses now (tightened after the promotion) gives every unfinished delivery up.
+    """
+    if not pending(body) or parse_status(body.get("status")).state != "Promoted":
         return Outcome()
     parsed = parse_spec(body, deps.settings)
-    if isinstance(parsed, str) or parse_status(body.get("status")).state != "Promoted":
-        return Outcome()
+    if isinstance(parsed, str):
+        try:
+            spec = RetrainJobSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return Outcome()  # no spec.serving to act on
+        return _record(body, spec, deps, bounds.short(f"not told: {parsed}", 400), kube)
     spec, resolved = parsed
-    ns, stamp = body["metadata"]["namespace"], deps.now()
-    now = _at(stamp)
     try:
         notice = _notice(body, spec, resolved, deps)
     except REGISTRY_ERRORS as exc:  # S3 unreachable or a record unreadable: the timer tries again
         return waiting(f"cannot read the promoted version of {spec.model}", exc)
+    return _record(body, spec, deps, notice, kube)
+
+
+def _record(
+    body: Mapping[str, Any], spec: RetrainJobSpec, deps: Deps, notice: notify.PromotionNotice | str, kube: ServingApi
+) -> Outcome:
+    """The due attempts for `notice` (a str: why none is made; unfinished deliveries are given up)."""
+    ns, stamp = body["metadata"]["namespace"], deps.now()
+    now = _at(stamp)
     build = StatusBuilder(body, stamp)
-    notice_id = notice.id if isinstance(notice, notify.PromotionNotice) else f"{ns}/{body['metadata']['name']}"
+    notice_id = f"{ns}/{body['metadata']['name']}/{run_names(body)[0]}/{spec.promotion.alias or 'incumbent'}"
     known = {(r.kind, r.notice_id): r for r in build.current.notifications}
     wanted: list[tuple[Any, str]] = []
     if spec.serving.webhook:
