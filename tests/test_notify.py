@@ -167,3 +167,30 @@ def test_inference_service_patch_points_at_the_version_folder() -> None:
     elsewhere = notice().artifacts[0].model_copy(update={"uri": "s3://evil/model.onnx"})
     with pytest.raises(ValueError, match="not all in"):
         notify.inference_service_patch(notice(artifacts=[elsewhere]))
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308], ids=["301", "302", "307", "308"])
+def test_a_redirect_is_an_answer_never_followed(receiver: dict[str, Any], code: int) -> None:
+    """The signed body goes only to the configured URL: a redirect (even to an allowed host) is not delivered."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(code)
+            self.send_header("Location", receiver["url"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        status, error = notify.post(f"http://127.0.0.1:{server.server_address[1]}/hook", notice(), KEY, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    rec = notify.record_attempt(notify.DeliveryRecord(kind="webhook", notice_id="n", target="h"), T0, status, error)
+    assert status == code and not rec.delivered and rec.next_attempt_at
+    assert receiver["got"] == []  # the redirect target never saw the body
