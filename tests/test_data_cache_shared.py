@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,40 +45,49 @@ def _spec(uri: str) -> RetrainJobSpec:
     return RetrainJobSpec.model_validate({"model": "m", "dataset": {"uri": uri, "eras": ERAS}})
 
 
-def _one_run(uri: str, env: dict[str, str], workdir: str, cache: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    prepared = prepare(_spec(uri), _store(env), Path(workdir), Path(cache), chart=False)
-    report = json.loads(prepared.report_path.read_text())
-    lists = {p.name: p.read_text() for p in sorted(prepared.report_path.parent.glob("*.txt"))}
-    out.put({"vc": report["validationCache"], "pull": report["pull"], "lists": lists})
-
-
 def test_two_concurrent_runs_into_one_cache_take_turns(dataset: str, s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(_spec(dataset).model_dump_json(by_alias=True))
     cache = tmp_path / "shared-cache"
+    kretrain = Path(sys.executable).with_name("kretrain")
+    cache_arg = ["--cache-dir", str(cache)]
     procs = [
-        ctx.Process(target=_one_run, args=(dataset, s3.env(), str(tmp_path / f"w{i}"), str(cache), out))
+        subprocess.Popen(
+            [
+                str(kretrain),
+                "data",
+                "prepare",
+                "--spec",
+                str(spec_file),
+                "--workdir",
+                str(tmp_path / f"w{i}"),
+                *cache_arg,
+            ],
+            env={**os.environ, **s3.env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
-    first, second = sorted(results, key=lambda r: r["vc"]["hits"])
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out[-2000:]
+    reports = [json.loads((tmp_path / f"w{i}" / "data" / "data_report.json").read_text()) for i in range(2)]
+    lists = [{p.name: p.read_text() for p in sorted((tmp_path / f"w{i}" / "data").glob("*.txt"))} for i in range(2)]
+    first, second = sorted(range(2), key=lambda i: reports[i]["validationCache"]["hits"])
     # the lock serialised them: the second run found the first one's pull and validation complete
-    assert (first["vc"]["hits"], first["vc"]["misses"]) == (0, 2 * IMAGES)
-    assert (second["vc"]["hits"], second["vc"]["misses"]) == (2 * IMAGES, 0)
-    assert all(p["downloaded"] == 0 for p in second["pull"].values())
-    assert first["lists"] == second["lists"] and first["lists"]["train.txt"]
+    vc1, vc2 = reports[first]["validationCache"], reports[second]["validationCache"]
+    assert (vc1["hits"], vc1["misses"], vc2["hits"], vc2["misses"]) == (0, 2 * IMAGES, 2 * IMAGES, 0)
+    assert all(p["downloaded"] == 0 for p in reports[second]["pull"].values())
+    assert [lst["train.txt"] for lst in lists] == [lists[0]["train.txt"]] * 2 and lists[0]["train.txt"]
     root = cache_root(cache, dataset)
     for era in ERAS:
         manifest = json.loads((root / era / MANIFEST_NAME).read_text())
         entries = manifest.get("objects", manifest)
         assert len(entries) == 2 * IMAGES
         assert all((root / era / k).stat().st_size == v["size"] for k, v in entries.items())
-    assert not [p for p in cache.rglob(f"*{PART_SUFFIX}")] and not [p for p in cache.rglob("*.tmp")]
+    assert not list(cache.rglob(f"*{PART_SUFFIX}")) and not list(cache.rglob("*.tmp"))
 
 
 def test_the_lock_excludes_the_same_dataset_only(tmp_path: Path) -> None:
@@ -93,21 +103,24 @@ def test_the_lock_excludes_the_same_dataset_only(tmp_path: Path) -> None:
 
 
 def test_a_lock_dies_with_its_process(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
-    ready, stop = ctx.Event(), ctx.Event()
-
-    def hold() -> None:
-        with dataset_lock(tmp_path, "s3://b/line"):
-            ready.set()
-            stop.wait(30)
-
-    proc = ctx.Process(target=hold)
-    proc.start()
-    assert ready.wait(30)
-    with pytest.raises(CacheLockTimeout), dataset_lock(tmp_path, "s3://b/line", timeout=0.3):
-        pass
-    proc.kill()
-    proc.join(10)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from kretrain.trainer.data.cachelock import dataset_lock\n"
+            "with dataset_lock(Path(sys.argv[1]), 's3://b/line'):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(CacheLockTimeout), dataset_lock(tmp_path, "s3://b/line", timeout=0.3):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(10)
     with dataset_lock(tmp_path, "s3://b/line", timeout=5) as waited:
         assert waited < 5
 
