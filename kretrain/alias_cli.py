@@ -93,12 +93,11 @@ def _history(args: argparse.Namespace, registry: Registry) -> int:
 
     entries = alias_history(registry, args.model, args.alias)
     if args.json:
-        print(json.dumps(entries, indent=2, sort_keys=True))
+        print(json.dumps([e.model_dump(mode="json", by_alias=True) for e in entries], indent=2, sort_keys=True))
         return 0
     if not entries:
         print(f"alias {args.alias!r} of {args.model!r} was never set")
         return 0
-    table = [[e.get("seq"), e.get("version"), e.get("previous"), e.get("at"), e.get("actor"), e.get("reason")]
-             for e in entries]  # fmt: skip
+    table = [[e.seq, e.version, e.previous, e.at, e.actor, e.reason] for e in entries]
     print(render_table(["SEQ", "VERSION", "PREVIOUS", "AT", "ACTOR", "REASON"], table))
     return 0

@@ -27,8 +27,8 @@ _SHA256 = r"^[0-9a-f]{64}$"
 _URI = r"^s3://[^\s]+$"
 
 
-class AliasPointer(ApiModel):
-    """<model>/aliases/<alias>.json: the version an alias names, replaced only by conditional writes."""
+class AliasMove(ApiModel):
+    """<model>/alias-history/<alias>/<seq:08d>.json: one move of an alias, written once with If-None-Match."""
 
     alias: str = Field(pattern=ALIAS_PATTERN)
     """The alias (its file name)."""
@@ -38,8 +38,6 @@ class AliasPointer(ApiModel):
     """Its weights' SHA-256 (as in its version record)."""
     uri: str = Field(pattern=_URI, max_length=2048)
     """Its weights object."""
-    artifacts: list[VersionArtifact] = Field(default_factory=list, max_length=8)
-    """Its serving artifacts (ONNX, TensorRT) with their sha256, copied from the version record."""
     previous: str | None = Field(default=None, max_length=253)
     """The version the alias named before (None for the first)."""
     seq: int = Field(ge=1)
@@ -52,6 +50,13 @@ class AliasPointer(ApiModel):
     """Why."""
     txn: str = Field(default="", max_length=64)
     """Id of the write (tells a retried request of ours from another writer's)."""
+
+
+class AliasPointer(AliasMove):
+    """<model>/aliases/<alias>.json: the version an alias names, replaced only by conditional writes."""
+
+    artifacts: list[VersionArtifact] = Field(default_factory=list, max_length=8)
+    """Its serving artifacts (ONNX, TensorRT) with their sha256, copied from the version record."""
 
 
 class AliasChanged(IncumbentChanged):
@@ -113,27 +118,28 @@ def list_aliases(registry: Registry, model: str) -> list[AliasPointer]:
 
 def _ensure_history_entry(registry: Registry, model: str, ptr: AliasPointer) -> None:
     """Write the move's history entry unless it is there (If-None-Match); restores one a crash left out."""
-    entry = ptr.model_dump(mode="json", by_alias=True, exclude={"artifacts"})  # `previous: null` for the first
-    data = (json.dumps(entry, indent=2, sort_keys=True) + "\n").encode()
+    entry = AliasMove.model_validate(ptr.model_dump(exclude={"artifacts"}))
+    data = (json.dumps(entry.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n").encode()
     with contextlib.suppress(PreconditionFailed):
         registry.store.put_if_absent(_history_uri(registry, model, ptr.alias, ptr.seq), data)
 
 
-def alias_history(registry: Registry, model: str, alias: str) -> list[dict]:
-    """Every move of the alias, oldest first (`seq`, `version`, `previous`, `at`, `actor`, `reason`, `txn`)."""
+def alias_history(registry: Registry, model: str, alias: str) -> list[AliasMove]:
+    """Every move of the alias, oldest first; RegistryError naming an entry that is not a valid AliasMove."""
     got = _read(registry, model, alias)
     if got is not None:
         _ensure_history_entry(registry, model, got[0])
     entries = []
     for obj in registry.store.list(_history_uri(registry, model, alias)):
         if re.fullmatch(r"\d{8}\.json", obj.key):
+            uri = _history_uri(registry, model, alias, int(obj.key[:8]))
             with contextlib.suppress(FileNotFoundError):
-                entry = registry.store.get_json(
-                    _history_uri(registry, model, alias, int(obj.key[:8])), max_bytes=MAX_RECORD_BYTES
-                )
-                if isinstance(entry, dict):
-                    entries.append(entry)
-    return sorted(entries, key=lambda e: int(e.get("seq", 0)))
+                raw = registry.store.get_json(uri, max_bytes=MAX_RECORD_BYTES)
+                try:
+                    entries.append(AliasMove.model_validate(raw))
+                except ValidationError as exc:
+                    raise RegistryError(f"{uri} is not a valid alias history entry: {exc.errors()[0]['msg']}") from None
+    return sorted(entries, key=lambda e: e.seq)
 
 
 ANY = object()
@@ -169,8 +175,7 @@ def set_alias(
         return current
     seq = current.seq + 1 if current else _next_seq(registry, model, alias)
     ptr = AliasPointer(
-        alias=alias, version=version, sha256=info["sha256"], uri=info["uri"],
-        artifacts=[VersionArtifact.model_validate(a) for a in info.get("artifacts") or []],
+        alias=alias, version=version, sha256=info.sha256, uri=info.uri, artifacts=info.artifacts,
         previous=current_version, seq=seq, at=now_rfc3339(), actor=actor, reason=reason, txn=uuid.uuid4().hex,
     )  # fmt: skip
     data = (json.dumps(ptr.dump(), indent=2, sort_keys=True) + "\n").encode()

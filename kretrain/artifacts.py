@@ -21,7 +21,7 @@ _SUFFIX = re.compile(r"^\.[a-z0-9]{1,16}$")
 
 def upload_artifacts(
     store: ObjectStore, base: str, writer: str, artifacts: Mapping[str, Path], uploaded: list[str]
-) -> list[dict]:
+) -> list[VersionArtifact]:
     """Upload each `format -> local file` as `<base>/model-<writer><suffix>`; returns the records for version.json.
 
     Every URI is appended to `uploaded` before its upload starts (the caller discards them if the commit fails).
@@ -37,7 +37,7 @@ def upload_artifacts(
         digest, size = sha256_file(path), path.stat().st_size
         uploaded.append(uri)
         store.upload_file(path, uri)
-        records.append(VersionArtifact(format=fmt, uri=uri, sha256=digest, size=size).dump())
+        records.append(VersionArtifact(format=fmt, uri=uri, sha256=digest, size=size))
     return records
 
 
@@ -48,8 +48,7 @@ def version_artifacts(registry: Registry, model: str, version: str) -> list[Vers
     info = registry.version_info(model, version)
     base = registry.version_uri(model, version)
     out = []
-    for raw in info.get("artifacts") or []:
-        art = VersionArtifact.model_validate(raw)  # version.json was validated as a VersionRecord already
+    for art in info.artifacts:
         name = art.uri[len(base) + 1 :] if art.uri.startswith(base + "/") else ""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", name):
             raise RegistryError(

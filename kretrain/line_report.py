@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
 
@@ -129,14 +129,12 @@ class _Read:
     intervals: PairedBootstrap | None = None
 
 
-def _view(registry: Registry, model: str, info: dict[str, Any]) -> tuple[VersionView, _Read | None]:
+def _view(registry: Registry, model: str, info: VersionRecord, incumbent: bool) -> tuple[VersionView, _Read | None]:
     from kretrain.modelcard import read_card, render_markdown
     from kretrain.registry import RegistryError
     from kretrain.store import ObjectTooLarge
 
-    info = dict(info)
-    incumbent = bool(info.pop("incumbent", False))
-    view = VersionView(record=VersionRecord.model_validate(info), incumbent=incumbent)
+    view = VersionView(record=info, incumbent=incumbent)
     try:
         report = registry.read_report(model, view.name)
     except (RegistryError, ObjectTooLarge, ValidationError, ValueError) as exc:  # shown on the page, per version
@@ -173,9 +171,10 @@ def _line_metric(requested: str | None, reads: list[_Read]) -> MetricName:
 def load_line(registry: Registry, model: str, metric: str | None = None) -> Line:
     """Read the line through the registry's validated API: version records, each version's report, history."""
     infos = registry.versions(model)
-    history = [HistoryEntry.model_validate(h) for h in registry.history(model)]
+    pointer = registry.incumbent_pointer(model)
+    history = registry.history(model)
     shown = infos[-MAX_VERSIONS:]
-    pairs = [_view(registry, model, info) for info in shown]
+    pairs = [_view(registry, model, info, pointer is not None and info.version == pointer.version) for info in shown]
     chosen = _line_metric(metric, [r for _, r in pairs if r is not None])
     line = Line(model, registry.uri, chosen, [v for v, _ in pairs], history, omitted=len(infos) - len(shown))
     by_name = {v.name: v for v in line.versions}

@@ -116,11 +116,10 @@ def _record_ref(registry: Registry, model: str, run_id: str) -> ModelRef | str |
         return None
     except (ObjectTooLarge, RegistryError) as exc:  # RegistryError: the record does not validate
         return f"The version record of {run_id!r} is unusable: {_short_text(exc)}"
-    raw = info if isinstance(info, dict) else getattr(info, "__dict__", {})
-    try:
-        ref = ModelRef(version=run_id, uri=str(raw.get("uri", "")), sha256=str(raw.get("sha256", "")))
+    try:  # the VersionRecord validated both; a ModelRef may be stricter
+        ref = ModelRef(version=run_id, uri=info.uri, sha256=info.sha256)
     except ValidationError:
-        return f"The version record of {run_id!r} has no valid sha256 and uri ({_short(raw.get('sha256'))!r})."
+        return f"The version record of {run_id!r} has no valid sha256 and uri ({_short(info.sha256)!r})."
     # The pointer a promotion writes copies this uri: it must name an object in the run's own version folder,
     # never another version's weights (or another bucket) that the trainer's record points at.
     folder = registry.version_uri(model, run_id) + "/"

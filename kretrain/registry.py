@@ -8,7 +8,6 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
 from kretrain.condprobe import probe_conditional_writes
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
-from kretrain.registry_records import HistoryEntry, IncumbentPointer, VersionRecord
+from kretrain.registry_records import HistoryEntry, IncumbentPointer, VersionLineage, VersionRecord
 from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
 from kretrain.verified import HashMismatch, fetch_verified
 from kretrain.verified import sha256_file as sha256_file  # re-exported (artifacts, tests)
@@ -70,20 +69,8 @@ class VersionNotFound(RegistryError, LookupError):
     """A version (or model) that is not in the registry."""
 
 
-@dataclass
-class Lineage:
-    """Where a version came from."""
-
-    parent: str | None
-    """Version training started from (None for a fresh model)."""
-    eras: list[str] = field(default_factory=list)
-    """Dataset eras trained on, oldest first."""
-    era_hashes: dict[str, str] = field(default_factory=dict)
-    """Content hash of each era (over object keys and ETags)."""
-    strategy: str = "full"
-    """`full` or `incremental`."""
-    compute: dict[str, Any] = field(default_factory=dict)
-    """Compute spent (wall/train/GPU seconds, image-epochs)."""
+Lineage = VersionLineage
+"""Where a version came from (the lineage block of version.json)."""
 
 
 def now_rfc3339() -> str:
@@ -115,6 +102,11 @@ def _first_errors(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     parts = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in errors[:3]]
     return "; ".join(parts) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
+def _record_json(record: VersionRecord | IncumbentPointer | HistoryEntry) -> dict[str, Any]:
+    """A registry record as written to S3: camelCase, every field (unset ones as null)."""
+    return record.model_dump(mode="json", by_alias=True)
 
 
 def _json(obj: Any) -> bytes:
@@ -231,27 +223,21 @@ class Registry:
             from kretrain.artifacts import upload_artifacts  # serving exports (ONNX, ...), sha256 in version.json
 
             exported = upload_artifacts(self.store, base, writer, artifacts or {}, uploaded)
-            info = {
-                "model": model,
-                "version": version,
-                "sha256": digest,
-                "size": weights.stat().st_size,
-                "uri": weights_uri,
-                "reportUri": report_uri,
-                "specUri": spec_uri,
-                "writer": writer,
-                "registeredAt": now_rfc3339(),
-                "lineage": {
-                    "parent": lineage.parent,
-                    "eras": list(lineage.eras),
-                    "eraHashes": dict(lineage.era_hashes),
-                    "strategy": lineage.strategy,
-                    "compute": dict(lineage.compute),
-                },
-                "metrics": {k: v for k, v in pooled.items() if isinstance(v, int | float)},
-                **({"artifacts": exported} if exported else {}),
-            }
-            self.store.put_if_absent(join_uri(base, "version.json"), _json(info))
+            record = VersionRecord(
+                model=model,
+                version=version,
+                sha256=digest,
+                size=weights.stat().st_size,
+                uri=weights_uri,
+                report_uri=report_uri,
+                spec_uri=spec_uri,
+                writer=writer,
+                registered_at=now_rfc3339(),
+                lineage=lineage,
+                metrics={k: v for k, v in pooled.items() if isinstance(v, int | float)},
+                artifacts=exported,
+            )
+            self.store.put_if_absent(join_uri(base, "version.json"), _json(_record_json(record)))
         except PreconditionFailed:
             self._discard(uploaded)
             existing = self._version_info(model, version)
@@ -270,15 +256,15 @@ class Registry:
                 self.store.delete(uri)
 
     @staticmethod
-    def _same_or_raise(existing: dict, ref: ModelRef, model: str) -> ModelRef:
-        if existing.get("sha256") != ref.sha256:
+    def _same_or_raise(existing: VersionRecord, ref: ModelRef, model: str) -> ModelRef:
+        if existing.sha256 != ref.sha256:
             raise VersionExists(
-                f"version {ref.version!r} of {model!r} already exists with sha256 {existing.get('sha256')}; "
+                f"version {ref.version!r} of {model!r} already exists with sha256 {existing.sha256}; "
                 f"refusing to overwrite it with different weights (sha256 {ref.sha256})"
             )
-        return ModelRef(version=ref.version, uri=str(existing.get("uri", ref.uri)), sha256=ref.sha256)
+        return ModelRef(version=ref.version, uri=existing.uri, sha256=ref.sha256)
 
-    def _version_info(self, model: str, version: str) -> dict | None:
+    def _version_info(self, model: str, version: str) -> VersionRecord | None:
         """The version's record, validated as a VersionRecord (and naming this model and version), or None."""
         uri = join_uri(self.version_uri(model, version), "version.json")
         try:
@@ -291,35 +277,28 @@ class Registry:
                 f"{uri} is the record of version {record.version[:80]!r} of {record.model[:80]!r}, not of "
                 f"{version!r} of {model!r}; refusing it"
             )
-        return dict(info)
+        return record
 
-    def version_info(self, model: str, version: str) -> dict:
+    def version_info(self, model: str, version: str) -> VersionRecord:
         """The version's `version.json` (sha256, uri, lineage, pooled metrics); VersionNotFound if missing."""
         info = self._version_info(model, version)
         if info is None:
             raise VersionNotFound(f"version {version!r} of model {model!r} is not registered under {self.uri}")
         return info
 
-    def versions(self, model: str) -> list[dict]:
-        """Every registered version's `version.json`, oldest first, with `incumbent: true` on the current one."""
+    def versions(self, model: str) -> list[VersionRecord]:
+        """Every registered version's record, oldest first (the incumbent is `incumbent_pointer`'s version)."""
         listing = self.store.list(self._model_uri(model, "versions"))
         names = sorted({o.key.split("/")[0] for o in listing if o.key.endswith("/version.json")})
-        current = self._pointer(model)
-        current_version = current[0].get("version") if current else None
-        out = []
-        for name in names:
-            info = self._version_info(model, name)
-            if info is not None:
-                info["incumbent"] = name == current_version
-                out.append(info)
-        out.sort(key=lambda i: (str(i.get("registeredAt", "")), str(i.get("version"))))
+        out = [r for r in (self._version_info(model, name) for name in names) if r is not None]
+        out.sort(key=lambda r: (r.registered_at, r.version))
         return out
 
-    def _record_object(self, model: str, version: str, info: dict, field: str, default: str) -> str:
+    def _record_object(self, model: str, version: str, uri: str | None, field: str, default: str) -> str:
         """The URI a version.json names in `field` (`default` in records older than the field), checked to be
         an object directly in the version's folder: a record never sends a reader elsewhere."""
         base = self.version_uri(model, version)
-        uri = info.get(field, join_uri(base, default))
+        uri = uri or join_uri(base, default)
         name = uri[len(base) + 1 :] if isinstance(uri, str) and uri.startswith(base + "/") else ""
         if not _NAME.fullmatch(name):
             raise RegistryError(
@@ -331,7 +310,7 @@ class Registry:
     def read_report(self, model: str, version: str) -> RunReport:
         """The version's report (named by version.json); VersionNotFound if the version does not exist."""
         info = self.version_info(model, version)
-        uri = self._record_object(model, version, info, "reportUri", "report.json")
+        uri = self._record_object(model, version, info.report_uri, "reportUri", "report.json")
         try:
             data = self.store.get_json(uri, max_bytes=MAX_REPORT_BYTES)
         except FileNotFoundError:
@@ -347,19 +326,12 @@ class Registry:
         On a mismatch TamperedWeights is raised and nothing is left at the returned path. An existing
         file with the right sha256 is reused without downloading.
         """
-        info = self.version_info(model, version)
-        expected = str(info.get("sha256", "")).lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", expected):
-            raise TamperedWeights(
-                f"version.json of version {version!r} of {model!r} holds no valid sha256 ({expected[:80]!r}); "
-                "refusing to hand out its weights"
-            )
-        weights_uri = self._record_object(model, version, info, "uri", "weights.pt")
-        size = info.get("size")
-        cap = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+        info = self.version_info(model, version)  # a VersionRecord: sha256 is 64 hex digits, size >= 0
+        expected, size = info.sha256, info.size
+        weights_uri = self._record_object(model, version, info.uri, "uri", "weights.pt")
         try:  # kretrain.verified: nothing at dest unless the bytes have the registered sha256
             return fetch_verified(self.store, weights_uri, Path(dest_dir) / "weights.pt", sha256=expected,
-                                  max_bytes=cap, reuse=True)  # fmt: skip
+                                  max_bytes=size, reuse=True)  # fmt: skip
         except ObjectTooLarge as exc:
             raise TamperedWeights(
                 f"weights of version {version!r} of {model!r} ({weights_uri}) are {exc.size} bytes, but "
@@ -373,18 +345,17 @@ class Registry:
 
     # ---------------------------------------------------------------- incumbent
 
-    def _pointer(self, model: str) -> tuple[dict, str] | None:
+    def _pointer(self, model: str) -> tuple[IncumbentPointer, str] | None:
         got = self.store.get_json_with_etag(self._incumbent_uri(model), max_bytes=MAX_RECORD_BYTES)
         if got is None:
             return None
         data, etag = got
-        _validated_record(IncumbentPointer, self._incumbent_uri(model), data)
-        return data, etag
+        return _validated_record(IncumbentPointer, self._incumbent_uri(model), data), etag
 
     def incumbent_pointer(self, model: str) -> IncumbentPointer | None:
         """The validated incumbent pointer (version, previous, seq, actor...), or None when the line has none."""
         got = self._pointer(model)
-        return None if got is None else IncumbentPointer.model_validate(got[0])
+        return None if got is None else got[0]
 
     def incumbent(self, model: str) -> ModelRef | None:
         """The version in production, or None when the line has none yet."""
@@ -392,7 +363,7 @@ class Registry:
         if got is None:
             return None
         ptr = got[0]
-        return ModelRef(version=ptr["version"], uri=ptr["uri"], sha256=ptr["sha256"])
+        return ModelRef(version=ptr.version, uri=ptr.uri, sha256=ptr.sha256)
 
     def promote(self, model: str, version: str, expected: str | None, reason: str, actor: str) -> ModelRef:
         """Make `version` the incumbent if the incumbent is still `expected` (None: there is none).
@@ -425,7 +396,7 @@ class Registry:
         info = self.version_info(model, version)
         got = self._pointer(model)
         current = got[0] if got else None
-        current_version = current.get("version") if current else None
+        current_version = current.version if current else None
         if current is not None:
             self._ensure_history_entry(model, current)
         if check_expected and current_version != expected:
@@ -439,30 +410,29 @@ class Registry:
             raise RegistryError(f"{version!r} already is the incumbent of {model!r}; nothing to roll back")
         if action == "rollback" and current_version is None:
             raise RegistryError(f"{model!r} has no incumbent; promote a first version instead of rolling back")
-        seq = int(current["seq"]) + 1 if current else self._next_seq_from_history(model)
-        txn = uuid.uuid4().hex
-        ptr = {
-            "version": version,
-            "sha256": info["sha256"],
-            "uri": info["uri"],
-            "promotedAt": now_rfc3339(),
-            "previous": current_version,
-            "seq": seq,
-            "action": action,
-            "actor": actor,
-            "reason": reason,
-            "txn": txn,
-        }
+        seq = current.seq + 1 if current else self._next_seq_from_history(model)
+        ptr = IncumbentPointer(
+            version=version,
+            sha256=info.sha256,
+            uri=info.uri,
+            promoted_at=now_rfc3339(),
+            previous=current_version,
+            seq=seq,
+            action=action,
+            actor=actor,
+            reason=reason,
+            txn=uuid.uuid4().hex,
+        )
         uri = self._incumbent_uri(model)
         try:
             if got is None:
-                self.store.put_if_absent(uri, _json(ptr))
+                self.store.put_if_absent(uri, _json(_record_json(ptr)))
             else:
-                self.store.compare_and_swap(uri, _json(ptr), got[1])
+                self.store.compare_and_swap(uri, _json(_record_json(ptr)), got[1])
         except PreconditionFailed:
             now = self._pointer(model)
-            if now is None or now[0].get("txn") != txn:  # a retried request of ours may have won after all
-                winner = now[0].get("version") if now else None
+            if now is None or now[0].txn != ptr.txn:  # a retried request of ours may have won after all
+                winner = now[0].version if now else None
                 raise IncumbentChanged(
                     f"incumbent of {model!r} changed to {winner or 'none'} while {action} of {version!r} was "
                     f"being written (expected {current_version or 'none'}); not applied",
@@ -470,42 +440,41 @@ class Registry:
                     expected=current_version,
                 ) from None
         self._ensure_history_entry(model, ptr)
-        return ModelRef(version=version, uri=info["uri"], sha256=info["sha256"])
+        return ModelRef(version=version, uri=info.uri, sha256=info.sha256)
 
     def _next_seq_from_history(self, model: str) -> int:
         seqs = [int(o.key[:-5]) for o in self.store.list(self._history_uri(model)) if re.fullmatch(r"\d+\.json", o.key)]
         return max(seqs, default=0) + 1
 
-    def _ensure_history_entry(self, model: str, ptr: dict) -> None:
+    def _ensure_history_entry(self, model: str, ptr: IncumbentPointer) -> None:
         """Write the pointer's history entry unless it is already there (If-None-Match)."""
-        entry = {
-            "seq": ptr["seq"],
-            "action": ptr.get("action", "promote"),
-            "version": ptr["version"],
-            "previous": ptr.get("previous"),
-            "sha256": ptr.get("sha256"),
-            "at": ptr.get("promotedAt"),
-            "actor": ptr.get("actor", ""),
-            "reason": ptr.get("reason", ""),
-            "txn": ptr.get("txn", ""),
-        }
+        entry = HistoryEntry(
+            seq=ptr.seq,
+            action=ptr.action,
+            version=ptr.version,
+            previous=ptr.previous,
+            sha256=ptr.sha256,
+            at=ptr.promoted_at,
+            actor=ptr.actor,
+            reason=ptr.reason,
+            txn=ptr.txn,
+        )
         with contextlib.suppress(PreconditionFailed):
-            self.store.put_if_absent(self._history_uri(model, int(ptr["seq"])), _json(entry))
+            self.store.put_if_absent(self._history_uri(model, ptr.seq), _json(_record_json(entry)))
 
-    def history(self, model: str) -> list[dict]:
-        """Every promotion and rollback of the line, oldest first (`seq`, `action`, `version`, `previous`, `at`, ...)."""
+    def history(self, model: str) -> list[HistoryEntry]:
+        """Every promotion and rollback of the line, oldest first."""
         got = self._pointer(model)
         if got is not None:
             self._ensure_history_entry(model, got[0])
-        entries: list[dict] = []
+        entries: list[HistoryEntry] = []
         for obj in self.store.list(self._history_uri(model)):
             if re.fullmatch(r"\d+\.json", obj.key):
                 uri = self._model_uri(model, "history", obj.key)
                 with contextlib.suppress(FileNotFoundError):
                     entry = self.store.get_json(uri, max_bytes=MAX_RECORD_BYTES)
-                    _validated_record(HistoryEntry, uri, entry)
-                    entries.append(entry)
-        entries.sort(key=lambda e: int(e.get("seq", 0)))
+                    entries.append(_validated_record(HistoryEntry, uri, entry))
+        entries.sort(key=lambda e: e.seq)
         return entries
 
     # ---------------------------------------------------------------- runs

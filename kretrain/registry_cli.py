@@ -141,23 +141,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    versions = _registry(args).versions(args.model)
+    registry = _registry(args)
+    versions = registry.versions(args.model)
+    pointer = registry.incumbent_pointer(args.model)
+    current = pointer.version if pointer else None
     if args.json:
-        print(json.dumps(versions, indent=2, sort_keys=True))
+        listed = [{**v.model_dump(mode="json", by_alias=True), "incumbent": v.version == current} for v in versions]
+        print(json.dumps(listed, indent=2, sort_keys=True))
         return 0
     if not versions:
         print(f"no versions of {args.model!r} under {args.registry}")
         return 0
     rows = [
         [
-            "*" if v.get("incumbent") else "",
-            v.get("version"),
-            v.get("registeredAt"),
-            (v.get("lineage") or {}).get("strategy"),
-            (v.get("lineage") or {}).get("parent"),
-            ",".join((v.get("lineage") or {}).get("eras", [])),
-            (v.get("metrics") or {}).get("mAP50-95"),
-            str(v.get("sha256", ""))[:12],
+            "*" if v.version == current else "",
+            v.version,
+            v.registered_at,
+            v.lineage.strategy,
+            v.lineage.parent,
+            ",".join(v.lineage.eras),
+            v.metrics.get("mAP50-95"),
+            v.sha256[:12],
         ]
         for v in versions
     ]
@@ -183,20 +187,21 @@ def _show(args: argparse.Namespace) -> int:
     info = registry.version_info(args.model, version)
     report = registry.read_report(args.model, version)
     if args.json:
-        print(json.dumps({"version": info, "report": report.dump()}, indent=2, sort_keys=True))
+        record = info.model_dump(mode="json", by_alias=True)
+        print(json.dumps({"version": record, "report": report.dump()}, indent=2, sort_keys=True))
         return 0
-    lineage = info.get("lineage") or {}
+    lineage = info.lineage
     is_incumbent = incumbent is not None and incumbent.version == version
     print(f"model:      {args.model}")
     print(f"version:    {version}{'  (incumbent)' if is_incumbent else ''}")
-    print(f"registered: {info.get('registeredAt')}")
-    print(f"weights:    {info.get('uri')}  ({info.get('size')} bytes)")
-    print(f"sha256:     {info.get('sha256')}")
-    print(f"strategy:   {lineage.get('strategy')}   parent: {lineage.get('parent') or '-'}")
-    hashes = lineage.get("eraHashes") or {}
-    print("eras:       " + ", ".join(f"{e} ({str(hashes.get(e, '-'))[:12]})" for e in lineage.get("eras", [])))
-    if lineage.get("compute"):
-        print("compute:    " + ", ".join(f"{k}={v}" for k, v in sorted(lineage["compute"].items())))
+    print(f"registered: {info.registered_at}")
+    print(f"weights:    {info.uri}  ({info.size} bytes)")
+    print(f"sha256:     {info.sha256}")
+    print(f"strategy:   {lineage.strategy}   parent: {lineage.parent or '-'}")
+    hashes = lineage.era_hashes
+    print("eras:       " + ", ".join(f"{e} ({hashes.get(e, '-')[:12]})" for e in lineage.eras))
+    if lineage.compute:
+        print("compute:    " + ", ".join(f"{k}={v}" for k, v in sorted(lineage.compute.items())))
     ev = report.candidate_evaluation
     rows = [[era, m.images, m.map50_95, m.map50, m.precision, m.recall] for era, m in ev.eras.items()]
     p = ev.pooled
@@ -251,12 +256,14 @@ def _history(args: argparse.Namespace) -> int:
     history = registry.history(args.model)
     metrics = metric_history(registry, args.model, args.metric)
     if args.json:
-        print(json.dumps({"promotions": history, "metrics": metrics}, indent=2, sort_keys=True))
+        promotions = [h.model_dump(mode="json", by_alias=True) for h in history]
+        history_json = [m.model_dump(mode="json", by_alias=True) for m in metrics]
+        print(json.dumps({"promotions": promotions, "metrics": history_json}, indent=2, sort_keys=True))
         return 0
     if not history:
         print(f"no promotions of {args.model!r} yet")
     else:
-        rows = [[h.get("seq"), h.get("action"), h.get("version"), h.get("previous"), h.get("at"), h.get("actor"), h.get("reason")] for h in history]  # fmt: skip
+        rows = [[h.seq, h.action, h.version, h.previous, h.at, h.actor, h.reason] for h in history]
         print(render_table(["seq", "action", "version", "previous", "at", "actor", "reason"], rows, digits=4))
     if metrics:
         head, rows = history_table(metrics)

@@ -67,7 +67,7 @@ def test_good_alias_names(name: str) -> None:
 def test_set_move_expect_history(registry: Registry) -> None:
     p1 = aliases.set_alias(registry, MODEL, "production", "v1", expected=None, reason="first", actor="me")
     assert (p1.version, p1.seq, p1.previous) == ("v1", 1, None)
-    assert p1.sha256 == registry.version_info(MODEL, "v1")["sha256"]
+    assert p1.sha256 == registry.version_info(MODEL, "v1").sha256
     assert [a.format for a in p1.artifacts] == ["onnx"] and p1.artifacts[0].uri.startswith(
         registry.version_uri(MODEL, "v1")
     )
@@ -87,7 +87,7 @@ def test_set_move_expect_history(registry: Registry) -> None:
         ("staging", "v3"),
     ]
     hist = aliases.alias_history(registry, MODEL, "production")
-    assert [(h["seq"], h["version"], h["previous"], h["reason"]) for h in hist] == [
+    assert [(h.seq, h.version, h.previous, h.reason) for h in hist] == [
         (1, "v1", None, "first"),
         (2, "v2", "v1", "better"),
     ]
@@ -120,13 +120,13 @@ def test_racing_moves_have_exactly_one_winner(registry: Registry) -> None:
     # Every winner moved it to the version it names now (a same-target loser after the winner sees a no-op
     # only with expected=ANY; here expected=v1, so everyone else is refused).
     assert won == [now.version] and len(lost) == 7
-    assert [h["seq"] for h in aliases.alias_history(registry, MODEL, "production")] == [1, 2]
+    assert [h.seq for h in aliases.alias_history(registry, MODEL, "production")] == [1, 2]
 
 
 def test_history_entry_lost_in_a_crash_is_restored(registry: Registry) -> None:
     ptr = aliases.set_alias(registry, MODEL, "production", "v1", reason="seed", actor="t")
     registry.store.delete(aliases._history_uri(registry, MODEL, "production", ptr.seq))
-    assert [h["seq"] for h in aliases.alias_history(registry, MODEL, "production")] == [1]
+    assert [h.seq for h in aliases.alias_history(registry, MODEL, "production")] == [1]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_passing_candidate_moves_the_named_alias_not_the_incumbent(s3_env, tmp_p
     assert staged is not None and staged.version == "run-2" and staged.actor == "tests"
     assert reg.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
     again = conclude(reg, report, spec, actor="tests", run_id="run-2")  # an operator retry: no second move
-    assert again.reason == "Promoted" and [h["seq"] for h in aliases.alias_history(reg, MODEL, "staging")] == [1]
+    assert again.reason == "Promoted" and [h.seq for h in aliases.alias_history(reg, MODEL, "staging")] == [1]
     # Unset alias: the incumbent moves, as before.
     assert conclude(reg, report, _gate_spec(None), actor="tests", run_id="run-2").reason == "Promoted"
     assert reg.incumbent(MODEL).version == "run-2"  # type: ignore[union-attr]

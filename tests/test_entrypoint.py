@@ -145,11 +145,11 @@ def test_full_run_learns_and_reports(pod: Pod, full_run: dict[str, Any]) -> None
     # registered as version <run-id>, not promoted by the trainer; weights verify
     assert report.candidate is not None and report.candidate.version == "full-1"
     info = pod.registry.version_info("shapes", "full-1")
-    assert info["sha256"] == report.candidate.sha256
+    assert info.sha256 == report.candidate.sha256
     # exported to ONNX in the pod, proven equal (exportParity), registered with its sha256 (docs/serving.md)
     assert by_name["exportParity"].passed and "onnx:" in by_name["exportParity"].detail, by_name["exportParity"]
-    [art] = info["artifacts"]
-    assert art["format"] == "onnx" and art["uri"].startswith(pod.registry.version_uri("shapes", "full-1") + "/")
+    [art] = info.artifacts
+    assert art.format == "onnx" and art.uri.startswith(pod.registry.version_uri("shapes", "full-1") + "/")
     # progress.json of the last epoch, last.pt and its sidecar in the run folder
     progress = pod.registry.read_progress("shapes", "full-1")
     assert progress is not None and progress.epoch == progress.epochs == 10

@@ -225,16 +225,16 @@ def test_artifacts_are_registered_with_sha256_and_fetched_verified(registry: Reg
     onnx_file.write_bytes(b"onnx bytes" * 1000)
     registry.register("m", "v1", weights, minimal_report("v1", "m"), {}, Lineage(parent=None), {"onnx": onnx_file})
     info = registry.version_info("m", "v1")
-    [art] = info["artifacts"]
-    assert art["format"] == "onnx" and art["sha256"] == sha256_file(onnx_file) and art["size"] == 10000
-    assert art["uri"].startswith(registry.version_uri("m", "v1") + "/model-") and art["uri"].endswith(".onnx")
+    [art] = info.artifacts
+    assert art.format == "onnx" and art.sha256 == sha256_file(onnx_file) and art.size == 10000
+    assert art.uri.startswith(registry.version_uri("m", "v1") + "/model-") and art.uri.endswith(".onnx")
     got = fetch_artifact(registry, "m", "v1", "onnx", tmp_path / "out")
     assert got.read_bytes() == onnx_file.read_bytes()
     with pytest.raises(VersionNotFound, match="no 'engine' artifact"):
         fetch_artifact(registry, "m", "v1", "engine", tmp_path / "out")
     # A version registered without exports has none (older records too).
     registry.register("m", "v0", weights, minimal_report("v0", "m"), {}, Lineage(parent=None))
-    assert version_artifacts(registry, "m", "v0") == [] and "artifacts" not in registry.version_info("m", "v0")
+    assert version_artifacts(registry, "m", "v0") == [] and registry.version_info("m", "v0").artifacts == []
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_tampered_artifact_is_refused(registry: Registry, tmp_path: Path, tamper
     weights.write_bytes(b"weights" * 100)
     onnx_file.write_bytes(b"onnx bytes" * 1000)
     registry.register("m", "v1", weights, minimal_report("v1", "m"), {}, Lineage(parent=None), {"onnx": onnx_file})
-    uri = registry.version_info("m", "v1")["artifacts"][0]["uri"]
+    uri = registry.version_info("m", "v1").artifacts[0].uri
     registry.store.put_bytes(uri, tamper)
     with pytest.raises(TamperedWeights, match="changed after registration"):
         fetch_artifact(registry, "m", "v1", "onnx", tmp_path / "out")

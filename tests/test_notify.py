@@ -13,16 +13,19 @@ import pytest
 from pydantic import ValidationError
 
 from kretrain.operator import notify
+from kretrain.registry_records import VersionRecord
 
 KEY = b"k" * 32
-INFO = {
+INFO = VersionRecord.model_validate({
     "model": "m",
     "version": "run-2",
     "uri": "s3://reg/m/versions/run-2/weights-abc.pt",
     "sha256": "a" * 64,
+    "size": 123,
+    "registeredAt": "2026-12-01T23:00:00Z",
     "artifacts": [{"format": "onnx", "uri": "s3://reg/m/versions/run-2/model-abc.onnx", "sha256": "b" * 64, "size": 9}],
     "metrics": {"mAP50-95": 0.61, "mAP50": 0.8},
-}
+})  # fmt: skip
 
 
 def notice(**over: Any) -> notify.PromotionNotice:
@@ -38,7 +41,7 @@ def test_body_is_typed_stable_and_complete() -> None:
     body = json.loads(notify.body_bytes(n))
     assert body["apiVersion"] == "kretrain.dev/v1" and body["kind"] == "PromotionNotice"
     assert body["id"] == "ns/job/run-2/incumbent" and body["previous"] == "v1"
-    assert body["weights"] == {"uri": INFO["uri"], "sha256": "a" * 64}
+    assert body["weights"] == {"uri": INFO.uri, "sha256": "a" * 64}
     assert body["artifacts"][0]["format"] == "onnx" and body["metrics"]["mAP50-95"] == 0.61
     assert notify.body_bytes(n) == notify.body_bytes(notify.PromotionNotice.model_validate(body))  # round trip
     with pytest.raises(ValidationError):

@@ -160,7 +160,7 @@ def test_promotion_delivers_one_signed_notice_and_patches_the_inference_service(
                                                                          "seed-1")  # fmt: skip
     assert headers[notify.ID_HEADER] == notice.id
     info = cluster.registry.version_info("m-serve-ok", run_id)
-    assert notice.weights.uri == info["uri"] and notice.weights.sha256 == info["sha256"]
+    assert notice.weights.uri == info.uri and notice.weights.sha256 == info.sha256
     patched = cluster.client.get(path(*ISVC, "serve-ok", "detector"))
     folder = f"{cluster.registry_uri}/m-serve-ok/versions/{run_id}/"
     assert patched["spec"]["predictor"]["model"] == {"modelFormat": {"name": "onnx"}, "storageUri": folder}

@@ -243,7 +243,7 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
     wait_for("the RetrainJob to go", lambda: cluster.rtj("delete", "run") is None, op=operator)
     assert cluster.jobs("delete") == []
     assert cluster.client.get_or_none(path("", "v1", "configmaps", "delete", run_id)) is None
-    assert [v["version"] for v in cluster.registry.versions(model)] == [run_id]
+    assert [v.version for v in cluster.registry.versions(model)] == [run_id]
     assert cluster.registry.incumbent(model).version == run_id
 
 

@@ -66,22 +66,22 @@ def test_register_is_immutable_and_idempotent(registry: Registry, tmp_path: Path
     with pytest.raises(VersionExists, match=r"'v1'.*already exists.*refusing to overwrite"):
         registry.register(MODEL, "v1", weights_file(tmp_path, "other"), report("v1"), {}, LINEAGE)
     info = registry.version_info(MODEL, "v1")
-    assert info["uri"] == ref.uri and info["sha256"] == ref.sha256
-    assert info["lineage"] == {
+    assert info.uri == ref.uri and info.sha256 == ref.sha256
+    assert info.lineage.model_dump(mode="json", by_alias=True) == {
         "parent": None,
         "eras": ["e1", "e2"],
         "eraHashes": {"e1": "h1", "e2": "h2"},
         "strategy": "full",
         "compute": {"wallSeconds": 1.5},
     }
-    assert info["metrics"]["mAP50-95"] == 0.42
+    assert info.metrics["mAP50-95"] == 0.42
     stored = registry.read_report(MODEL, "v1")
     assert stored.candidate == ref and stored.compute.wall_seconds == 1.5
     store = registry.store
-    assert store.get_json(info["specUri"]) == {"model": MODEL}
+    assert store.get_json(info.spec_uri) == {"model": MODEL}
     # Nothing but this writer's objects and the commit marker; the refused writer's attempt left nothing.
     names = sorted(o.key for o in store.list(registry.version_uri(MODEL, "v1")))
-    writer = info["writer"]
+    writer = info.writer
     assert names == sorted([f"weights-{writer}.pt", f"report-{writer}.json", f"spec-{writer}.json", "version.json"])
 
 
@@ -91,8 +91,9 @@ def test_versions_and_missing(registry: Registry, tmp_path: Path) -> None:
     reg(registry, tmp_path, "v1")
     reg(registry, tmp_path, "v2")
     registry.promote(MODEL, "v2", expected=None, reason="first", actor="test")
-    versions = {v["version"]: v["incumbent"] for v in registry.versions(MODEL)}
-    assert versions == {"v1": False, "v2": True}
+    assert [v.version for v in registry.versions(MODEL)] == ["v1", "v2"]
+    pointer = registry.incumbent_pointer(MODEL)
+    assert pointer is not None and pointer.version == "v2" and pointer.previous is None and pointer.seq == 1
     with pytest.raises(VersionNotFound, match="'nope'"):
         registry.promote(MODEL, "nope", expected="v2", reason="", actor="t")
     with pytest.raises(VersionNotFound):
@@ -124,12 +125,12 @@ def test_promote_rollback_history(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="already is the incumbent"):
         registry.rollback(MODEL, "v1", reason="", actor="bob")
     hist = registry.history(MODEL)
-    assert [(h["seq"], h["action"], h["version"], h["previous"], h["actor"]) for h in hist] == [
+    assert [(h.seq, h.action, h.version, h.previous, h.actor) for h in hist] == [
         (1, "promote", "v1", None, "alice"),
         (2, "promote", "v2", "v1", "op"),
         (3, "rollback", "v1", "v2", "bob"),
     ]
-    assert hist[2]["reason"] == "v2 misbehaves" and hist[2]["at"].endswith("Z")
+    assert hist[2].reason == "v2 misbehaves" and hist[2].at.endswith("Z")
 
 
 def test_history_entry_lost_in_a_crash_is_restored(registry: Registry, tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ def test_history_entry_lost_in_a_crash_is_restored(registry: Registry, tmp_path:
     registry.promote(MODEL, "v2", expected="v1", reason="second", actor="a")
     # A writer that won the pointer but died before writing its history entry:
     registry.store.delete(join_uri(registry.uri, MODEL, "history/00000002.json"))
-    assert [h["version"] for h in registry.history(MODEL)] == ["v1", "v2"]
+    assert [h.version for h in registry.history(MODEL)] == ["v1", "v2"]
 
 
 def _race(registry: Registry, candidates: list[str], expected: str | None) -> tuple[list[str], list[IncumbentChanged]]:
@@ -183,7 +184,7 @@ def test_sixteen_racing_promotions_have_exactly_one_winner(registry: Registry, t
     ref = registry.incumbent(MODEL)
     assert ref is not None and ref.version == winner
     hist = registry.history(MODEL)
-    assert [(h["seq"], h["version"], h["previous"]) for h in hist] == [(1, "base", None), (2, winner, "base")]
+    assert [(h.seq, h.version, h.previous) for h in hist] == [(1, "base", None), (2, winner, "base")]
     assert len(registry.store.list(join_uri(registry.uri, MODEL, "history"))) == 2
 
 
@@ -192,7 +193,7 @@ def test_racing_first_promotions_have_exactly_one_winner(registry: Registry, tmp
     reg_all(registry, tmp_path, candidates)
     wins, refusals = _race(registry, candidates, expected=None)
     assert len(wins) == 1 and len(refusals) == 7
-    assert [(h["seq"], h["version"]) for h in registry.history(MODEL)] == [(1, wins[0])]
+    assert [(h.seq, h.version) for h in registry.history(MODEL)] == [(1, wins[0])]
 
 
 def test_fetch_weights_verifies_sha256(registry: Registry, tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_fetch_weights_verifies_sha256(registry: Registry, tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["weights.pt"]
     with pytest.raises(VersionNotFound):
         registry.fetch_weights(MODEL, "v9", tmp_path / "dl9")
-    assert registry.version_info(MODEL, "v1")["uri"] == ref.uri
+    assert registry.version_info(MODEL, "v1").uri == ref.uri
 
 
 def test_tampered_weights_are_refused_before_loading(registry: Registry, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pydantic import Field
 from kretrain.api.base import ApiModel
 from kretrain.api.spec import WEBHOOK_URL_PATTERN
 from kretrain.api.status import Notification
-from kretrain.registry_records import VersionArtifact
+from kretrain.registry_records import VersionArtifact, VersionRecord
 
 SIGNATURE_HEADER = "X-Kretrain-Signature"
 """`t=<unix seconds>,v1=<hex HMAC-SHA256 over '<t>.' + body>` (the receiver recomputes it with the shared key)."""
@@ -79,17 +79,16 @@ DeliveryRecord = Notification
 
 
 def build_notice(
-    *, registry: str, info: dict, pointer: str, previous: str | None, namespace: str, retrain_job: str,
+    *, registry: str, info: VersionRecord, pointer: str, previous: str | None, namespace: str, retrain_job: str,
     promoted_at: str,
 ) -> PromotionNotice:  # fmt: skip
     """The notice for a promotion from the promoted version's record (`Registry.version_info`)."""
-    model, version = str(info["model"]), str(info["version"])
+    model, version = info.model, info.version
     return PromotionNotice(
         id=f"{namespace}/{retrain_job}/{version}/{pointer}", model=model, pointer=pointer, version=version,
         previous=previous, namespace=namespace, retrain_job=retrain_job, promoted_at=promoted_at,
-        registry=registry, weights=NoticeWeights(uri=info["uri"], sha256=info["sha256"]),
-        artifacts=[VersionArtifact.model_validate(a) for a in info.get("artifacts") or []],
-        metrics={k: float(v) for k, v in (info.get("metrics") or {}).items()},
+        registry=registry, weights=NoticeWeights(uri=info.uri, sha256=info.sha256),
+        artifacts=info.artifacts, metrics=dict(info.metrics),
     )  # fmt: skip
 
 

@@ -89,7 +89,7 @@ def _notice(body: Mapping[str, Any], spec: RetrainJobSpec, resolved: RetrainJobS
             registry=resolved.storage.registry, info=info, pointer=pointer, previous=previous,
             namespace=meta["namespace"], retrain_job=meta["name"], promoted_at=at or deps.now(),
         )  # fmt: skip
-    except (ValueError, KeyError, TypeError) as exc:  # version.json is the trainer's: it may not fit a notice
+    except ValueError as exc:  # a ValidationError: version.json is the trainer's, it may not fit a notice
         return bounds.short(f"version {run} of {spec.model} cannot be told: {exc}", 400)
 
 

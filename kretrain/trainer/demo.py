@@ -156,7 +156,7 @@ def run_demo(workdir: Path, size: DemoSize = DemoSize(), out: TextIO = sys.stdou
         registry = Registry(store, REGISTRY_URI)
         history = registry.history(MODEL)
         out.write("5. Registry history of the line (every promotion, never overwritten):\n")
-        rows = [[h.get("seq"), h.get("action"), h.get("version"), h.get("previous"), h.get("at")] for h in history]
+        rows = [[h.seq, h.action, h.version, h.previous, h.at] for h in history]
         out.write(render_table(["seq", "action", "version", "previous", "at"], rows) + "\n")
         incumbent = registry.incumbent(MODEL)
         out.write(f"   incumbent now: {incumbent.version if incumbent else 'none'}\n\n")

@@ -112,7 +112,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     incumbent_ref: ModelRef | None = None
     if incumbent_version:
         info = registry.version_info(spec.model, incumbent_version)
-        incumbent_ref = ModelRef(version=incumbent_version, uri=str(info["uri"]), sha256=str(info["sha256"]))
+        incumbent_ref = ModelRef(version=incumbent_version, uri=info.uri, sha256=info.sha256)
 
     args = build_train_args(spec, data.data_yaml, project)
     check_train_args(args)

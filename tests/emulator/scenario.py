@@ -83,9 +83,7 @@ class Cluster:
         ]
 
     def promotions(self, model: str, version: str) -> int:
-        return sum(
-            1 for h in self.registry.history(model) if h.get("version") == version and h.get("action") == "promote"
-        )
+        return sum(1 for h in self.registry.history(model) if h.version == version and h.action == "promote")
 
     def jobs_created_for(self, uid: str) -> int:
         """ADDED events of Jobs labelled with a RetrainJob's uid (a re-created Job would count twice)."""

@@ -103,7 +103,7 @@ def test_a_backend_ignoring_conditions_gets_no_promotion(  # type: ignore[no-unt
         assert all(any(s in p for p in info.value.problems) for s in seen), info.value.problems
     assert proxy.conditions_dropped >= 1
     assert direct.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
-    assert [h["version"] for h in direct.history(MODEL)] == ["v1"]
+    assert [h.version for h in direct.history(MODEL)] == ["v1"]
     assert _probe_litter(s3, uri) == []
 
 
@@ -220,7 +220,7 @@ def test_the_real_operator_refuses_to_promote_through_a_stripping_backend(  # ty
             # Failed at once, naming the endpoint: the verdict is kept, so a retry could never promote.
             [cond] = [c for c in cluster.status("probe", "run")["conditions"] if c["type"] == "Failed"]
             assert cond["reason"] == "RegistryUnsafe" and proxy.endpoint in cond["message"], cond
-            assert [h["version"] for h in cluster.registry.history(MODEL)] == ["seed-1"]
+            assert [h.version for h in cluster.registry.history(MODEL)] == ["seed-1"]
         finally:
             op.stop()
         assert "Traceback" not in op.log.read_text(), op.tail(200)

@@ -72,7 +72,7 @@ def without_era(evaluation: Any, era: str) -> Any:
 
 def old_ref(registry: Registry) -> ModelRef:
     info = registry.version_info(MODEL, "v5")
-    return ModelRef(version="v5", uri=info["uri"], sha256=info["sha256"])
+    return ModelRef(version="v5", uri=info.uri, sha256=info.sha256)
 
 
 def names_v5(report: RunReport, registry: Registry, tmp: Path) -> RunReport:
@@ -166,7 +166,7 @@ def test_the_gate_binds_the_run(
     assert conclusion.candidate_version == RUN  # never the version a report names
     if reason != "Promoted":
         assert conclusion.decision.promoted is False and conclusion.decision.reasons
-        assert all(h["version"] != "v5" for h in registry.history(MODEL))
+        assert all(h.version != "v5" for h in registry.history(MODEL))
     assert ("Failed" if conclusion.failed else "Promoted" if conclusion.decision.promoted else "Rejected") == state
 
 
@@ -184,13 +184,13 @@ def test_a_repeated_conclusion_after_promotion_is_idempotent(registry: Registry,
     assert conclude(registry, report, SPEC, actor="tests", run_id=RUN).reason == "Promoted"
     again = conclude(registry, report, SPEC, actor="tests", run_id=RUN)  # the operator restarted mid-way
     assert again.reason == "Promoted" and any("already the incumbent" in r for r in again.decision.reasons)
-    assert sum(1 for h in registry.history(MODEL) if h["version"] == RUN) == 1
+    assert sum(1 for h in registry.history(MODEL) if h.version == RUN) == 1
 
 
 def pointer_to_run(registry: Registry, previous: str | None) -> None:
     """The trainer's credentials can write incumbent.json: point it at the run itself (previous as given)."""
     info = registry.version_info(MODEL, RUN)
-    forged = {"version": RUN, "uri": info["uri"], "sha256": info["sha256"], "previous": previous, "seq": 9}
+    forged = {"version": RUN, "uri": info.uri, "sha256": info.sha256, "previous": previous, "seq": 9}
     registry.store.put_json(join_uri(registry.uri, MODEL, "incumbent.json"), forged)
 
 

@@ -298,7 +298,7 @@ def test_tampered_registry_version_refused_before_load(
     )
     registry.register("shapes", "v1", good, report, {}, Lineage(parent=None))
     evil, marker = evil_pt(tmp_path)
-    store.put_bytes(str(registry.version_info("shapes", "v1")["uri"]), evil)  # overwrite the registered weights
+    store.put_bytes(str(registry.version_info("shapes", "v1").uri), evil)  # overwrite the registered weights
     with pytest.raises(TamperedWeights):
         resolve_start_weights(spec(bucket, s3.endpoint, baseWeights="v1"), tmp_path / "w", registry=registry)
     assert not marker.exists() and not (tmp_path / "w" / "v1" / "weights.pt").exists()

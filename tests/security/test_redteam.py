@@ -21,6 +21,7 @@ from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import CONDITION_REASON
 from kretrain.promotion import conclude
 from kretrain.registry import Lineage, Registry
+from kretrain.registry_records import VersionRecord
 from kretrain.store import ObjectStore, join_uri
 from kretrain.trainer.modelfiles import (
     ModelFileError,
@@ -62,7 +63,7 @@ def _line(registry: Registry, tmp: Path) -> tuple[RunReport, dict[str, Any], Mod
     rep5 = sim.report("v5", MODEL, {}, {"e1": 0.9, "e2": 0.9}, None, None)
     v5 = registry.register(MODEL, "v5", sim.weights_file(tmp, "v5"), rep5, {}, Lineage(parent=None))
     report = sim.train(registry, MODEL, RUN, BETTER, INCUMBENT, tmp)
-    return report, dict(registry.version_info(MODEL, RUN)), v5
+    return report, registry.version_info(MODEL, RUN).model_dump(mode="json", by_alias=True), v5
 
 
 RecordForge = Callable[[dict[str, Any], ModelRef, Registry], dict[str, Any]]
@@ -117,7 +118,7 @@ def test_the_candidate_is_only_the_runs_own_weights(
         assert now.version == RUN and now.uri.startswith(registry.version_uri(MODEL, RUN) + "/")
     else:
         assert conclusion.failed and now.version == "v2"  # the pointer never names v5's (or foreign) weights
-        assert all(h["version"] != RUN for h in registry.history(MODEL))
+        assert all(h.version != RUN for h in registry.history(MODEL))
 
 
 # ---- 2. model-file tricks ---------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_repeated_references_in_a_model_yaml_are_bounded(run: Callable[[], Any])
     started = time.monotonic()
     with pytest.raises(ModelFileError, match="argument values"):
         run()
-    assert time.monotonic() - started < 5  # before: billions of values walked (hours)
+    assert time.monotonic() - started < 20  # before: billions of values walked (hours); 20 s leaves room for a loaded CI machine
 
 
 def test_every_builtin_model_yaml_is_within_the_bounds() -> None:
@@ -349,7 +350,7 @@ class SlowReports:
         time.sleep(0.3)
         return self.registry.read_run_report(model, run_id)
 
-    def version_info(self, model: str, version: str) -> dict[str, Any]:
+    def version_info(self, model: str, version: str) -> VersionRecord:
         self.log.append(("concluded", model))
         return self.registry.version_info(model, version)
 

@@ -99,7 +99,7 @@ def test_racing_register_has_one_winner_and_the_version_verifies(  # type: ignor
 
     registry = _registry(s3, uri)
     info = registry.version_info(MODEL, "v1")
-    winner_digest = info["sha256"]
+    winner_digest = info.sha256
     winners = {
         g for g, f in zip(group_of, files, strict=True) if hashlib.sha256(f.read_bytes()).hexdigest() == winner_digest
     }
@@ -107,7 +107,7 @@ def test_racing_register_has_one_winner_and_the_version_verifies(  # type: ignor
     for g, result in zip(group_of, results, strict=True):
         if g in winners:  # the committer and every writer of the same weights get the committed ref
             assert isinstance(result, ModelRef), result
-            assert (result.uri, result.sha256) == (info["uri"], winner_digest)
+            assert (result.uri, result.sha256) == (info.uri, winner_digest)
         else:
             assert isinstance(result, VersionExists), result
             assert "already exists" in str(result) and winner_digest in str(result)
@@ -115,7 +115,7 @@ def test_racing_register_has_one_winner_and_the_version_verifies(  # type: ignor
     # The version verifies, and only the committed writer's objects are left (losers cleaned up).
     got = registry.fetch_weights(MODEL, "v1", tmp_path / "dl")
     assert hashlib.sha256(got.read_bytes()).hexdigest() == winner_digest
-    writer = info["writer"]
+    writer = info.writer
     keys = sorted(o.key for o in registry.store.list(registry.version_uri(MODEL, "v1")))
     assert keys == sorted([f"weights-{writer}.pt", f"report-{writer}.json", f"spec-{writer}.json", "version.json"])
     report = registry.read_report(MODEL, "v1")
