@@ -176,9 +176,8 @@ def test_repeated_references_in_a_model_yaml_are_bounded(run: Callable[[], Any])
     started = time.monotonic()
     with pytest.raises(ModelFileError, match="argument values"):
         run()
-    assert (
-        time.monotonic() - started < 20
-    )  # before: billions of values walked (hours); 20 s leaves room for a loaded CI machine
+    # before: billions of values walked (hours); 20 s leaves room for a loaded CI machine
+    assert time.monotonic() - started < 20
 
 
 def test_every_builtin_model_yaml_is_within_the_bounds() -> None:
