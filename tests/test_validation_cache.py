@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -250,3 +251,26 @@ def test_garbage_in_the_cache_folder_only_costs_a_re_inspection(dataset: str, s3
     assert (stats["hits"], stats["ignoredFiles"]) == (0, 2) and again == cold
     third, stats = _run(spec, s3, tmp_path, "w3")
     assert stats["hits"] == 49 and third == cold
+
+
+@pytest.mark.parametrize(
+    ("problems", "cached"),
+    [
+        ([], True),
+        ([("undecodable_image", "image does not decode: not a recognised image format")], True),
+        ([("undecodable_image", f"{inspection.READ_ERROR} [Errno 5] Input/output error")], False),
+        ([("malformed_label", f"{inspection.LABEL_READ_ERROR} [Errno 13] Permission denied")], False),
+        ([("malformed_label", "m")] * (vcache.MAX_PROBLEMS + 1), False),
+        ([("Not A Code", "m")], False),
+    ],
+    ids=["clean", "undecodable", "image-read-error", "label-read-error", "too-many-problems", "odd-code"],
+)
+def test_what_is_cached(tmp_path: Path, problems: list[tuple[str, str]], cached: bool) -> None:
+    cache = ValidationCache(tmp_path, "s3://b/d", 4)
+    ident = ("e", 1, None, None)
+    result = ("", 0, 0, math.nan, [], problems) if problems else ("0" * 32, 32, 32, 9.0, [(0, 0.5, 0.5, 0.1, 0.1)], [])
+    cache.save("era1", [("images/a.png", ident, result)])
+    got = cache.load("era1").get("images/a.png", ident)
+    assert (got is not None) == cached
+    if got is not None:
+        assert got[1:3] == result[1:3] and got[4:] == result[4:] and got[0] == result[0]

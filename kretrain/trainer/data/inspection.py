@@ -36,6 +36,10 @@ LABEL_FILE_LIMIT = MAX_LABEL_BYTES
 """Largest label file read (bytes; `kretrain.limits.MAX_LABEL_BYTES`), checked before reading it."""
 CLASSES_FILE_LIMIT = MAX_CLASSES_BYTES
 """Largest classes.yaml read (bytes; `kretrain.limits.MAX_CLASSES_BYTES`)."""
+READ_ERROR = "cannot read:"
+"""Start of the message of an image that could not be read (an I/O error, perhaps passing: never cached)."""
+LABEL_READ_ERROR = "label file unreadable:"
+"""Start of the message of a label file that could not be read or decoded (never cached)."""
 
 
 def _number(tok: str) -> float:
@@ -146,7 +150,7 @@ def inspect_image(task: InspectTask) -> InspectResult:
             return "", 0, 0, math.nan, [], [("image_too_large", f"{size} bytes, over the limit of {MAX_IMAGE_BYTES}")]
         data = Path(path).read_bytes()
     except OSError as exc:
-        return "", 0, 0, math.nan, [], [("undecodable_image", f"cannot read: {exc}")]
+        return "", 0, 0, math.nan, [], [("undecodable_image", f"{READ_ERROR} {exc}")]
     sha = hashlib.blake2b(data, digest_size=16).hexdigest()
     width = height = 0
     brightness = math.nan
@@ -175,7 +179,7 @@ def inspect_image(task: InspectTask) -> InspectResult:
         except _LabelTooLarge as exc:
             problems.append(("label_too_large", str(exc)))
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(("malformed_label", f"label file unreadable: {exc}"))
+            problems.append(("malformed_label", f"{LABEL_READ_ERROR} {exc}"))
         else:
             boxes, label_problems = parse_labels(text, nc)
             problems.extend(label_problems)

@@ -156,9 +156,11 @@ def _document(version: str, classes: int, rows: list[tuple[str, Identity, Inspec
     cols: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
     problems: dict[int, list[tuple[str, str]]] = {}
     for key, (ietag, isize, letag, lsize), (sha, width, height, bright, boxes, probs) in rows:
-        odd = len(probs) > MAX_PROBLEMS or any(len(m) > MAX_MESSAGE_CHARS or not _CODE.match(c) for c, m in probs)
+        odd = len(probs) > MAX_PROBLEMS or any(
+            len(m) > MAX_MESSAGE_CHARS or not _CODE.match(c) or m.startswith(_UNSTABLE) for c, m in probs
+        )
         if odd or len(boxes) > MAX_CACHED_BOXES:
-            continue  # unusual (a long exception text, very many boxes): inspected again next time
+            continue  # a read error, a long exception text, very many boxes: inspected again next time
         if probs:
             problems[len(cols["keys"])] = list(probs)
         for name, value in zip(
@@ -189,6 +191,8 @@ _COLUMNS = (
     "box_coords",
 )
 _CODE = re.compile(r"^[a-z_]{1,64}$")
+_UNSTABLE = (inspection.READ_ERROR, inspection.LABEL_READ_ERROR)
+"""Results of failed reads depend on the moment, not on the object: they are inspected again every run."""
 
 
 class ValidationCache:
