@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kretrain.api import ModelRef, RetrainJobSpec
 from kretrain.operator import bounds, jobs
-from kretrain.operator.kube import KubeError
+from kretrain.operator.kube import RETRYABLE_STATUS, KubeError
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import Outcome
 from kretrain.registry import RegistryError
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 REGISTRY_ERRORS = (StoreError, RegistryError)
 """What a registry call raises when S3 or a record is at fault (anything else is a bug and reaches Kopf)."""
-TRANSIENT_KUBE_STATUS = frozenset({0, 408, 429})
-"""KubeError statuses worth a quick retry besides 5xx (0: the API server was not reached)."""
+TRANSIENT_KUBE_STATUS = RETRYABLE_STATUS
+"""KubeError statuses worth a quick retry besides 5xx (0: the API server was not reached); kube.py's one rule."""
 REFUSED_RETRY_DELAY = 60.0
 """Seconds before trying again after a fault someone has to fix (access denied, an unreadable record): Kopf's own
 default backoff. A transient fault is retried after KRETRAIN_RETRY_DELAY."""
@@ -55,7 +55,7 @@ def transient(exc: BaseException) -> bool:
     (PreconditionFailed: the next try reads the new state)."""
     if isinstance(exc, StoreUnavailable | PreconditionFailed):
         return True
-    return isinstance(exc, KubeError) and (exc.status in TRANSIENT_KUBE_STATUS or exc.status >= 500)
+    return isinstance(exc, KubeError) and exc.retryable
 
 
 def waiting(message: str, exc: BaseException, status: dict[str, Any] | None = None) -> Outcome:
