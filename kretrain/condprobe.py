@@ -6,8 +6,6 @@ import contextlib
 import hashlib
 import uuid
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from kretrain.store import ObjectStore, PreconditionFailed, StoreError, join_uri
 
 # Folder (under a registry) of the probe's throw-away objects; each probe uses a fresh key and deletes it.
@@ -51,5 +49,5 @@ def probe_conditional_writes(store: ObjectStore, base_uri: str) -> list[str]:
             problems.append("a put with the object's current ETag in If-Match was refused")
         return problems
     finally:
-        with contextlib.suppress(StoreError, ClientError, BotoCoreError, OSError):
+        with contextlib.suppress(StoreError, OSError):
             store.delete(uri)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.s3proxy import FaultProxy
+from kretrain.storage import S3Location, parallel_map
+from kretrain.storage.listing import list_chunks
 from kretrain.store import (
     MANIFEST_NAME,
     ObjectStore,
@@ -16,9 +18,12 @@ from kretrain.store import (
     UnsafeKeyError,
     join_uri,
     parse_s3_uri,
+    read_manifest,
     safe_local_path,
     safe_local_paths,
 )
+
+TRANSPORTS = ["obstore", "boto3"]
 
 
 @pytest.fixture
@@ -109,25 +114,33 @@ def test_put_get_list_head(store: ObjectStore, bucket: str) -> None:
         store.get_bytes(join_uri(base, "nope"))
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
-def test_list_paginates(s3_env, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
-    store = ObjectStore(fast_path=fast)
-    base = f"s3://{bucket}/many"
-    store._parallel(range(53), lambda i: store.put_bytes(join_uri(base, f"k{i:05d}"), b"x"), lambda *_: None)
-    store.put_bytes(join_uri(base, "odd key+with spaces&=%.txt"), b"x")
-    calls: list[str] = []
-    store.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
-    if fast:
-        assert store._fast is not None
-        real_get = store._fast.get
-        store._fast.get = lambda *a, **kw: calls.append("list") or real_get(*a, **kw)  # type: ignore[method-assign]
-    keys = [o.key for o in store.list(base, page_size=10)]
-    assert len(calls) == 6  # 6 pages of at most 10
-    assert keys.pop(-1) == "odd key+with spaces&=%.txt"
-    assert store.get_bytes(join_uri(base, "odd key+with spaces&=%.txt")) == b"x"
-    out = store.download_file(join_uri(base, "odd key+with spaces&=%.txt"), tmp_path / "odd.txt")
-    assert out.read_bytes() == b"x"
-    assert keys == [f"k{i:05d}" for i in range(53)]
+@pytest.fixture(scope="module")
+def many(s3) -> str:  # type: ignore[no-untyped-def]
+    """A prefix with 1,003 objects and one with an odd key: a listing of two pages."""
+    seeder = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
+    base = f"s3://{s3.new_bucket('many')}/many"
+    parallel_map(range(1003), lambda i: seeder.put_bytes(join_uri(base, f"k{i:05d}"), b"x"), max_workers=16)
+    seeder.put_bytes(join_uri(base, "odd key+with spaces&=%.txt"), b"x")
+    return base
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_list_paginates(s3, many: str, tmp_path: Path, transport: str) -> None:  # type: ignore[no-untyped-def]
+    base = many
+    with FaultProxy(s3.endpoint) as proxy:
+        store = ObjectStore(
+            endpoint_url=proxy.endpoint,
+            access_key=s3.server.access_key,
+            secret_key=s3.server.secret_key,
+            transport=transport,  # type: ignore[arg-type]
+        )
+        keys = [o.key for o in store.list(base)]
+        assert proxy.requests["GET"] == 2  # 1,004 keys: two pages of at most 1,000
+        assert keys.pop(-1) == "odd key+with spaces&=%.txt"
+        assert store.get_bytes(join_uri(base, "odd key+with spaces&=%.txt")) == b"x"
+        out = store.download_file(join_uri(base, "odd key+with spaces&=%.txt"), tmp_path / "odd.txt")
+        assert out.read_bytes() == b"x"
+    assert keys == [f"k{i:05d}" for i in range(1003)]
 
 
 def test_put_if_absent(store: ObjectStore, bucket: str) -> None:
@@ -186,16 +199,16 @@ def test_download_file_is_atomic_and_verified(store: ObjectStore, bucket: str, t
 
 
 def _seed(store: ObjectStore, base: str, n: int, prefix: str = "era1") -> None:
-    store._parallel(
+    parallel_map(
         range(n),
         lambda i: store.put_bytes(join_uri(base, f"{prefix}/images/{i:04d}.jpg"), f"img-{prefix}-{i}".encode() * 50),
-        lambda *_: None,
+        max_workers=8,
     )
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
-def test_sync_down_skips_unchanged_and_fetches_changes(s3_env, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
-    store = ObjectStore(max_workers=8, fast_path=fast)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sync_down_skips_unchanged_and_fetches_changes(s3_env, bucket: str, tmp_path: Path, transport: str) -> None:  # type: ignore[no-untyped-def]
+    store = ObjectStore(max_workers=8, transport=transport)  # type: ignore[arg-type]
     base = f"s3://{bucket}/ds"
     _seed(store, base, 40)
     r1 = store.sync_down(base, tmp_path)
@@ -215,7 +228,9 @@ def test_sync_down_skips_unchanged_and_fetches_changes(s3_env, bucket: str, tmp_
     assert (tmp_path / "era1/images/0003.jpg").read_bytes() == b"changed"
     assert (tmp_path / "era1/images/0005.jpg").read_bytes() == b"img-era1-5" * 50
     assert not (tmp_path / "era1/images/0039.jpg").exists()
-    assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["objects"]) == set(r3.files)
+    assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["objects"]) == set(r3.files) == set(r3.objects)
+    assert r3.objects["era1/images/0003.jpg"].size == len(b"changed")
+    assert read_manifest(tmp_path) == r3.objects  # the public manifest API reads what the sync wrote
 
 
 def test_sync_down_resumes_after_interruption(store: ObjectStore, bucket: str, tmp_path: Path) -> None:
@@ -245,8 +260,8 @@ def test_sync_down_resumes_after_interruption(store: ObjectStore, bucket: str, t
     assert not list(tmp_path.rglob("*.kretrain-part"))
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "boto3"])
-def test_sync_down_refuses_unsafe_key(s3, store: ObjectStore, bucket: str, tmp_path: Path, fast: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_sync_down_refuses_unsafe_key(s3, store: ObjectStore, bucket: str, tmp_path: Path, transport: str) -> None:  # type: ignore[no-untyped-def]
     base = f"s3://{bucket}/evil"
     store.put_bytes(join_uri(base, "ok.txt"), b"ok")
     # SeaweedFS itself refuses '..' keys and turns '\\' into '/', so the fault proxy adds such a key to the
@@ -257,7 +272,7 @@ def test_sync_down_refuses_unsafe_key(s3, store: ObjectStore, bucket: str, tmp_p
             access_key=s3.server.access_key,
             secret_key=s3.server.secret_key,
             region="us-east-1",
-            fast_path=fast,
+            transport=transport,  # type: ignore[arg-type]
         )
         assert sorted(o.key for o in hostile.list(base)) == ["../../escape.txt", "ok.txt"]  # the proxy's listing
         with pytest.raises(UnsafeKeyError, match=r"\.\./\.\./escape.txt"):
@@ -288,8 +303,7 @@ def test_explicit_credentials_are_used(s3, bucket: str) -> None:  # type: ignore
 # ------------------------------------------------------------------ pipelining
 
 
-def _offline_store(workers: int) -> ObjectStore:
-    return ObjectStore(endpoint_url="http://127.0.0.1:9", access_key="a", secret_key="b", max_workers=workers)
+WORKERS = 2
 
 
 @pytest.mark.parametrize(
@@ -301,8 +315,7 @@ def _offline_store(workers: int) -> ObjectStore:
     ],
 )
 def test_parallel_is_lazy_bounded_and_drains_on_error(fail_source_at: int | None, fail_fn_at: int | None) -> None:
-    store = _offline_store(2)
-    window = 4 * store.max_workers
+    window = 4 * WORKERS
     produced: list[int] = []
     done: list[int] = []
     gaps: list[int] = []
@@ -325,10 +338,10 @@ def test_parallel_is_lazy_bounded_and_drains_on_error(fail_source_at: int | None
         return i * 2
 
     if fail_source_at is None and fail_fn_at is None:
-        store._parallel(source(), fn, lambda i, r: done.append(r))
+        parallel_map(source(), fn, lambda i, r: done.append(r), max_workers=WORKERS)
     else:
         with pytest.raises((RuntimeError, ValueError), match="failed"):
-            store._parallel(source(), fn, lambda i, r: done.append(r))
+            parallel_map(source(), fn, lambda i, r: done.append(r), max_workers=WORKERS)
     assert closed.is_set()
     assert max(gaps) <= window
     assert set(done) <= {i * 2 for i in produced}
@@ -341,12 +354,14 @@ def test_parallel_is_lazy_bounded_and_drains_on_error(fail_source_at: int | None
 
 
 def test_list_chunks_lists_new_folders_first(s3_env, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr("kretrain.store.LIST_CONCURRENCY", 1)
+    monkeypatch.setattr("kretrain.storage.listing.LIST_CONCURRENCY", 1)
     store = ObjectStore(max_workers=4)
     base = f"s3://{bucket}/order"
     for key in ("top.txt", "a/1", "b/1", "b/2", "c/1", "d/1"):
         store.put_bytes(join_uri(base, key), b"x")
-    chunks = [sorted(o.key for o in chunk) for chunk in store._list_chunks(base, known={"a", "c"})]
+    chunks = [
+        sorted(o.key for o in chunk) for chunk in list_chunks(store.transport, S3Location.parse(base), known={"a", "c"})
+    ]
     assert chunks == [["top.txt"], ["b/1", "b/2"], ["d/1"], ["a/1"], ["c/1"]]
 
 
@@ -360,7 +375,7 @@ def test_sync_down_downloads_new_folders_while_others_are_still_listed(s3_env, b
         store.put_bytes(join_uri(base, f"new/{i}.jpg"), b"new" * 10)
 
     new_downloaded = threading.Event()
-    real_list, real_download = store._fast_list, store.download_file
+    real_list, real_download = store.transport.list, store.download_file
 
     def slow_list(bucket: str, pfx: str, *args, **kwargs):  # type: ignore[no-untyped-def]
         if pfx.endswith("/old/"):  # the known folder's listing only returns once new/ is arriving
@@ -373,7 +388,7 @@ def test_sync_down_downloads_new_folders_while_others_are_still_listed(s3_env, b
             new_downloaded.set()
         return out
 
-    store._fast_list = slow_list  # type: ignore[method-assign]
+    store.transport.list = slow_list  # type: ignore[method-assign]
     store.download_file = download  # type: ignore[method-assign]
     result = store.sync_down(base, tmp_path)
     assert (result.downloaded, result.skipped) == (5, 5)

@@ -110,7 +110,8 @@ def test_body_running_past_cap_is_cut_off(s3, proxy: FaultProxy, prefix: str, fa
     direct.put_bytes(uri, payload)
     store = _store(s3, fast, proxy.endpoint)
     cap = 200_000 if fault == "inflate" else 30_000
-    proxy.fail_next(fault, method="GET")
+    # obstore reads no body without Content-Length: the store asks again through boto3, which meets the same lie.
+    proxy.fail_next(*[fault] * (2 if fast else 1), method="GET")
     error, peak = _peak(lambda: store.get_json(uri, max_bytes=cap))
     assert isinstance(error, ObjectTooLarge), error
     assert error.size > cap and "sent more than" in str(error)

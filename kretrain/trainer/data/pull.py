@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kretrain.api import DatasetSpec
 
@@ -51,21 +50,10 @@ def era_hash(entries: list[tuple[str, str, int]]) -> str:
     return h.hexdigest()
 
 
-def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    objects = doc.get("objects", doc) if isinstance(doc, dict) else None
-    if isinstance(objects, dict) and all(isinstance(v, dict) for v in objects.values()):
-        return objects
-    return {}
-
-
 def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> PulledDataset:
     """Sync `classes.yaml` and every era of the dataset into the cache; unchanged objects are skipped."""
     from kretrain.limits import MAX_CLASSES_BYTES
-    from kretrain.store import MANIFEST_NAME, ObjectTooLarge, join_uri
+    from kretrain.store import ObjectTooLarge, join_uri
     from kretrain.trainer.data.validation import DataValidationError
     from kretrain.trainer.data_import.markers import EraBeingWritten, check_era_settled
 
@@ -86,13 +74,8 @@ def pull_dataset(dataset: DatasetSpec, store: ObjectStore, cache_dir: Path) -> P
     def one(era: str) -> tuple[str, SyncResult, str, list[tuple[str, str, int]]]:
         uri = join_uri(dataset.uri, era)
         result = store.sync_down(uri, root / era)
-        # After a complete sync the store's manifest holds (etag, size) of exactly the remote objects,
-        # which saves a second listing of the era.
-        manifest = _read_manifest(root / era / MANIFEST_NAME)
-        if set(manifest) == set(result.files):
-            entries = [(k, str(v.get("etag", "")), int(v.get("size", -1))) for k, v in manifest.items()]
-        else:
-            entries = [(o.key, o.etag, o.size) for o in store.list(uri)]
+        # The sync's result lists (key, etag, size) of exactly the remote objects: no second listing.
+        entries = [(o.key, o.etag, o.size) for o in result.objects.values()]
         try:  # an era `kretrain data import` was writing or replacing meanwhile is not used
             check_era_settled(store, uri, {key: etag for key, etag, _ in entries})
         except EraBeingWritten as exc:
