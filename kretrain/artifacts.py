@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kretrain.registry_errors import RegistryError, TamperedWeights, VersionNotFound
 from kretrain.registry_records import VersionArtifact
 from kretrain.store import ObjectTooLarge, join_uri
-from kretrain.verified import HashMismatch, fetch_verified
+from kretrain.verified import HashMismatch, fetch_verified, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from kretrain.registry import Registry
@@ -26,8 +27,6 @@ def upload_artifacts(
 
     Every URI is appended to `uploaded` before its upload starts (the caller discards them if the commit fails).
     """
-    from kretrain.registry import sha256_file
-
     records = []
     for fmt, path in artifacts.items():
         path = Path(path)
@@ -43,8 +42,6 @@ def upload_artifacts(
 
 def version_artifacts(registry: Registry, model: str, version: str) -> list[VersionArtifact]:
     """The artifacts a version's record lists, each checked to name an object in the version's own folder."""
-    from kretrain.registry import RegistryError
-
     info = registry.version_info(model, version)
     base = registry.version_uri(model, version)
     out = []
@@ -64,8 +61,6 @@ def fetch_artifact(registry: Registry, model: str, version: str, fmt: str, dest_
     TamperedWeights (nothing left at the path) when the bytes differ from the registered sha256 or size;
     VersionNotFound when the version has no artifact of that format.
     """
-    from kretrain.registry import TamperedWeights, VersionNotFound
-
     found = [a for a in version_artifacts(registry, model, version) if a.format == fmt]
     if not found:
         raise VersionNotFound(f"version {version!r} of {model!r} has no {fmt!r} artifact")

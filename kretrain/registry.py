@@ -18,55 +18,24 @@ from pydantic import ValidationError
 from kretrain.api.progress import RunProgress
 from kretrain.api.report import RunReport
 from kretrain.api.status import ModelRef
+from kretrain.artifacts import upload_artifacts
 from kretrain.condprobe import probe_conditional_writes
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_RECORD_BYTES, MAX_REPORT_BYTES
+from kretrain.registry_errors import (  # callers catch them from kretrain.registry too
+    ConditionalWritesIgnored,
+    IncumbentChanged,
+    InvalidRunRecord,
+    RegistryError,
+    TamperedWeights,
+    VersionExists,
+    VersionNotFound,
+)
 from kretrain.registry_records import HistoryEntry, IncumbentPointer, VersionLineage, VersionRecord
 from kretrain.store import ObjectStore, ObjectTooLarge, PreconditionFailed, StoreError, join_uri, parse_s3_uri
 from kretrain.verified import HashMismatch, fetch_verified
 from kretrain.verified import sha256_file as sha256_file  # re-exported (artifacts, tests)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-
-
-class RegistryError(Exception):
-    """Base of every registry error."""
-
-
-class IncumbentChanged(RegistryError):
-    """The incumbent is not the one the caller decided against (or another writer won the race).
-
-    `current` is the version that is incumbent now (None when there is none), `expected` the one the
-    caller expected.
-    """
-
-    def __init__(self, message: str, current: str | None = None, expected: str | None = None) -> None:
-        super().__init__(message)
-        self.current = current
-        self.expected = expected
-
-
-class TamperedWeights(RegistryError):
-    """Weights whose sha256 does not match the value registered for their version."""
-
-
-class ConditionalWritesIgnored(RegistryError):
-    """The registry's S3 backend does not honour If-None-Match / If-Match, so two promotions could both win.
-
-    `endpoint` is the S3 endpoint (None: AWS), `problems` what the probe saw.
-    """
-
-    def __init__(self, message: str, endpoint: str | None, problems: list[str]) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.problems = problems
-
-
-class VersionExists(RegistryError):
-    """A version registered already with other weights (another writer won, or an old version of that name)."""
-
-
-class VersionNotFound(RegistryError, LookupError):
-    """A version (or model) that is not in the registry."""
 
 
 Lineage = VersionLineage
@@ -220,8 +189,6 @@ class Registry:
             uploaded.append(spec_uri)
             self.store.put_bytes(spec_uri, _json(spec))
             pooled = report.candidate_evaluation.pooled.dump()
-            from kretrain.artifacts import upload_artifacts  # serving exports (ONNX, ...), sha256 in version.json
-
             exported = upload_artifacts(self.store, base, writer, artifacts or {}, uploaded)
             record = VersionRecord(
                 model=model,
@@ -512,15 +479,6 @@ class Registry:
             return None
         except ObjectTooLarge as exc:
             raise InvalidRunRecord(uri, f"{exc.size} bytes or more, over the cap of {limit} bytes; not read") from None
-
-
-class InvalidRunRecord(RegistryError):
-    """A run record (progress.json, report.json) that is too large or does not validate; `uri` names it."""
-
-    def __init__(self, uri: str, problem: str) -> None:
-        super().__init__(f"{uri}: {problem}")
-        self.uri = uri
-        self.problem = problem
 
 
 _Record = TypeVar("_Record", RunProgress, RunReport)
