@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
@@ -220,38 +215,3 @@ def _latest_classes(pairs: list[tuple[VersionView, _Read | None]]) -> tuple[str 
         names = list(dict.fromkeys([*read.classes, *cand, *inc]))
         return view.name, [ClassChange(n, cand.get(n), inc.get(n)) for n in names if n in cand or n in inc]
     return None, []
-
-
-def write_report(registry: Registry, model: str, out: Path, metric: str | None = None) -> Path:
-    """Render the line and write `out/index.html` atomically (a temporary file renamed into place)."""
-    from kretrain.line_report_html import render
-
-    page = render(load_line(registry, model, metric))
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, out / "index.html")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out / "index.html"
-
-
-def configure(
-    parser: argparse.ArgumentParser,
-    run: Callable[[Callable[[argparse.Namespace], int], argparse.Namespace], int],
-    registry_of: Callable[[argparse.Namespace], Registry],
-) -> None:
-    """Arguments and handler of `kretrain models report` (run: registry_cli's error handling)."""
-    parser.add_argument("model", help="model line name")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write index.html into")
-    parser.add_argument("--metric", default=None, choices=METRICS, help="metric (default: the line's gate metric)")
-
-    def _report(args: argparse.Namespace) -> int:
-        path = write_report(registry_of(args), args.model, args.out, args.metric)
-        print(f"wrote {path}")
-        return 0
-
-    parser.set_defaults(func=lambda args: run(_report, args))

@@ -86,10 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_history)
 
-    from kretrain import line_report  # `models report`: the line as one static HTML page (kretrain/line_report.py)
+    from kretrain import line_report_cli  # `models report`: the line as one static HTML page (kretrain/line_report.py)
 
     p = msub.add_parser("report", parents=[common], help="write the line's report page (DIR/index.html, offline)")
-    line_report.configure(p, _run, _registry)
+    line_report_cli.configure(p, _run, _registry)
 
     from kretrain import alias_cli  # `models alias set|list|history` (kretrain/alias_cli.py, kretrain/aliases.py)
 

@@ -17,7 +17,8 @@ from emulator import sim
 from kretrain import registry_cli
 from kretrain.api import RetrainJobSpec
 from kretrain.api.intervals import EraInterval, PairedBootstrap
-from kretrain.line_report import load_line, write_report
+from kretrain.line_report import load_line
+from kretrain.line_report_cli import write_report
 from kretrain.promotion import conclude
 from kretrain.registry import Lineage, Registry
 from kretrain.store import ObjectStore
