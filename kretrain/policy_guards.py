@@ -63,7 +63,7 @@ def pooled_bounds(ci: Interval, incumbent_value: float, promotion: PromotionSpec
     need = max(absolute, relative_gain)
     numbers = f"pooled {metric} delta {ci_text(ci, confidence)}"
     bounds = f"minImprovement.absolute +{_f(absolute)}, relative +{promotion.min_improvement.relative * 100:.2f}%"
-    if ci.low + EPSILON >= need:
+    if min(ci.low, ci.delta) + EPSILON >= need:  # never passes what its own point estimate fails
         reasons.append(f"Improvement shown: {numbers}; the lower bound reaches +{_f(need)} ({bounds}).")
     elif ci.delta + EPSILON >= need:
         fail(
@@ -78,7 +78,7 @@ def era_bound(era: str, ci: Interval, images: int, limit: float, metric: str, co
     """Per-era non-inferiority: the era's lower bound >= -maxEraRegression passes; an upper bound below it
     rejects (forgetting shown); anything between is inconclusive and blocks."""
     numbers = f"{images} test images, {metric} delta {ci_text(ci, confidence)}"
-    if ci.low + EPSILON >= -limit:
+    if min(ci.low, ci.delta) + EPSILON >= -limit:  # never passes what its own point estimate fails
         reasons.append(f"Era {_name(era)}: {numbers}: no drop beyond maxEraRegression {_f(limit)} (non-inferior).")
     elif ci.high + EPSILON < -limit:
         fail(

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from kretrain.api import Comparison, Decision, ModelRef, RetrainJobSpec, RunReport, compare
 from kretrain.api.conditions import DecisionReason
 from kretrain.api.conditions import Reason as R
+from kretrain.interval_checks import interval_mismatch
 from kretrain.modelcard import build_card, write_card
 from kretrain.policy import decide
 from kretrain.registry import IncumbentChanged, Registry, RegistryError, VersionNotFound, now_rfc3339
@@ -154,7 +155,7 @@ def report_mismatch(report: RunReport, spec: RetrainJobSpec, run_id: str, record
             f"report.json names candidate weights with sha256 {report.candidate.sha256}, but version {run_id!r} "
             f"is registered with sha256 {record.sha256}."
         )
-    return None
+    return interval_mismatch(report)  # intervals the trainer made up would decide the gate alone
 
 
 def missing_evaluations(report: RunReport, spec: RetrainJobSpec, current: str | None) -> list[str]:

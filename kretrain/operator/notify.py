@@ -30,6 +30,8 @@ MIN_KEY_BYTES = 16
 """Shortest HMAC key accepted from the Secret."""
 _SHA256 = r"^[0-9a-f]{64}$"
 _URI = r"^s3://[^\s]+$"
+_OBJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}"
+"""An object directly in a version's folder (the form kretrain.artifacts and the registry's readers accept)."""
 
 
 class NoticeWeights(ApiModel):
@@ -82,8 +84,17 @@ def build_notice(
     *, registry: str, info: VersionRecord, pointer: str, previous: str | None, namespace: str, retrain_job: str,
     promoted_at: str,
 ) -> PromotionNotice:  # fmt: skip
-    """The notice for a promotion from the promoted version's record (`Registry.version_info`)."""
+    """The notice for a promotion from the promoted version's record (`Registry.version_info`).
+
+    version.json is the trainer's: ValueError unless its weights and every artifact are objects directly in the
+    version's own folder (as the registry's readers require), so a signed notice never names anything else.
+    """
     model, version = info.model, info.version
+    folder = f"{registry.rstrip('/')}/{model}/versions/{version}/"
+    for what, uri in [("weights", info.uri), *(("artifact", a.uri) for a in info.artifacts)]:
+        name = uri[len(folder) :] if uri.startswith(folder) else ""
+        if not re.fullmatch(_OBJECT_NAME, name):
+            raise ValueError(f"version.json names {what} {uri[:200]!r}, which is not an object in {folder}")
     return PromotionNotice(
         id=f"{namespace}/{retrain_job}/{version}/{pointer}", model=model, pointer=pointer, version=version,
         previous=previous, namespace=namespace, retrain_job=retrain_job, promoted_at=promoted_at,
@@ -159,7 +170,11 @@ def due(record: Notification, now: datetime) -> bool:
         return False
     if record.next_attempt_at is None:
         return True
-    return now >= datetime.strptime(record.next_attempt_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        at = datetime.strptime(record.next_attempt_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:  # the status is anyone's to patch: an unreadable time is due now (and rewritten)
+        return True
+    return now >= at
 
 
 def post(

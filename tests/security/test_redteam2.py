@@ -1,0 +1,189 @@
+"""Red team, round 2: attack surface added since c9b3c2a (bootstrap intervals, promotion notices, their status
+records). Each case is an attack that worked before its fix; the docstring of each test names the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator import sim
+from kretrain.api import RetrainJobSpec, RunReport
+from kretrain.api.intervals import EraInterval, PairedBootstrap
+from kretrain.api.status import Notification
+from kretrain.interval_checks import interval_mismatch
+from kretrain.operator import notify
+from kretrain.promotion import conclude
+from kretrain.registry import Registry
+from kretrain.registry_records import VersionRecord
+from kretrain.store import ObjectStore
+
+MODEL = "rt2-detector"
+BASE = "s3://reg/m/versions/run-2"
+
+
+# -- 5. bootstrap intervals that contradict the report's own point estimates ------------------------------------
+def _bootstrap_report(**changes: Any) -> RunReport:
+    """A real paired bootstrap of constructed statistics (a clear gain), then `changes` applied to its numbers."""
+    from _gate_fixtures import NAMES, evaluation, images, model_stats
+
+    from kretrain.bootstrap import paired_bootstrap
+
+    test = images({"era1": 30, "era2": 30})
+    cand = model_stats(test, {("era1", -1): 0.9, ("era2", -1): 0.9}, seed=1)
+    inc = model_stats(test, {("era1", -1): 0.6, ("era2", -1): 0.6}, seed=2)
+    ci = paired_bootstrap(
+        cand, inc, {p: e for p, e, _ in test}, NAMES, metric="mAP50-95", confidence=0.95, resamples=50, seed=0,
+        incumbent_version="v1",
+    )  # fmt: skip
+    report = sim.report("run-2", MODEL, {"model": MODEL}, {"era1": 0.5}, None, None)
+    report = report.model_copy(
+        update={
+            "candidate_evaluation": evaluation(cand, test, None),
+            "incumbent_evaluation": evaluation(inc, test, "v1"),
+        }
+    )
+    data = ci.dump()
+    for path, value in changes.items():  # "pooled.delta", "eras.era1.classes.circle.candidate", ...
+        *parents, leaf = path.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        node[leaf] = value(node[leaf]) if callable(value) else value
+    return report.model_copy(update={"intervals": PairedBootstrap.model_validate(data)})
+
+
+INTERVAL_CASES = [
+    ("consistent", {}, None),
+    ("pooled-delta-forged", {"pooled.delta": lambda d: d + 0.05}, "pooled mAP50-95 delta"),
+    ("era-delta-forged", {"eras.era2.delta": lambda d: d - 0.01}, "era 'era2' mAP50-95 delta"),
+    ("era-unknown", {"eras.era9": {"delta": 0, "low": 0, "high": 0, "images": 1}}, "era 'era9', which"),
+    ("cell-candidate-forged", {"eras.era1.classes.circle.candidate": lambda v: max(0.0, v - 0.2)},
+     "candidate AP50-95"),
+    ("cell-incumbent-forged", {"eras.era1.classes.circle.incumbent": lambda v: min(1.0, v + 0.2)},
+     "incumbent AP50-95"),
+    ("cell-delta-forged", {"eras.era1.classes.square.delta": 0.0}, "AP50-95 delta"),
+    ("cell-instances-forged", {"eras.era1.classes.square.instances": 10_000}, "test instances"),
+    ("cell-unknown-class", {"eras.era1.classes.ghost": {"delta": 0, "low": 0, "high": 0, "instances": 9,
+                                                        "candidate": 0.5, "incumbent": 0.5, "resamples": 9}},
+     "'ghost' in era 'era1'"),
+    # intervals against another incumbent are not used by the gate (point estimates decide): not a mismatch
+    ("other-incumbent-ignored", {"incumbentVersion": "v0", "pooled.delta": 0.9}, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "phrase"), [c[1:] for c in INTERVAL_CASES], ids=[c[0] for c in INTERVAL_CASES])
+def test_intervals_must_agree_with_the_reported_point_estimates(changes: dict[str, Any], phrase: str | None) -> None:
+    """Before: nothing compared report.intervals with the evaluations. After: kretrain.interval_checks."""
+    why = interval_mismatch(_bootstrap_report(**changes))
+    if phrase is None:
+        assert why is None
+    else:
+        assert why is not None and phrase in why, why
+
+
+def test_forged_intervals_do_not_promote_a_candidate_its_points_reject(s3_env: Any, tmp_path: Path) -> None:
+    """Before: a trainer that reported no gain (0.50 vs 0.50) but a pooled interval [+0.25, +0.35] was promoted
+    (the gate read only the interval). After: the report is refused as ReportMismatch, nothing is promoted."""
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('rt2-ci')}/reg")
+    sim.seed_incumbent(registry, MODEL, "v1", {"era1": 0.5}, tmp_path)
+    sim.train(registry, MODEL, "run-2", {"era1": 0.5}, {"era1": 0.5}, tmp_path)
+    report = registry.read_run_report(MODEL, "run-2")
+    assert report is not None
+    forged = PairedBootstrap(
+        metric="mAP50-95", confidence=0.95, resamples=1000, seed=0, incumbent_version="v1",
+        pooled=EraInterval(delta=0.3, low=0.25, high=0.35, images=40),
+        eras={"era1": EraInterval(delta=0.0, low=0.0, high=0.0, images=40)},
+    )  # fmt: skip
+    spec = RetrainJobSpec.model_validate({
+        "model": MODEL, "dataset": {"uri": "s3://data/set", "eras": ["era1"]},
+        "promotion": {"minImprovement": {"absolute": 0.01}},
+    })  # fmt: skip
+    done = conclude(registry, report.model_copy(update={"intervals": forged}), spec, actor="rt", run_id="run-2")
+    assert done.reason == "ReportMismatch" and done.failed and not done.decision.promoted
+    assert registry.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
+    honest = conclude(registry, report, spec, actor="rt", run_id="run-2")  # without intervals: points decide
+    assert honest.reason == "GateFailed" and registry.incumbent(MODEL).version == "v1"  # type: ignore[union-attr]
+
+
+GUARD_CASES = [
+    # id, pooled (delta, low, high), era (delta, low, high), passes
+    ("interval-above-point-pooled", (0.005, 0.02, 0.03), (0.0, 0.0, 0.0), False),
+    ("interval-above-point-era", (0.05, 0.04, 0.06), (-0.05, 0.0, 0.01), False),
+    ("honest-interval", (0.05, 0.04, 0.06), (0.0, -0.01, 0.01), True),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pooled", "era", "passes"), [c[1:] for c in GUARD_CASES], ids=[c[0] for c in GUARD_CASES])
+def test_an_interval_never_passes_what_its_point_estimate_fails(
+    pooled: tuple[float, float, float], era: tuple[float, float, float], passes: bool
+) -> None:
+    """Before: a lower bound above its own point estimate (a percentile interval that excludes the point) passed
+    pooled superiority / era non-inferiority the point estimate fails. After: the lower bound used is
+    min(low, delta) (kretrain.policy_guards)."""
+    from kretrain.api import PromotionSpec
+    from kretrain.policy import decide
+
+    inc = sim.evaluation({"era1": 0.5}, "v1")
+    cand = sim.evaluation({"era1": 0.5 + era[0]}).model_copy(update={"pooled": sim.metrics(0.5 + pooled[0])})
+    ci = PairedBootstrap(
+        metric="mAP50-95", confidence=0.95, resamples=1000, seed=0, incumbent_version="v1",
+        pooled=EraInterval(delta=pooled[0], low=pooled[1], high=pooled[2], images=40),
+        eras={"era1": EraInterval(delta=era[0], low=era[1], high=era[2], images=40)},
+    )  # fmt: skip
+    promotion = PromotionSpec.model_validate(
+        {"requiredChecks": [], "maxClassRegression": None, "minImprovement": {"absolute": 0.01, "relative": 0}}
+    )
+    decision = decide(cand, inc, [], promotion, ["era1"], ci)
+    assert decision.passed is passes, decision.reasons
+
+
+# -- 3./2. a trainer-written version.json naming objects outside the version's folder ---------------------------
+def _record(uri: str = f"{BASE}/weights-abc.pt", artifact: str = f"{BASE}/model-abc.onnx") -> VersionRecord:
+    return VersionRecord.model_validate({
+        "model": "m", "version": "run-2", "uri": uri, "sha256": "a" * 64, "size": 1,
+        "registeredAt": "2026-12-01T23:00:00Z",
+        "artifacts": [{"format": "onnx", "uri": artifact, "sha256": "b" * 64, "size": 1}],
+    })  # fmt: skip
+
+
+NOTICE_CASES = [
+    ("own-folder", _record(), None),
+    ("weights-of-another-version", _record(uri="s3://reg/m/versions/v1/weights-abc.pt"), "weights"),
+    ("weights-in-another-bucket", _record(uri="s3://evil/weights.pt"), "weights"),
+    ("weights-dotdot", _record(uri=f"{BASE}/../v1/weights-abc.pt"), "weights"),
+    ("weights-in-a-subfolder", _record(uri=f"{BASE}/sub/weights.pt"), "weights"),
+    ("weights-prefix-sibling", _record(uri=f"{BASE}x/weights.pt"), "weights"),
+    ("artifact-of-another-version", _record(artifact="s3://reg/m/versions/v1/model-abc.onnx"), "artifact"),
+    ("artifact-in-another-bucket", _record(artifact="s3://evil/model.onnx"), "artifact"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("info", "phrase"), [c[1:] for c in NOTICE_CASES], ids=[c[0] for c in NOTICE_CASES])
+def test_a_signed_notice_names_only_objects_in_the_version_folder(info: VersionRecord, phrase: str | None) -> None:
+    """Before: build_notice copied version.json's uri and artifacts into the HMAC-signed body unchecked, so a
+    trainer could have the serving side fetch another version's (or bucket's) weights under the operator's
+    signature (the registry's readers refuse such a record). After: ValueError, the delivery is given up."""
+    args = dict(registry="s3://reg", pointer="incumbent", previous="v1", namespace="ns", retrain_job="job",
+                promoted_at="2026-12-01T23:00:00Z")  # fmt: skip
+    if phrase is None:
+        assert notify.build_notice(info=info, **args).weights.uri == info.uri
+        return
+    with pytest.raises(ValueError, match=phrase):
+        notify.build_notice(info=info, **args)
+
+
+# -- 2. a status writer's forged delivery record -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "forged",
+    ["garbage", "2026-12-01T23:00:00+00:00", "2026-13-45T99:99:99Z", ""],
+    ids=["garbage", "offset-form", "impossible-date", "empty"],
+)
+def test_a_forged_next_attempt_time_does_not_crash_the_timer(forged: str) -> None:
+    """Before: notify.due raised ValueError on an unparsable status.notifications[].nextAttemptAt (the timer
+    failed on every tick, the delivery stuck). After: an unreadable time is read as due now."""
+    from datetime import UTC, datetime
+
+    rec = Notification(kind="webhook", notice_id="ns/rtj/run/incumbent", target="h", next_attempt_at=forged)
+    assert notify.due(rec, datetime(2026, 12, 1, 23, tzinfo=UTC)) is True
