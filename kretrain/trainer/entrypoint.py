@@ -60,8 +60,12 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
         return None
 
 
-def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
-    """Run the whole training pod: returns the registered run's report (raises on failure)."""
+def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
+    """Run the whole training pod: returns the registered run's report (raises on failure).
+
+    Under torchrun only rank 0 evaluates, checks, exports and registers (the other ranks return None after
+    training); each node's local rank 0 pulls and validates the data once for the node.
+    """
     from kretrain.registry import Lineage, Registry
     from kretrain.store import ObjectStore
     from kretrain.trainer.report import build_report, termination_summary
@@ -83,6 +87,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
     restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
     offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
     from kretrain.trainer import checks as chk
+    from kretrain.trainer import distributed as dist
     from kretrain.trainer.data import prepare
     from kretrain.trainer.evaluate import evaluate, paired_intervals
     from kretrain.trainer.train import (
@@ -95,15 +100,20 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
         train,
     )
 
-    project = (pod.workdir / "ultralytics").resolve()
+    env = dist.DistEnv.from_env()
+    dist.init_process_group(env, _cuda())
+    project = dist.rank_dir(env, (pod.workdir / "ultralytics").resolve())
     # Ultralytics' own checks on every argument before anything runs (data pull included).
     check_train_args(build_train_args(spec, pod.workdir / "data.yaml", project))
     from kretrain.trainer.export import check_export_args
 
     check_export_args(spec, _cuda())  # spec.export as well (engine needs a GPU), before the data pull
 
-    data = prepare(spec, store, pod.workdir, pod.cache_dir)
-    _event(event="data-ready", runId=pod.run_id, trainImages=data.summary.train_images, eras=list(spec.dataset.eras))
+    data = prepare(spec, store, pod.workdir, pod.cache_dir) if env.node_leader else None
+    data_yaml = dist.share_node_data(env, pod.workdir, data.data_yaml if data else None)
+    if data is not None:
+        eras = list(spec.dataset.eras)
+        _event(event="data-ready", runId=pod.run_id, trainImages=data.summary.train_images, eras=eras)
 
     incumbent_version = pod.incumbent_version
     if incumbent_version is None:
@@ -114,7 +124,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
         info = registry.version_info(spec.model, incumbent_version)
         incumbent_ref = ModelRef(version=incumbent_version, uri=info.uri, sha256=info.sha256)
 
-    args = build_train_args(spec, data.data_yaml, project)
+    args = build_train_args(spec, data_yaml, project)
     check_train_args(args)
     hooks = RunHooks(
         model=spec.model,
@@ -126,15 +136,21 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport:
         region=spec.storage.region,
         checkpoint_interval=float(spec.strategy.checkpoint_interval_seconds),
     )
-    resume = _checkpoint(store, hooks.last_uri(), pod.workdir / "resume" / "last.pt")
+    resume = _checkpoint(store, hooks.last_uri(), dist.rank_dir(env, pod.workdir / "resume") / "last.pt")
     start = None
     if resume is not None:
         _event(event="resume", runId=pod.run_id, checkpoint=hooks.last_uri())
         start_desc = spec.strategy.effective_base_weights
     else:
-        start = resolve_start_weights(spec, pod.workdir / "weights", registry, store, incumbent_version or "")
+        weights_dir = dist.rank_dir(env, pod.workdir / "weights")
+        start = resolve_start_weights(spec, weights_dir, registry, store, incumbent_version or "")
         start_desc = start.description
     outcome = train(args, start, hooks, resume_from=resume)
+    dist.leave(env)  # every rank waits for the others; rank 0 goes on alone
+    if not env.leader:
+        _event(event="rank-finished", runId=pod.run_id, rank=env.rank)
+        return None
+    assert data is not None  # rank 0 is its node's local rank 0
     rows = read_results(outcome.results_csv)
 
     imgsz = spec.strategy.imgsz

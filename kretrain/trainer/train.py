@@ -19,6 +19,7 @@ from kretrain.api import RetrainJobSpec, RunProgress
 from kretrain.api.progress import finite_metrics
 from kretrain.api.ultralytics_args import ULTRALYTICS_TRAIN_ARGS
 from kretrain.registry import now_rfc3339
+from kretrain.trainer.distributed import train_kwargs
 from kretrain.trainer.modelfiles import (
     MAX_WEIGHTS_BYTES,
     ModelFileError,
@@ -528,14 +529,14 @@ def train(
         overrides = {
             k: args[k] for k in ("data", "device", "workers", "batch", "imgsz", "patience", "plots") if k in args
         }
-        yolo.train(resume=str(local_last), save_dir=str(save_dir), **overrides)
+        yolo.train(resume=str(local_last), save_dir=str(save_dir), **overrides, **train_kwargs())
     else:
         if start is None:
             raise TrainingError("no start weights")
         yolo = build_model(start)
         if hooks is not None:
             hooks.install(yolo)
-        yolo.train(**args)
+        yolo.train(**args, **train_kwargs())  # torchrun: world size and ranks from the launcher
     if hooks is not None:
         hooks.flush()
     train_seconds = time.time() - t0
