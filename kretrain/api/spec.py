@@ -487,6 +487,12 @@ class ResourcesSpec(ApiModel):
 
     gpus: int = Field(default=1, ge=0, le=16)
     """NVIDIA GPUs (`nvidia.com/gpu`); more than one trains with DDP over all of them; 0 trains on CPU."""
+    nodes: int = Field(default=1, ge=1, le=64)
+    """Pods (nodes) to train across with `torchrun` (c10d rendezvous): more than one makes an Indexed Job with a
+    headless Service (docs/install.md, "Beyond one node"); 1 is the single training pod."""
+    gpus_per_node: int | None = Field(default=None, ge=0, le=16)
+    """GPUs of each pod when `nodes` > 1 (one torchrun process per GPU; 0: one CPU process with gloo); sets
+    `gpus` to the same number (`gpus` is always per pod). Unset: `gpus`."""
     cpu: Quantity = "4"
     """CPU request and limit (a Kubernetes quantity)."""
     memory: Quantity = "16Gi"
@@ -511,6 +517,25 @@ class ResourcesSpec(ApiModel):
     tmp_size: str = Field(default="2Gi", pattern=STORAGE_QUANTITY_PATTERN)
     """Size limit of the `/tmp` emptyDir (library config and caches). The pod's ephemeral-storage request
     and limit are scratchSize + cacheSize (without `cache`) + tmpSize plus 1Gi for logs."""
+
+    @property
+    def per_node_gpus(self) -> int:
+        """GPUs of each training pod (`gpusPerNode` when set: `gpus` then equals it)."""
+        return self.gpus
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpus_per_node(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        per_node = raw.get("gpusPerNode", raw.get("gpus_per_node"))
+        if per_node is None:
+            return raw
+        if raw.get("nodes", 1) == 1:
+            raise ValueError("gpusPerNode applies only with nodes > 1 (one pod: set gpus)")
+        if "gpus" in raw and raw["gpus"] != per_node:
+            raise ValueError(f"gpus ({raw['gpus']}) and gpusPerNode ({per_node}) disagree: set one of them")
+        return {**raw, "gpus": per_node}
 
     @field_validator("scratch_size", "cache_size", "tmp_size")
     @classmethod

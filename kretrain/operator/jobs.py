@@ -14,7 +14,7 @@ from kretrain.api.pod import SPEC_DIR as SPEC_DIR
 from kretrain.api.pod import SPEC_FILE as SPEC_FILE
 from kretrain.api.pod import TERMINATION_LOG as TERMINATION_LOG
 from kretrain.api.spec import storage_bytes
-from kretrain.operator import policy
+from kretrain.operator import jobs_multinode, policy
 from kretrain.operator.cache_volume import cache_disk_bytes, cache_volume
 from kretrain.operator.settings import OperatorSettings
 from kretrain.resolve import SpecError as SpecError
@@ -215,9 +215,10 @@ def build_job(
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if settings.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
         "spec": job_spec,
     }
+    return jobs_multinode.to_indexed(job, spec) if res.nodes > 1 else job  # nodes: 1 stays exactly as it was

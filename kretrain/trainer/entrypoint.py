@@ -193,7 +193,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
             intervals = paired_intervals(spec.promotion, cand_stats, inc_stats, data.test_eras, incumbent_version)
 
     wall = time.time() - t_wall
-    gpus = spec.resources.gpus if _cuda() else 0
+    gpus = spec.resources.gpus * spec.resources.nodes if _cuda() else 0  # every node's GPUs
     compute = Compute(
         wall_seconds=round(wall, 3),
         train_seconds=round(outcome.train_seconds, 3),

@@ -1,0 +1,132 @@
+"""resources.nodes > 1: the Indexed Job + headless Service the operator builds for torchrun across pods."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import kubernetes_validate
+import pydantic
+import pytest
+
+from kretrain.api import RetrainJobSpec
+from kretrain.operator import jobs, jobs_multinode
+from kretrain.operator.settings import OperatorSettings
+from kretrain.resolve import SpecError
+
+SETTINGS = OperatorSettings(
+    registry="s3://models/registry", s3_endpoint="http://s3.local:8333", trainer_image="trainer:test", metrics_port=0
+)
+NAME, NS = "ns-rtj-0123abcd", "ns"
+TRAIN = ["kretrain", "train", "--spec", "/etc/kretrain/spec.json"]
+
+
+def make_spec(**resources: Any) -> RetrainJobSpec:
+    return RetrainJobSpec.model_validate(
+        {"model": "traffic", "dataset": {"uri": "s3://data/traffic", "eras": ["q1"]}, "resources": resources}
+    )
+
+
+def build(spec: RetrainJobSpec, name: str = NAME) -> dict[str, Any]:
+    resolved = jobs.resolve_spec(spec, SETTINGS)
+    return jobs.build_job(
+        name=name, namespace=NS, run=name, spec=resolved, incumbent_version=None,
+        object_labels=jobs.labels("uid-1", name), settings=SETTINGS,
+    )  # fmt: skip
+
+
+def test_one_node_is_the_single_pod_job_unchanged() -> None:
+    job = build(make_spec(gpus=2, nodes=1))
+    assert job == build(make_spec(gpus=2))
+    js = job["spec"]
+    assert "completionMode" not in js and js["completions"] == js["parallelism"] == 1
+    assert "subdomain" not in js["template"]["spec"]
+    assert js["template"]["spec"]["containers"][0]["command"] == TRAIN
+
+
+@pytest.mark.parametrize(
+    ("resources", "nproc", "gpu_limit"),
+    [
+        ({"nodes": 2, "gpus": 1}, 1, "1"),
+        ({"nodes": 4, "gpusPerNode": 8}, 8, "8"),
+        ({"nodes": 3, "gpus": 8, "gpusPerNode": 8}, 8, "8"),
+        ({"nodes": 2, "gpusPerNode": 0}, 1, None),
+        ({"nodes": 2, "gpus": 0}, 1, None),
+    ],
+    ids=["2x1gpu", "4x8gpu-per-node", "gpus-equal-gpusPerNode", "2x-cpu-gpusPerNode-0", "2x-cpu-gpus-0"],
+)
+def test_nodes_make_an_indexed_job_running_torchrun(
+    resources: dict[str, Any], nproc: int, gpu_limit: str | None
+) -> None:
+    spec = make_spec(**resources)
+    job = build(spec)
+    nodes = resources["nodes"]
+    js = job["spec"]
+    assert (js["completionMode"], js["completions"], js["parallelism"]) == ("Indexed", nodes, nodes)
+    pod = js["template"]["spec"]
+    svc = jobs_multinode.build_service(NAME, NS, jobs.labels("uid-1", NAME))
+    assert pod["subdomain"] == svc["metadata"]["name"] == f"kt-{NAME}"
+    [c] = pod["containers"]
+    assert c["command"] == [
+        "torchrun", "--nnodes", str(nodes), "--nproc-per-node", str(nproc), "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", f"{NAME}-0.kt-{NAME}.{NS}.svc:29400", "--rdzv-id", NAME, "--max-restarts", "0",
+        "--no-python", *TRAIN,
+    ]  # fmt: skip
+    assert c["resources"]["limits"].get("nvidia.com/gpu") == gpu_limit
+    # the headless Service selects exactly this Job's pods and publishes them before they are ready
+    labels = js["template"]["metadata"]["labels"]
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] and svc["spec"]["selector"].items() <= labels.items()
+    kubernetes_validate.validate(job, "1.32", strict=True)
+    kubernetes_validate.validate(svc, "1.32", strict=True)
+
+
+def test_the_single_pod_job_is_otherwise_untouched() -> None:
+    """Everything but the Indexed fields, the command, the port and the GPU limit is the single-pod Job's."""
+    one, two = build(make_spec(gpus=1)), build(make_spec(gpus=1, nodes=2))
+    for job in (one, two):
+        js = job["spec"]
+        for key in ("completionMode", "completions", "parallelism"):
+            js.pop(key, None)
+        js["template"]["spec"].pop("subdomain", None)
+        c = js["template"]["spec"]["containers"][0]
+        c.pop("command")
+        c.pop("ports", None)
+    assert one == two
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"nodes": 0}, "greater than or equal to 1"),
+        ({"nodes": 65}, "less than or equal to 64"),
+        ({"nodes": 2, "gpus": 2, "gpusPerNode": 4}, "gpus (2) and gpusPerNode (4) disagree"),
+        ({"gpusPerNode": 2}, "gpusPerNode applies only with nodes > 1"),
+        ({"nodes": 2, "gpusPerNode": 17}, "less than or equal to 16"),
+    ],
+    ids=["zero-nodes", "too-many-nodes", "gpus-disagree", "gpusPerNode-on-one-node", "too-many-gpus"],
+)
+def test_bad_resources_are_refused_naming_the_field(resources: dict[str, Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=re.escape(message)):
+        make_spec(**resources)
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes"),
+    [("a" * 62, 2), ("a" * 61, 11), ("ns.dotted-rtj-0123abcd", 2)],
+    ids=["hostname-over-63", "two-digit-index-over-63", "dot-in-hostname"],
+)
+def test_names_that_cannot_be_pod_hostnames_are_refused(name: str, nodes: int) -> None:
+    with pytest.raises(SpecError, match=r"resources.nodes .*not a DNS label"):
+        build(make_spec(nodes=nodes), name=name)
+
+
+def test_longest_allowed_name_validates() -> None:
+    name = "a" * 61  # hostname a..a-1 is 63 characters
+    job = build(make_spec(nodes=2), name=name)
+    svc = jobs_multinode.build_service(name, NS, jobs.labels("uid-1", name))
+    assert (
+        len(svc["metadata"]["name"]) <= 63 and job["spec"]["template"]["spec"]["subdomain"] == svc["metadata"]["name"]
+    )
+    kubernetes_validate.validate(job, "1.32", strict=True)
+    kubernetes_validate.validate(svc, "1.32", strict=True)
