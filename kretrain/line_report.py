@@ -113,6 +113,26 @@ def _verdict(report: RunReport) -> tuple[Decision | None, str]:
     return decision, ""
 
 
+MAX_SHOWN = 50
+"""Warnings, checks, eras and reasons of one version shown on the page (a report may hold 16 MiB of them)."""
+MAX_SHOWN_CHARS = 300
+"""Characters of one warning or check name shown."""
+
+
+def _bounded_data(data: DataSummary) -> DataSummary:
+    """The part of a report's data summary the page shows: MAX_SHOWN warnings and eras, each warning cut."""
+    warnings = [w[:MAX_SHOWN_CHARS] for w in data.warnings[:MAX_SHOWN]]
+    if len(data.warnings) > MAX_SHOWN:
+        warnings.append(f"... {len(data.warnings) - MAX_SHOWN} more warnings (see the run's report.json)")
+    eras = {e[:MAX_SHOWN_CHARS]: dict(list(c.items())[:8]) for e, c in list(data.eras.items())[:MAX_SHOWN]}
+    return data.model_copy(update={"warnings": warnings, "eras": eras, "classes": [], "era_hashes": {}})
+
+
+def _bounded_checks(checks: list[CheckResult]) -> list[CheckResult]:
+    """The first MAX_SHOWN checks, names cut (only name and verdict are shown)."""
+    return [c.model_copy(update={"name": c.name[:MAX_SHOWN_CHARS], "detail": ""}) for c in checks[:MAX_SHOWN]]
+
+
 @dataclass
 class _Read:
     """What is kept of one version's report (not the whole report: a line may have hundreds)."""
@@ -137,7 +157,7 @@ def _view(registry: Registry, model: str, info: VersionRecord, incumbent: bool) 
         return view, None
     if report.incumbent_evaluation is not None:
         view.compared_with = report.incumbent_evaluation.model_version
-    view.data, view.checks = report.data, report.checks
+    view.data, view.checks = _bounded_data(report.data), _bounded_checks(report.checks)
     card = read_card(registry, model, view.name)
     if card is not None:  # the decision as it was made (a race or a dry run included), not a re-computation
         view.verdict, view.recorded, view.reason = card.decision, True, card.reason
@@ -145,6 +165,10 @@ def _view(registry: Registry, model: str, info: VersionRecord, incumbent: bool) 
         view.card = text if len(text) <= MAX_CARD_CHARS else text[:MAX_CARD_CHARS] + "\n... (cut: card.md has it all)"
     else:
         view.verdict, view.verdict_note = _verdict(report)
+    if view.verdict is not None and len(view.verdict.reasons) > MAX_SHOWN:
+        rest = len(view.verdict.reasons) - MAX_SHOWN
+        reasons = [*view.verdict.reasons[:MAX_SHOWN], f"... {rest} more reasons (see the model card)"]
+        view.verdict = view.verdict.model_copy(update={"reasons": reasons})
     metric = (report.spec.get("promotion") or {}).get("metric")
     read = _Read(
         report.candidate_evaluation, report.incumbent_evaluation, metric, report.data.classes, report.intervals

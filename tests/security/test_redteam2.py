@@ -187,3 +187,29 @@ def test_a_forged_next_attempt_time_does_not_crash_the_timer(forged: str) -> Non
 
     rec = Notification(kind="webhook", notice_id="ns/rtj/run/incumbent", target="h", next_attempt_at=forged)
     assert notify.due(rec, datetime(2026, 12, 1, 23, tzinfo=UTC)) is True
+
+
+# -- 4. a trainer's report bloating the line report page ----------------------------------------------------
+def test_a_bloated_report_does_not_bloat_the_line_report(s3_env: Any, tmp_path: Path) -> None:
+    """Before: every data warning and check name of a version's report went onto the page (a ~9 MB report gave a
+    page of the same size, per version, all held in memory). After: kretrain.line_report keeps MAX_SHOWN of each,
+    cut to MAX_SHOWN_CHARS, and says how many more the report has."""
+    from kretrain.api.status import CheckResult
+    from kretrain.line_report import MAX_SHOWN, load_line
+    from kretrain.line_report_html import render
+
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('rt2-page')}/reg")
+    sim.seed_incumbent(registry, MODEL, "v1", {"era1": 0.5}, tmp_path)
+    report = sim.train(registry, MODEL, "run-2", {"era1": 0.6}, {"era1": 0.5}, tmp_path)
+    bloated = report.model_copy(
+        update={
+            "data": report.data.model_copy(update={"warnings": [f"<b>w{i}</b>" + "x" * 400 for i in range(20_000)]}),
+            "checks": [CheckResult(name="c" * 200 + str(i), passed=True) for i in range(5_000)],
+        }
+    )
+    info = registry.version_info(MODEL, "run-2")
+    assert info.report_uri is not None
+    registry.store.put_bytes(info.report_uri, bloated.model_dump_json(by_alias=True).encode())
+    page = render(load_line(registry, MODEL))
+    assert len(page) < 200_000, len(page)
+    assert f"{20_000 - MAX_SHOWN} more warnings" in page and "&lt;b&gt;w0&lt;/b&gt;" in page
