@@ -213,3 +213,87 @@ def test_a_bloated_report_does_not_bloat_the_line_report(s3_env: Any, tmp_path: 
     page = render(load_line(registry, MODEL))
     assert len(page) < 200_000, len(page)
     assert f"{20_000 - MAX_SHOWN} more warnings" in page and "&lt;b&gt;w0&lt;/b&gt;" in page
+
+
+# -- 2./3. the delivery step on a real registry: a forged version.json, a forged delivery record -----------------
+class _Serving:
+    """Records the two Kubernetes calls of notify_delivery.step (the real client: tests/test_notify_e2e.py)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def secret_value(self, namespace: str, name: str, key: str) -> bytes | None:
+        self.calls.append(f"secret {namespace}/{name}")
+        return b"k" * 32
+
+    def patch_inference_service(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"patch {namespace}/{name}")
+        return {}
+
+
+def _promoted(s3_env: Any, tmp_path: Path, notifications: list[dict[str, Any]] | None = None) -> tuple[Any, ...]:
+    from kretrain.operator import jobs
+    from kretrain.operator.settings import OperatorSettings
+    from kretrain.operator.steps import Deps
+
+    uid = "0f1e2d3c-aaaa-bbbb-cccc-000000000000"
+    run = jobs.run_id("ns", "rtj", uid)
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('rt2-notify')}/reg")
+    sim.seed_incumbent(registry, "m", "seed-1", {"e1": 0.5}, tmp_path)
+    sim.train(registry, "m", run, {"e1": 0.6}, {"e1": 0.5}, tmp_path)
+    registry.promote("m", run, expected="seed-1", reason="gate", actor="rt")
+    settings = OperatorSettings(
+        registry=registry.uri, allowed_webhook_hosts=["http://127.0.0.1:9"], allowed_webhook_secrets=["hook"],
+        notify_retry_delay=1,
+    )  # fmt: skip
+    deps = Deps(settings=settings, kube=None, registry_for=lambda s: registry, adopt=lambda o: None,  # type: ignore[arg-type]
+                now=lambda: "2026-12-01T23:00:00Z")  # fmt: skip
+    serving = {"webhook": {"url": "http://127.0.0.1:9/hook", "secretRef": {"name": "hook"}},
+               "inferenceService": {"name": "detector"}}  # fmt: skip
+    status: dict[str, Any] = {"state": "Promoted"}
+    if notifications is not None:
+        status["notifications"] = notifications
+    body = {
+        "metadata": {"namespace": "ns", "name": "rtj", "uid": uid, "generation": 1},
+        "spec": {"model": "m", "dataset": {"uri": "s3://data/set", "eras": ["e1"]},
+                 "storage": {"registry": registry.uri}, "serving": serving},
+        "status": status,
+    }  # fmt: skip
+    return registry, run, deps, body
+
+
+def test_a_version_json_naming_another_versions_weights_tells_nobody(s3_env: Any, tmp_path: Path) -> None:
+    """Before: the trainer's version.json (written at registration) could name the incumbent's weights (or any
+    bucket's) and the operator signed and POSTed it, and patched the InferenceService. After: both deliveries
+    are given up with the reason; no Secret is read, nothing is patched."""
+    import json
+
+    from kretrain.operator.notify_delivery import step
+
+    registry, run, deps, body = _promoted(s3_env, tmp_path)
+    uri = f"{registry.version_uri('m', run)}/version.json"
+    record = json.loads(registry.store.get_bytes(uri))
+    record["uri"] = registry.version_info("m", "seed-1").uri
+    registry.store.put_bytes(uri, json.dumps(record).encode())
+    kube = _Serving()
+    out = step(body, deps, kube)
+    recs = {r["kind"]: r for r in out.status["notifications"]}
+    assert kube.calls == [] and set(recs) == {"webhook", "inferenceService"}
+    assert all(r["givenUp"] and "not an object in" in r["lastError"] for r in recs.values()), recs
+
+
+def test_a_forged_delivery_record_is_rewritten_not_fatal(s3_env: Any, tmp_path: Path) -> None:
+    """Before: a status writer's nextAttemptAt 'soon' made every tick of the timer raise ValueError. After: the
+    attempt is made (the key read, the patch sent) and the record gets a well-formed time or is delivered."""
+    from kretrain.operator.notify_delivery import step
+
+    _, run, deps, body = _promoted(s3_env, tmp_path)
+    forged = [{"kind": k, "noticeId": f"ns/rtj/{run}/incumbent", "target": "x", "attempts": 1, "nextAttemptAt": "soon"}
+              for k in ("webhook", "inferenceService")]  # fmt: skip
+    body["status"]["notifications"] = forged
+    kube = _Serving()
+    out = step(body, deps, kube)
+    recs = {r["kind"]: r for r in out.status["notifications"]}
+    assert kube.calls == ["secret ns/hook", "patch ns/detector"]
+    assert recs["inferenceService"]["delivered"] and recs["webhook"]["attempts"] == 2
+    assert recs["webhook"]["nextAttemptAt"] == "2026-12-01T23:00:02Z"  # nothing listens on :9: retried later
