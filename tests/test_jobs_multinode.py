@@ -130,3 +130,30 @@ def test_longest_allowed_name_validates() -> None:
     )
     kubernetes_validate.validate(job, "1.32", strict=True)
     kubernetes_validate.validate(svc, "1.32", strict=True)
+
+
+@pytest.mark.parametrize(("nodes", "services"), [(1, 0), (2, 1)], ids=["one-node-no-service", "two-nodes-service"])
+def test_run_objects_on_the_emulator(nodes: int, services: int) -> None:
+    """create_run_objects with the operator's own client: the Service (nodes > 1) exists before the Job; twice
+    is still one of each (409 is 'already there')."""
+    from emulator.client import Client, path
+    from emulator.server import EmulatorServer
+    from kretrain.operator.kube import Kube
+    from kretrain.operator.steps import Deps, create_run_objects
+
+    with EmulatorServer() as server:
+        client = Client(server.url)
+        client.ensure_namespace(NS)
+        resolved = jobs.resolve_spec(make_spec(nodes=nodes, gpus=0), SETTINGS)
+        adopted: list[str] = []
+        deps = Deps(settings=SETTINGS, kube=Kube(OperatorSettings(kube_url=server.url)), registry_for=lambda s: None,  # type: ignore[arg-type,return-value]
+                    adopt=lambda objs: adopted.extend(o["kind"] for o in objs))  # fmt: skip
+        assert create_run_objects(NS, "uid-1", NAME, NAME, resolved, None, deps) is True
+        assert create_run_objects(NS, "uid-1", NAME, NAME, resolved, None, deps) is False
+        svcs = client.list(path("", "v1", "services", NS))
+        [job] = client.list(path("batch", "v1", "jobs", NS))
+        assert len(svcs) == services and len(client.list(path("", "v1", "configmaps", NS))) == 1
+        assert adopted[: 2 + services] == ["ConfigMap", *["Service"] * services, "Job"]
+        if services:
+            assert job["spec"]["template"]["spec"]["subdomain"] == svcs[0]["metadata"]["name"]
+            assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == nodes

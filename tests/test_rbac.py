@@ -215,6 +215,7 @@ ARGUMENTS: dict[str, list[Any]] = {
     "obj": [
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "n", "namespace": "ns"}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n", "namespace": "ns"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "n", "namespace": "ns"}},
     ],
 }
 

@@ -26,6 +26,7 @@ OWN_API_CALLS: frozenset[tuple[str, str]] = frozenset(
         ("create", "jobs.batch"),
         ("patch", "jobs.batch"),  # spec.suspend
         ("create", "configmaps"),  # the spec mounted into the pod
+        ("create", "services"),  # resources.nodes > 1: the headless Service of the pods' rendezvous
         ("list", "pods"),  # the failed pod's termination message
         ("get", "secrets"),  # a webhook's HMAC key (RBAC: only the names in policy.allowedWebhookSecrets)
         ("patch", "inferenceservices.serving.kserve.io"),  # spec.serving.inferenceService's storageUri
@@ -208,17 +209,19 @@ class Kube:
         return job
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create a Job or ConfigMap; returns (object, created). 409 AlreadyExists means it is already there."""
+        """Create a Job, ConfigMap or Service; returns (object, created). 409 AlreadyExists: it is already there."""
         meta = obj["metadata"]
         namespace = checked_namespace(meta.get("namespace"))
         checked_name(meta.get("name"))
-        if obj["kind"] not in ("Job", "ConfigMap"):
-            raise ValueError(f"Kube.create makes Jobs and ConfigMaps, not {obj['kind']!r}")
+        if obj["kind"] not in ("Job", "ConfigMap", "Service"):
+            raise ValueError(f"Kube.create makes Jobs, ConfigMaps and Services, not {obj['kind']!r}")
         try:
             if obj["kind"] == "Job":
                 created: dict[str, Any] = self._call(
                     self.batch.create_namespaced_job, namespace, obj, _headers=JSON_BODY
                 )
+            elif obj["kind"] == "Service":
+                created = self._call(self.core.create_namespaced_service, namespace, obj, _headers=JSON_BODY)
             else:
                 created = self._call(self.core.create_namespaced_config_map, namespace, obj, _headers=JSON_BODY)
         except KubeError as exc:

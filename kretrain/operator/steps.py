@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kretrain.api import ModelRef, RetrainJobSpec
-from kretrain.operator import bounds, jobs
+from kretrain.operator import bounds, jobs, jobs_multinode
 from kretrain.operator.kube import RETRYABLE_STATUS, KubeError
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import Outcome
@@ -84,9 +84,12 @@ def create_run_objects(
         object_labels=object_labels,
         settings=deps.settings,
     )
-    deps.adopt([configmap, job])
+    service = [jobs_multinode.build_service(jname, ns, object_labels)] if resolved.resources.nodes > 1 else []
+    deps.adopt([configmap, *service, job])
     try:
         deps.kube.create(configmap)
+        for obj in service:  # before the Job: its pods' DNS names must exist when they rendezvous
+            deps.kube.create(obj)
         _, created = deps.kube.create(job)
     except KubeError as exc:
         if exc.status in (400, 403, 422):

@@ -74,6 +74,7 @@ BUILTINS = [
     Resource("", "v1", "namespaces", "Namespace", False, True, short_names=["ns"]),
     Resource("", "v1", "pods", "Pod", True, True, short_names=["po"]),
     Resource("", "v1", "configmaps", "ConfigMap", True, short_names=["cm"]),
+    Resource("", "v1", "services", "Service", True, short_names=["svc"]),
     Resource("", "v1", "secrets", "Secret", True),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, short_names=["sa"]),
     Resource("", "v1", "events", "Event", True, short_names=["ev"]),

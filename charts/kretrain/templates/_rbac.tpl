@@ -42,6 +42,11 @@ kopf peering objects are used.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create]
+# resources.nodes > 1: the headless Service giving the training pods DNS names for torchrun's
+# rendezvous (deleted with its RetrainJob by owner reference).
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create]
 # The training pods, read-only: the failed pod's termination message.
 - apiGroups: [""]
   resources: [pods]
