@@ -297,3 +297,26 @@ def test_a_forged_delivery_record_is_rewritten_not_fatal(s3_env: Any, tmp_path: 
     assert kube.calls == ["secret ns/hook", "patch ns/detector"]
     assert recs["inferenceService"]["delivered"] and recs["webhook"]["attempts"] == 2
     assert recs["webhook"]["nextAttemptAt"] == "2026-12-01T23:00:02Z"  # nothing listens on :9: retried later
+
+
+@pytest.mark.xfail(
+    strict=True, reason="not fixed: usable_intervals does not compare intervals.confidence with the spec"
+)
+def test_intervals_at_a_lower_confidence_than_the_spec_are_not_used() -> None:
+    """Open: the trainer reports a 50% interval (narrow) where the spec asks for 95%; the gate takes its lower
+    bound as if it were the 95% one. Suggested fix: a confidence (and resamples, seed) other than the spec's
+    makes the report a ReportMismatch (kretrain.interval_checks, with the operator's spec passed in)."""
+    from kretrain.api import PromotionSpec
+    from kretrain.policy import decide
+
+    inc = sim.evaluation({"era1": 0.5}, "v1")
+    cand = sim.evaluation({"era1": 0.52})
+    narrow = PairedBootstrap(
+        metric="mAP50-95", confidence=0.5, resamples=1000, seed=0, incumbent_version="v1",
+        pooled=EraInterval(delta=0.02, low=0.012, high=0.028, images=40),
+        eras={"era1": EraInterval(delta=0.02, low=0.012, high=0.028, images=40)},
+    )  # fmt: skip
+    promotion = PromotionSpec.model_validate(
+        {"requiredChecks": [], "maxClassRegression": None, "minImprovement": {"absolute": 0.01}, "confidence": 0.95}
+    )
+    assert not decide(cand, inc, [], promotion, ["era1"], narrow).passed
