@@ -25,6 +25,26 @@ MAX_CLASSES = 4096
 """Class cells of a card; a report with more is cut."""
 
 
+MAX_WARNINGS = 100
+"""Data warnings a card keeps (the report has them all); the last one counts the rest."""
+MAX_TEXT = 300
+"""Characters kept of one warning, check name or check detail."""
+MAX_ARGS = 128
+"""Training arguments a card keeps."""
+
+
+def _card_data(data: DataSummary) -> DataSummary:
+    """The report's data summary, bounded: a 16 MiB report (any trainer writes it) must not give a 16 MiB card,
+    written again on every poll while the version awaits approval."""
+    warnings = [w[:MAX_TEXT] for w in data.warnings[:MAX_WARNINGS]]
+    if len(data.warnings) > MAX_WARNINGS:
+        warnings.append(f"... {len(data.warnings) - MAX_WARNINGS} more warnings (see the run's report.json)")
+    eras = {e[:128]: dict(list(c.items())[:8]) for e, c in list(data.eras.items())[: MAX_ROWS - 1]}
+    hashes = {e[:128]: str(h)[:128] for e, h in data.era_hashes.items() if e[:128] in eras}
+    classes = [c[:128] for c in data.classes[:MAX_CLASSES]]
+    return data.model_copy(update={"warnings": warnings, "eras": eras, "era_hashes": hashes, "classes": classes})
+
+
 class CardRow(ApiModel):
     """The gate metric of the version on one era's test split (or pooled), beside the incumbent it was compared with."""
 
@@ -147,10 +167,12 @@ def build_card(report: RunReport, decision: Decision, reason: str, metric: Metri
         compared_with=inc.model_version if inc is not None else None,
         metric=metric,
         confidence=usable.confidence if usable is not None else None,
-        data=report.data,
-        training=report.training,
+        data=_card_data(report.data),
+        training=report.training.model_copy(update={"args": dict(list(report.training.args.items())[:MAX_ARGS])}),
         compute=report.compute,
-        checks=report.checks[:64],
+        checks=[
+            c.model_copy(update={"detail": c.detail[:MAX_TEXT], "name": c.name[:MAX_TEXT]}) for c in report.checks[:64]
+        ],
         rows=rows,
         classes=classes,
         decision=decision,

@@ -320,3 +320,31 @@ def test_intervals_at_a_lower_confidence_than_the_spec_are_not_used() -> None:
         {"requiredChecks": [], "maxClassRegression": None, "minImprovement": {"absolute": 0.01}, "confidence": 0.95}
     )
     assert not decide(cand, inc, [], promotion, ["era1"], narrow).passed
+
+
+def test_a_bloated_report_gives_a_bounded_model_card() -> None:
+    """Before: the card kept the report's whole data summary, check details and training args (a ~9 MB report
+    gave a ~9 MB card.json, rewritten on every poll while awaiting approval). After: kretrain.modelcard bounds
+    them (MAX_WARNINGS, MAX_TEXT, MAX_ARGS) and counts what was cut."""
+    import json
+
+    from kretrain.api import Decision
+    from kretrain.api.status import CheckResult
+    from kretrain.modelcard import MAX_WARNINGS, build_card, render_markdown
+
+    report = sim.report("run-2", MODEL, {"model": MODEL}, {"era1": 0.6}, {"era1": 0.5}, None)
+    bloated = report.model_copy(
+        update={
+            "data": report.data.model_copy(
+                update={"warnings": ["w" * 400] * 20_000, "classes": [f"c{i}" * 50 for i in range(20_000)]}
+            ),
+            "checks": [CheckResult(name="n", passed=True, detail="d" * 1_000_000)],
+            "training": report.training.model_copy(update={"args": {f"a{i}": "x" * 100 for i in range(20_000)}}),
+        }
+    )
+    assert len(bloated.model_dump_json()) > 9_000_000
+    card = build_card(bloated, Decision(promoted=False, passed=False, mode="auto"), "GateFailed", "mAP50-95")
+    size = len(json.dumps(card.dump()))
+    assert size < 1_000_000, size  # 4096 class names cut to 128 characters are most of it
+    assert len(render_markdown(card)) < 1_000_000
+    assert card.data.warnings[-1] == f"... {20_000 - MAX_WARNINGS} more warnings (see the run's report.json)"
