@@ -71,6 +71,10 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     from kretrain.trainer.report import build_report, termination_summary
 
     t_wall = time.time()
+    from kretrain.trainer import distributed as dist
+
+    env = dist.DistEnv.from_env()
+    dist.init_process_group(env, _cuda())  # first: from here on a rank that fails makes its peers fail at once
     if not spec.storage.registry:
         raise ValueError("storage.registry is not set in the spec: no model registry to write to")
     store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
@@ -87,7 +91,6 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
     offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
     from kretrain.trainer import checks as chk
-    from kretrain.trainer import distributed as dist
     from kretrain.trainer.data import prepare
     from kretrain.trainer.evaluate import evaluate, paired_intervals
     from kretrain.trainer.train import (
@@ -100,8 +103,6 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         train,
     )
 
-    env = dist.DistEnv.from_env()
-    dist.init_process_group(env, _cuda())
     project = dist.rank_dir(env, (pod.workdir / "ultralytics").resolve())
     # Ultralytics' own checks on every argument before anything runs (data pull included).
     check_train_args(build_train_args(spec, pod.workdir / "data.yaml", project))
