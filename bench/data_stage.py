@@ -206,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-baseline", action="store_true", help="skip the two runs without validation cache")
-    parser.add_argument("--quick", action="store_true", help="3 eras x 40 images, once (for the test)")
+    parser.add_argument("--quick", action="store_true", help="3 eras x 20 images, once (for the test)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.eras, args.images, args.repeat = 3, 40, 1
+        args.eras, args.images, args.repeat = 3, 20, 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-stage-"))
     try:
         doc = measure(tmp, args.eras, args.images, args.imgsz, args.repeat, not args.no_baseline)

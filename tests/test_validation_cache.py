@@ -37,7 +37,7 @@ def _spec(uri: str) -> RetrainJobSpec:
 def dataset(s3, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
     """Two small eras, the second with corrupt images, bad labels, an orphan label and a copy of an era1 image."""
     root = tmp_path / "src"
-    era1, era2 = demo_eras(images=24, seed=3)
+    era1, era2 = demo_eras(images=16, seed=3)
     era2.defects = Defects(corrupt_images=2, bad_label_lines=1, out_of_range_ids=1, bad_boxes=2, orphan_labels=1)
     generate_dataset(root, [era1, era2], DEFAULT_CLASSES, imgsz=32)
     shutil.copyfile(root / "era1/images/era1_000003.png", root / "era2/images/zz_copy.png")
@@ -70,7 +70,7 @@ def test_cached_run_equals_uncached_and_inspects_nothing(dataset: str, s3, tmp_p
     warm, warm_cache = _run(spec, s3, tmp_path, "w2")
     pulled = pull_dataset(spec.dataset, _store(s3), tmp_path / "cache")
     uncached = _outcome(prepare_pulled(spec, pulled, tmp_path / "w3", chart=False))
-    images = 24 + 24 + 1
+    images = 16 + 16 + 1
     assert (cold_cache["hits"], cold_cache["misses"]) == (0, images)
     assert (warm_cache["hits"], warm_cache["misses"], warm_cache["ignoredFiles"]) == (images, 0, 0)
     assert warm == cold == uncached
@@ -103,7 +103,7 @@ def test_a_changed_object_is_inspected_again(  # type: ignore[no-untyped-def]
     _run(spec, s3, tmp_path, "w1")
     change(s3, dataset, tmp_path)
     after, stats = _run(spec, s3, tmp_path, "w2")
-    assert (stats["misses"], stats["hits"]) == (misses, 24 + 24 + 1 - misses)
+    assert (stats["misses"], stats["hits"]) == (misses, 16 + 16 + 1 - misses)
     fresh = _outcome(prepare_pulled(spec, pull_dataset(spec.dataset, _store(s3), tmp_path / "cache"), tmp_path / "w3"))
     assert after == fresh
 
@@ -149,7 +149,7 @@ def test_new_rules_invalidate_every_era(dataset: str, s3, tmp_path: Path, monkey
     finally:
         monkeypatch.undo()
         validator_version.cache_clear()
-    assert (stats["hits"], stats["misses"], stats["ignoredFiles"]) == (0, 49, 2)
+    assert (stats["hits"], stats["misses"], stats["ignoredFiles"]) == (0, 33, 2)
     assert again == cold
 
 
@@ -250,7 +250,7 @@ def test_garbage_in_the_cache_folder_only_costs_a_re_inspection(dataset: str, s3
     again, stats = _run(spec, s3, tmp_path, "w2")
     assert (stats["hits"], stats["ignoredFiles"]) == (0, 2) and again == cold
     third, stats = _run(spec, s3, tmp_path, "w3")
-    assert stats["hits"] == 49 and third == cold
+    assert stats["hits"] == 33 and third == cold
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ def remove_label_caches(records: Sequence[ImageRecord]) -> list[Path]:
     A cache written by an earlier run in a shared dataset cache would be unpickled
     (`np.load(allow_pickle=True)`) before its hash is checked, so none is left for the next run to load.
     """
-    folders = {os.path.dirname(os.path.abspath(r.path)) for r in records}
+    folders = {os.path.abspath(d) for d in {os.path.dirname(r.path) for r in records}}
     removed = []
     for cache in sorted({ultralytics_cache_path(os.path.join(f, "x")) for f in folders}):
         try:
