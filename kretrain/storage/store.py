@@ -41,11 +41,11 @@ class ObjectStore:
     whose ETag is a plain MD5 (single-part uploads) are verified against it. Every failure is a
     `kretrain.storage.errors.StoreError` subclass, whichever transport ran the request.
 
-    `transport="obstore"` (default) sends gets, puts (conditional ones too), heads and deletes through
-    obstore (Rust `object_store`): about half the client CPU of the former hand-written fast path per
-    small object. `transport="boto3"` sends everything through boto3; `fast_path=True/False`, the former
+    `transport="obstore"` (default) sends gets, puts (conditional ones too) and heads through obstore
+    (Rust `object_store`): about half the client CPU of the former hand-written fast path per small
+    object. `transport="boto3"` sends everything through boto3; `fast_path=True/False`, the former
     switch, picks obstore/boto3. `client` is the boto3 client on the same endpoint and credentials, for
-    what obstore does not cover: listings (on either transport, see `ObstoreTransport.list`), keys
+    what obstore does not cover: listings and deletes (on either transport, see `ObstoreTransport`), keys
     object_store cannot address, answers without Content-Length, bucket administration and the
     schedule scanner's raw listings.
     """
