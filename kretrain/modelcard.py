@@ -11,7 +11,6 @@ from kretrain.api.base import ApiModel
 from kretrain.api.report import Compute, DataSummary, RunReport, TrainingSummary
 from kretrain.api.spec import MetricName
 from kretrain.api.status import CheckResult, Decision
-from kretrain.limits import MAX_REPORT_BYTES
 from kretrain.registry import Registry
 from kretrain.store import ObjectTooLarge, join_uri
 
@@ -31,6 +30,12 @@ MAX_TEXT = 300
 """Characters kept of one warning, check name or check detail."""
 MAX_ARGS = 128
 """Training arguments a card keeps."""
+MAX_REASONS = 200
+"""Decision reasons a card keeps."""
+MAX_REASON_CHARS = 1000
+"""Characters kept of one reason."""
+MAX_CARD_BYTES = 4 * 1024 * 1024
+"""Largest card.json read: the cards conclude() writes are bounded well below it (a bigger one is not ours)."""
 
 
 def _card_data(data: DataSummary) -> DataSummary:
@@ -43,6 +48,14 @@ def _card_data(data: DataSummary) -> DataSummary:
     hashes = {e[:128]: str(h)[:128] for e, h in data.era_hashes.items() if e[:128] in eras}
     classes = [c[:128] for c in data.classes[:MAX_CLASSES]]
     return data.model_copy(update={"warnings": warnings, "eras": eras, "era_hashes": hashes, "classes": classes})
+
+
+def _card_decision(decision: Decision) -> Decision:
+    """The decision with at most MAX_REASONS reasons, each cut (the gate writes one per new class cell)."""
+    reasons = [r[:MAX_REASON_CHARS] for r in decision.reasons[:MAX_REASONS]]
+    if len(decision.reasons) > MAX_REASONS:
+        reasons.append(f"... {len(decision.reasons) - MAX_REASONS} more reasons")
+    return decision.model_copy(update={"reasons": reasons})
 
 
 class CardRow(ApiModel):
@@ -175,7 +188,7 @@ def build_card(report: RunReport, decision: Decision, reason: str, metric: Metri
         ],
         rows=rows,
         classes=classes,
-        decision=decision,
+        decision=_card_decision(decision),
         reason=reason,
     )
 
@@ -286,6 +299,7 @@ def read_card(registry: Registry, model: str, version: str) -> ModelCard | None:
     the decision, never an input to one)."""
     uri = join_uri(registry.version_uri(model, version), CARD_JSON)
     try:
-        return ModelCard.model_validate_json(registry.store.get_bytes(uri, max_bytes=MAX_REPORT_BYTES))
+        card = ModelCard.model_validate_json(registry.store.get_bytes(uri, max_bytes=MAX_CARD_BYTES))
     except (FileNotFoundError, ObjectTooLarge, ValidationError):
         return None
+    return card if (card.model, card.version) == (model, version) else None  # not another version's card

@@ -348,3 +348,46 @@ def test_a_bloated_report_gives_a_bounded_model_card() -> None:
     assert size < 1_000_000, size  # 4096 class names cut to 128 characters are most of it
     assert len(render_markdown(card)) < 1_000_000
     assert card.data.warnings[-1] == f"... {20_000 - MAX_WARNINGS} more warnings (see the run's report.json)"
+
+
+def test_the_largest_card_conclude_can_write_is_readable() -> None:
+    """A hostile report with 64 eras x 4096 long class names and 100000 gate reasons still gives a card.json
+    under MAX_CARD_BYTES (reasons capped at MAX_REASONS), so a card bigger than that is not one the operator wrote."""
+    import json
+
+    from kretrain.api import Decision
+    from kretrain.modelcard import MAX_CARD_BYTES, MAX_REASONS, build_card
+
+    eras = {f"era-{i}-" + "e" * 100: 0.5 for i in range(64)}
+    report = sim.report("run-2", MODEL, {"model": MODEL}, eras, eras, None)
+    names = {f"class-{i}-" + "n" * 300: 0.5 for i in range(5000)}
+    cand = report.candidate_evaluation
+    cand = cand.model_copy(
+        update={"eras": {e: m.model_copy(update={"per_class": names}) for e, m in cand.eras.items()}}
+    )
+    decision = Decision(promoted=False, passed=False, mode="auto", reasons=["r" * 5000] * 100_000)
+    card = build_card(report.model_copy(update={"candidate_evaluation": cand}), decision, "GateFailed", "mAP50-95")
+    assert len(card.decision.reasons) == MAX_REASONS + 1
+    assert len(json.dumps(card.dump(), indent=2, sort_keys=True)) < MAX_CARD_BYTES
+
+
+def test_a_forged_or_foreign_card_is_not_read_as_the_decision(s3_env: Any, tmp_path: Path) -> None:
+    """Before: read_card took any card.json in the version's folder: the trainer could copy a promoted version's
+    card there (or write a 16 MiB one), and the line report and `kretrain models history` showed it as this
+    version's decision. After: a card naming another version, or over MAX_CARD_BYTES, reads as None."""
+    from kretrain.modelcard import CARD_JSON, MAX_CARD_BYTES, read_card
+    from kretrain.store import join_uri
+
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('rt2-card')}/reg")
+    sim.seed_incumbent(registry, MODEL, "v1", {"era1": 0.5}, tmp_path)
+    sim.train(registry, MODEL, "run-2", {"era1": 0.6}, {"era1": 0.5}, tmp_path)
+    sim.train(registry, MODEL, "run-3", {"era1": 0.4}, {"era1": 0.5}, tmp_path)
+    spec = RetrainJobSpec.model_validate({"model": MODEL, "dataset": {"uri": "s3://data/set", "eras": ["era1"]}})
+    report = registry.read_run_report(MODEL, "run-2")
+    assert report is not None and conclude(registry, report, spec, actor="rt", run_id="run-2").reason == "Promoted"
+    promoted = registry.store.get_bytes(join_uri(registry.version_uri(MODEL, "run-2"), CARD_JSON))
+    theirs = join_uri(registry.version_uri(MODEL, "run-3"), CARD_JSON)
+    registry.store.put_bytes(theirs, promoted)  # the trainer of run-3 copies run-2's card into its folder
+    assert read_card(registry, MODEL, "run-2") is not None and read_card(registry, MODEL, "run-3") is None
+    registry.store.put_bytes(theirs, promoted[:-1] + b" " * MAX_CARD_BYTES + b"}")
+    assert read_card(registry, MODEL, "run-3") is None
