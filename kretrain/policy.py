@@ -142,7 +142,7 @@ def _compare(
     i = incumbent.pooled.get(metric)
     ci = usable_intervals(intervals, incumbent, promotion, reasons)
     if ci is not None:
-        pooled_bounds(ci.pooled, i, promotion, ci.confidence, reasons, fail)
+        pooled_bounds(ci.pooled, i, promotion, ci.confidence, reasons, fail, point=c - i)
     else:
         _point_bounds(c, i, promotion, reasons, fail)
     limit = promotion.max_era_regression

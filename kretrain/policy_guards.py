@@ -55,15 +55,20 @@ def usable_intervals(
     return intervals
 
 
-def pooled_bounds(ci: Interval, incumbent_value: float, promotion: PromotionSpec, confidence: float, reasons: list[str], fail: Fail) -> None:  # fmt: skip
-    """Pooled superiority: the lower bound of the pooled delta reaches both minImprovement bounds."""
+def pooled_bounds(ci: Interval, incumbent_value: float, promotion: PromotionSpec, confidence: float, reasons: list[str], fail: Fail, point: float | None = None) -> None:  # fmt: skip
+    """Pooled superiority: the lower bound of the pooled delta reaches both minImprovement bounds.
+
+    The lower bound used is never above the point estimate `point` (candidate - incumbent as the evaluations
+    report it; default the interval's own delta): intervals never pass what the point estimates fail. The
+    interval's pooled delta may differ slightly from the evaluations' (the bootstrap joins the eras in another
+    image order, so tied confidences sort differently), which is why the evaluations' value is used here."""
     metric = promotion.metric
     absolute = promotion.min_improvement.absolute
     relative_gain = incumbent_value * promotion.min_improvement.relative
     need = max(absolute, relative_gain)
     numbers = f"pooled {metric} delta {ci_text(ci, confidence)}"
     bounds = f"minImprovement.absolute +{_f(absolute)}, relative +{promotion.min_improvement.relative * 100:.2f}%"
-    if min(ci.low, ci.delta) + EPSILON >= need:  # never passes what its own point estimate fails
+    if min(ci.low, ci.delta if point is None else point) + EPSILON >= need:
         reasons.append(f"Improvement shown: {numbers}; the lower bound reaches +{_f(need)} ({bounds}).")
     elif ci.delta + EPSILON >= need:
         fail(
