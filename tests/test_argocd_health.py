@@ -172,6 +172,36 @@ JOB_CASES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "Queued: JobSuspended: Job traffic-x is suspended",
     ),
     (
+        "queued-waiting-for-admission",
+        lambda: job(
+            RetrainJobStatus(
+                state="Queued",
+                observed_generation=1,
+                conditions=[cond("Queued", "True", "WaitingForAdmission", "the Job waits for admission by Kueue")],
+            )
+        ),
+        "Progressing",
+        "Queued: WaitingForAdmission: the Job waits for admission by Kueue",
+    ),
+    (
+        "queued-after-preemption",
+        lambda: job(
+            RetrainJobStatus(
+                state="Queued",
+                observed_generation=1,
+                conditions=[cond("Queued", "True", "Preempted", "Kueue suspended Job traffic-x again")],
+            )
+        ),
+        "Progressing",
+        "Queued: Preempted: Kueue suspended Job traffic-x again",
+    ),
+    (
+        "queued-without-condition",
+        lambda: job(RetrainJobStatus(state="Queued", observed_generation=1)),
+        "Progressing",
+        "Queued: waiting for admission by Kueue",
+    ),
+    (
         "resume-not-seen-yet",
         lambda: job(RetrainJobStatus(state="Suspended", observed_generation=2), generation=3),
         "Progressing",

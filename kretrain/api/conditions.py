@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-ConditionType = Literal["DataReady", "Training", "Evaluated", "Promoted", "Failed", "Suspended"]
+ConditionType = Literal["DataReady", "Queued", "Training", "Evaluated", "Promoted", "Failed", "Suspended"]
 """Which aspect of a run a condition describes (status.conditions[].type)."""
 ConditionStatus = Literal["True", "False", "Unknown"]
 """Whether a condition holds (status.conditions[].status)."""
@@ -26,6 +26,8 @@ class Cond:
 
     DATA_READY: Final = "DataReady"
     """The dataset was pulled and validated."""
+    QUEUED: Final = "Queued"
+    """True while Kueue holds the run's Job (suspended, waiting for admission); False once admitted."""
     TRAINING: Final = "Training"
     """True while the run's Job trains; False once it succeeded or failed."""
     EVALUATED: Final = "Evaluated"
@@ -64,6 +66,13 @@ class Reason:
     """The incumbent could not be read: the run waits instead of starting blind."""
     FALLBACK_TO_FULL: Final = "FallbackToFull"
     """An incremental candidate failed the gate: a full retrain runs (strategy.fallbackToFull)."""
+    # Kueue admission
+    WAITING_FOR_ADMISSION: Final = "WaitingForAdmission"
+    """Queued: the Job carries a Kueue queue name and stays suspended until Kueue admits it."""
+    ADMITTED: Final = "Admitted"
+    """Queued False: Kueue admitted the Job (it unsuspended it)."""
+    PREEMPTED: Final = "Preempted"
+    """Queued: Kueue suspended an admitted Job again (preemption or eviction); it waits for a new admission."""
     # Suspension
     SUSPENDED_BY_SPEC: Final = "SuspendedBySpec"
     """spec.suspend is true."""

@@ -505,6 +505,10 @@ class ResourcesSpec(ApiModel):
     """Tolerations (e.g. for tainted GPU nodes); their keys must be allowed by the operator policy."""
     priority_class_name: str | None = Field(default=None, pattern=NAME_PATTERN)
     """PriorityClass of the training pod (only those the operator policy allows; default: none)."""
+    queue_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    """Kueue LocalQueue (in the RetrainJob's namespace) that admits the Job: sets the `kueue.x-k8s.io/queue-name`
+    label and creates the Job suspended, for Kueue to unsuspend on admission (unset: the operator's default queue,
+    if any; with none the Job is not queued)."""
     image: str | None = Field(default=None, max_length=512)
     """Trainer image; default is the operator's configured trainer image (the operator policy bounds it)."""
     scratch_size: str = Field(default="20Gi", pattern=STORAGE_QUANTITY_PATTERN)

@@ -25,7 +25,9 @@ __all__ = [
     "State",
 ]
 
-State = Literal["Pending", "Training", "Evaluating", "AwaitingApproval", "Promoted", "Rejected", "Failed", "Suspended"]
+State = Literal[
+    "Pending", "Queued", "Training", "Evaluating", "AwaitingApproval", "Promoted", "Rejected", "Failed", "Suspended"
+]
 TERMINAL_STATES: tuple[str, ...] = ("Promoted", "Rejected", "Failed")
 
 

@@ -14,7 +14,7 @@ from kretrain.api.pod import SPEC_DIR as SPEC_DIR
 from kretrain.api.pod import SPEC_FILE as SPEC_FILE
 from kretrain.api.pod import TERMINATION_LOG as TERMINATION_LOG
 from kretrain.api.spec import storage_bytes
-from kretrain.operator import jobs_multinode, policy
+from kretrain.operator import jobs_multinode, kueue, policy
 from kretrain.operator.cache_volume import cache_disk_bytes, cache_volume
 from kretrain.operator.settings import OperatorSettings
 from kretrain.resolve import SpecError as SpecError
@@ -221,4 +221,5 @@ def build_job(
         "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
         "spec": job_spec,
     }
+    job = kueue.queue_job(job, kueue.queue_name(spec, settings), spec.suspend)  # no queue: unchanged
     return jobs_multinode.to_indexed(job, spec) if res.nodes > 1 else job  # nodes: 1 stays exactly as it was

@@ -13,7 +13,7 @@ from typing import Any
 
 from kretrain.api import TERMINAL_STATES, RetrainJobSpec
 from kretrain.api.conditions import Cond, Reason, Status
-from kretrain.operator import bounds, jobs
+from kretrain.operator import bounds, jobs, kueue
 from kretrain.operator.conclusion import finish, start_fallback
 from kretrain.operator.kube import KubeError
 from kretrain.operator.status_patch import (
@@ -123,6 +123,7 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         build = StatusBuilder(body, now).names(run, jname)
         build.status.state = "Suspended" if spec.suspend else "Training"
         build.condition(Cond.TRAINING, Status.TRUE, Reason.JOB_FOUND, f"Job {jname} of run {run} already exists")
+        _queued(build, spec, resolved, deps)
         return Outcome(status=build.build(), events=[Event("Normal", Reason.JOB_FOUND, f"Using existing Job {jname}")])
     if status.job_name:
         return Outcome()  # the Job existed and is gone (TTL or deleted): the poller settles the run
@@ -146,6 +147,8 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     build.status.incumbent = incumbent
     build.condition(Cond.TRAINING, Status.TRUE, Reason.JOB_CREATED, f"Job {jname} trains run {run} against {against}")
     events = [Event("Normal", Reason.JOB_CREATED, f"Created Job {jname} for run {run} against {against}")]
+    if queue := _queued(build, spec, resolved, deps):
+        events.append(Event("Normal", Reason.WAITING_FOR_ADMISSION, f"Job {jname} waits for Kueue queue {queue}"))
     if spec.suspend:
         build.condition(Cond.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_SPEC, "spec.suspend is true: the Job waits")
         events.append(Event("Normal", Reason.SUSPENDED, f"Job {jname} created suspended (spec.suspend is true)"))
@@ -154,15 +157,31 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     return Outcome(status=build.build(), events=events)
 
 
+def _queued(build: StatusBuilder, spec: RetrainJobSpec, resolved: RetrainJobSpec, deps: Deps) -> str | None:
+    """A new run's Job queued on a Kueue LocalQueue (and not held by spec.suspend): state Queued; the queue."""
+    queue = kueue.queue_name(resolved, deps.settings)
+    if queue is None or spec.suspend:
+        return None
+    build.status.state = "Queued"
+    msg = f"the Job waits for admission by Kueue queue {queue}"
+    build.condition(Cond.QUEUED, Status.TRUE, Reason.WAITING_FOR_ADMISSION, msg)
+    return queue
+
+
 def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
-    """Suspend or resume the run's Job after a change of spec.suspend."""
+    """Suspend or resume the run's Job after a change of spec.suspend (a queued Job: see kretrain.operator.kueue)."""
     meta, status = body["metadata"], parse_status(body.get("status"))
     if status.state in TERMINAL_STATES or not status.job_name:
         return Outcome()
     _, jname = run_names(body)
+    queue: str | None = None
     try:
-        if deps.kube.get_job(meta["namespace"], jname) is not None:
-            deps.kube.patch_job(meta["namespace"], jname, {"spec": {"suspend": suspend}})
+        job = deps.kube.get_job(meta["namespace"], jname)
+        if job is not None:
+            queue = kueue.queued(job) or kueue.held(job)
+            change = kueue.suspend_patch(job, suspend)
+            if change is not None:
+                deps.kube.patch_job(meta["namespace"], jname, change)
     except KubeError as exc:
         return waiting(f"cannot patch Job {jname}", exc)
     build, events = StatusBuilder(body, deps.now()), list[Event]()
@@ -171,8 +190,13 @@ def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
         build.status.state = "Suspended"
         build.condition(Cond.SUSPENDED, Status.TRUE, Reason.SUSPENDED_BY_SPEC, "spec.suspend is true")
         return Outcome(build.build(), [*events, Event("Normal", Reason.SUSPENDED, f"Suspended Job {jname}")])
-    build.status.state = "Training"
     build.condition(Cond.SUSPENDED, Status.FALSE, Reason.RESUMED, "spec.suspend is false")
+    if queue and job is not None and (kueue.held(job) or job_state(job)[0] == "suspended"):
+        build.status.state = "Queued"
+        msg = f"spec.suspend is false: the Job waits for admission by Kueue queue {queue}"
+        build.condition(Cond.QUEUED, Status.TRUE, Reason.WAITING_FOR_ADMISSION, msg)
+        return Outcome(build.build(), [*events, Event("Normal", Reason.RESUMED, f"Released Job {jname} to {queue}")])
+    build.status.state = "Training"
     return Outcome(build.build(), [*events, Event("Normal", Reason.RESUMED, f"Resumed Job {jname}")])
 
 
@@ -240,15 +264,36 @@ def _follow(
     build = StatusBuilder(body, now)
     events: list[Event] = []
     correct_names(body, build, events, run, jname)
-    if phase == "suspended" and build.current.state != "Suspended":
+    queue = kueue.queued(job)
+    if phase == "suspended" and queue:
+        _waiting_for_kueue(build, events, jname, queue)
+    elif phase == "suspended" and build.current.state != "Suspended":
         build.status.state = "Suspended"
         build.condition(Cond.SUSPENDED, Status.TRUE, Reason.JOB_SUSPENDED, f"Job {jname} is suspended")
         events.append(Event("Normal", Reason.SUSPENDED, f"Job {jname} is suspended"))
     if phase == "running" and build.current.state != "Training":
         build.status.state = "Training"
-        build.condition(Cond.SUSPENDED, Status.FALSE, Reason.RESUMED, f"Job {jname} is running")
+        if queue:
+            build.condition(Cond.QUEUED, Status.FALSE, Reason.ADMITTED, f"Kueue queue {queue} admitted Job {jname}")
+        if not queue or build.has_condition(Cond.SUSPENDED):
+            build.condition(Cond.SUSPENDED, Status.FALSE, Reason.RESUMED, f"Job {jname} is running")
         events.append(Event("Normal", Reason.TRAINING, f"Job {jname} is running"))
     progress = registry.read_progress(spec.model, run)
     if progress is not None:
         build.status.progress = bounds.progress(progress)
     return Outcome(status=build.build(), events=events)
+
+
+def _waiting_for_kueue(build: StatusBuilder, events: list[Event], jname: str, queue: str) -> None:
+    """A queued Job is suspended: state Queued until Kueue admits it (again, when it was preempted)."""
+    if build.current.state == "Queued":
+        return
+    was = next((c for c in build.current.conditions if c.type == Cond.QUEUED), None)
+    build.status.state = "Queued"
+    if was is not None and was.status == Status.FALSE:  # admitted before: Kueue preempted or evicted it
+        msg = f"Kueue suspended Job {jname} again (preempted or evicted); it waits in queue {queue}"
+        build.condition(Cond.QUEUED, Status.TRUE, Reason.PREEMPTED, msg)
+        events.append(Event("Normal", Reason.PREEMPTED, msg))
+    else:
+        msg = f"the Job waits for admission by Kueue queue {queue}"
+        build.condition(Cond.QUEUED, Status.TRUE, Reason.WAITING_FOR_ADMISSION, msg)

@@ -40,6 +40,8 @@ class OperatorSettings(BaseSettings):
     """Trainer image used when a RetrainJob names none."""
     trainer_service_account: str | None = None
     """ServiceAccount of training pods (unset: the namespace default; its token is never mounted)."""
+    default_queue_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
+    """Kueue LocalQueue of RetrainJobs whose spec.resources.queueName is unset (unset: their Jobs are not queued)."""
     ttl_seconds_after_finished: int | None = Field(default=7 * 86400, ge=0)
     """ttlSecondsAfterFinished of training Jobs (unset: kept until the RetrainJob is deleted)."""
     poll_interval: float = Field(default=15.0, gt=0)

@@ -272,6 +272,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
         self.rv = 0
         self.created_at: dict[str, float] = {}  # uid -> wall-clock creation time (for benchmarks)
         self.calls: dict[str, set[tuple[str, str]]] = defaultdict(set)  # user agent -> {(verb, resource)}
+        self.patches: deque[tuple[str, str, str, Any]] = deque(maxlen=LOG_LIMIT)  # (agent, resource, name, body)
         for res in BUILTINS:
             self.register(copy.deepcopy(res))
 
@@ -409,6 +410,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
         if method == "PUT" and name:
             return aiohttp.web.json_response(self._put(res, ns, name, sub, body or {}))
         if method == "PATCH" and name:
+            self.patches.append((agent, f"{res.plural}{'/' + sub if sub else ''}", f"{ns}/{name}", body))
             accepted = PATCH_TYPES - ({STRATEGIC_MERGE} if res.custom else set())
             if media not in accepted:
                 raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "

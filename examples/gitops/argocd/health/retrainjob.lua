@@ -3,6 +3,7 @@
 --   Pending, Training, Evaluating    -> Progressing (with the epoch and the condition message)
 --   Suspended (spec.suspend: true)   -> Suspended
 --   Suspended (Job held, e.g. Kueue) -> Progressing ("queued")
+--   Queued (waiting for Kueue)       -> Progressing (the Queued condition: waiting, or preempted)
 --   Promoted                         -> Healthy (the decision summary as message)
 --   Rejected                         -> Healthy: a rejection is the promotion gate working. Set REJECTED
 --                                       below to "Degraded", or annotate one RetrainJob with
@@ -110,6 +111,9 @@ local function health(o)
       return "Suspended", explain(c, "spec.suspend is true")
     end
     return "Progressing", "Queued: " .. explain(c, "the Job is suspended (waiting for admission)")
+  end
+  if state == "Queued" then  -- the Job waits for admission by a Kueue LocalQueue (or was preempted)
+    return "Progressing", "Queued: " .. explain(condition(status, "Queued"), "waiting for admission by Kueue")
   end
   if state == "Pending" then  -- e.g. Training False / WaitingForRegistry: the incumbent could not be read yet
     return "Progressing", "Pending: " .. explain(condition(status, "Training"), "waiting to start the Job")
