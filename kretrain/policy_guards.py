@@ -36,7 +36,11 @@ def usable_intervals(
     intervals: PairedBootstrap | None, incumbent: Evaluation, promotion: PromotionSpec, reasons: list[str]
 ) -> PairedBootstrap | None:
     """The report's intervals when the spec decides on them and they were computed on the gate metric against
-    this incumbent; otherwise None, with a reason saying the point estimates decide."""
+    this incumbent at the spec's confidence; otherwise None, with a reason saying the point estimates decide.
+
+    Falling back cannot be used to loosen the gate beyond what a trainer could do anyway: every interval is
+    bounded by its point estimate (the gate uses min(low, delta); kretrain/interval_checks.py refuses intervals
+    that contradict the evaluations), so the point estimates are the most lenient decision any report gets."""
     if promotion.uncertainty == "pointEstimate":
         return None
     why = None
@@ -48,6 +52,11 @@ def usable_intervals(
         why = (
             f"the report's intervals compare against {_name(str(intervals.incumbent_version))}, not the "
             f"evaluated incumbent {_name(str(incumbent.model_version))}"
+        )
+    elif abs(intervals.confidence - promotion.confidence) > 1e-9:
+        why = (
+            f"the report's intervals are at {intervals.confidence * 100:g}% confidence, not the "
+            f"{promotion.confidence * 100:g}% promotion.confidence asks for"
         )
     if why is not None:
         reasons.append(f"Decided on point estimates: {why}.")
