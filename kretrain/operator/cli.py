@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     kopf.run(
         standalone=args.standalone or not peering,
         peering_name=peering,
+        # Kopf pauses every replica whose peers share its priority: each replica draws its own, so exactly one
+        # (the highest) acts and the others stand by until it leaves (tests/test_operator_peering.py).
+        priority=random.SystemRandom().randint(1, 2**31 - 1),
         namespaces=settings.namespaces,
         clusterwide=not settings.namespaces,
         liveness_endpoint=args.liveness,
