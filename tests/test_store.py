@@ -15,6 +15,7 @@ from kretrain.store import (
     MANIFEST_NAME,
     ObjectStore,
     PreconditionFailed,
+    StoreError,
     UnsafeKeyError,
     join_uri,
     parse_s3_uri,
@@ -141,6 +142,23 @@ def test_list_paginates(s3, many: str, tmp_path: Path, transport: str) -> None: 
         out = store.download_file(join_uri(base, "odd key+with spaces&=%.txt"), tmp_path / "odd.txt")
         assert out.read_bytes() == b"x"
     assert keys == [f"k{i:05d}" for i in range(1003)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 70_000, b'{"a":' * 50_000, b"not json", b"\xff\xfe"],
+    ids=["deep-list", "deep-object", "text", "bytes"],
+)
+def test_json_readers_refuse_what_does_not_parse_with_a_store_error(
+    store: ObjectStore, bucket: str, body: bytes
+) -> None:
+    """A hostile record (S3 is untrusted) is a StoreError naming the object, never a RecursionError or a
+    UnicodeDecodeError escaping to the caller (before: `[[[[...` raised RecursionError out of get_json)."""
+    uri = f"s3://{bucket}/records/bad.json"
+    store.put_bytes(uri, body)
+    for read in (store.get_json, store.get_json_with_etag):
+        with pytest.raises(StoreError, match=r"bad\.json is not valid JSON"):
+            read(uri, max_bytes=1 << 20)
 
 
 def test_put_if_absent(store: ObjectStore, bucket: str) -> None:

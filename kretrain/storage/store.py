@@ -170,10 +170,7 @@ class ObjectStore:
     def get_json(self, uri: str, *, max_bytes: int | None = None) -> Any:
         """The object parsed as JSON; ObjectNotFound if it does not exist; `max_bytes` as for get_bytes."""
         data = self.get_bytes(uri, max_bytes=max_bytes)
-        try:
-            return json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{uri} is not valid JSON: {exc}") from exc
+        return _parse_json(uri, data)
 
     def get_json_with_etag(self, uri: str, *, max_bytes: int | None = None) -> tuple[Any, str] | None:
         """The object parsed as JSON with its ETag (for a later compare_and_swap), or None if missing."""
@@ -181,10 +178,7 @@ class ObjectStore:
             data, etag = self._get(uri, max_bytes)
         except FileNotFoundError:
             return None
-        try:
-            return json.loads(data), etag
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{uri} is not valid JSON: {exc}") from exc
+        return _parse_json(uri, data), etag
 
     # ---------------------------------------------------------------- writing
 
@@ -277,6 +271,17 @@ def _limit(max_bytes: int | None) -> int | None:
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
         raise ValueError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
     return max_bytes
+
+
+def _parse_json(uri: str, data: bytes) -> Any:
+    """`data` parsed as JSON; StoreError naming `uri` when it is not JSON or nests too deeply to parse (a few
+    kilobytes of `[[[[...` exhaust the parser's recursion: the object is untrusted, so that is its fault)."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{uri} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise StoreError(f"{uri} is not valid JSON: nested too deeply") from None
 
 
 def _json_bytes(obj: Any) -> bytes:
