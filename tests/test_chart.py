@@ -596,3 +596,18 @@ def test_policy_values_reach_the_operator_settings(chart: Any, monkeypatch: pyte
     assert settings.allowed_toleration_keys == wanted["allowedTolerationKeys"]
     assert settings.allowed_webhook_hosts == wanted["allowedWebhookHosts"]
     assert settings.allowed_webhook_secrets == wanted["allowedWebhookSecrets"]
+
+
+@pytest.mark.parametrize("multi_node", [False, True], ids=["single-pod-runs", "multi-node-runs"])
+def test_trainer_network_policy_multi_node_allows_trainer_pods_to_each_other(chart: Any, multi_node: bool) -> None:
+    """trainerNetworkPolicy.multiNode (resources.nodes > 1): TCP between the training pods, nothing else added."""
+    values = {"watchNamespaces": ["team-a"], "trainerNetworkPolicy": {"enabled": True, "multiNode": multi_node}}
+    [policy] = [
+        d for d in by_kind(render(chart, values), "NetworkPolicy") if d["metadata"]["name"].endswith("-trainer")
+    ]
+    peers = [{"podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}}]
+    assert policy["spec"].get("ingress") == ([{"from": peers}] if multi_node else None)
+    assert ({"to": peers} in policy["spec"]["egress"]) is multi_node
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= trainer_pod_labels().items()
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(policy, version, strict=True)
