@@ -12,7 +12,7 @@ from kretrain.api.intervals import PairedBootstrap
 from kretrain.api.report import DataSummary, RunReport
 from kretrain.api.spec import MetricName, RetrainJobSpec
 from kretrain.api.status import CheckResult, Decision
-from kretrain.policy import decide
+from kretrain.policy import decide_report
 from kretrain.registry_records import HistoryEntry, VersionRecord
 
 if TYPE_CHECKING:
@@ -102,14 +102,7 @@ def _verdict(report: RunReport) -> tuple[Decision | None, str]:
         spec = RetrainJobSpec.model_validate(report.spec)
     except ValidationError:
         return None, "the report's spec is not a complete RetrainJob spec; the gate cannot be re-applied"
-    decision = decide(
-        report.candidate_evaluation,
-        report.incumbent_evaluation,
-        report.checks,
-        spec.promotion,
-        spec.dataset.eras,
-        report.intervals,
-    )
+    decision = decide_report(report, spec)
     return decision, ""
 
 

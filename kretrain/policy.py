@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from kretrain.api.evaluation import Evaluation, Metrics
 from kretrain.api.intervals import PairedBootstrap
-from kretrain.api.spec import MetricName, PromotionSpec
+from kretrain.api.report import RunReport
+from kretrain.api.spec import MetricName, PromotionSpec, RetrainJobSpec
 from kretrain.api.status import CheckResult, Decision
 from kretrain.policy_guards import class_guard, era_bound, pooled_bounds, usable_intervals
 
@@ -124,6 +125,18 @@ def decide(
         mode=promotion.mode,
         summary=_summary(passed, promoted, metric, cand_pooled, incumbent, failures),
         reasons=reasons,
+    )
+
+
+def decide_report(report: RunReport, spec: RetrainJobSpec) -> Decision:
+    """`decide` on what a run's report holds (evaluations, checks, intervals) under the run's own spec."""
+    return decide(
+        report.candidate_evaluation,
+        report.incumbent_evaluation,
+        report.checks,
+        spec.promotion,
+        spec.dataset.eras,
+        report.intervals,
     )
 
 

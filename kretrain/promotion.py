@@ -14,7 +14,7 @@ from kretrain.api.conditions import DecisionReason
 from kretrain.api.conditions import Reason as R
 from kretrain.interval_checks import interval_mismatch
 from kretrain.modelcard import build_card, write_card
-from kretrain.policy import decide
+from kretrain.policy import decide_report
 from kretrain.registry import IncumbentChanged, Registry, RegistryError, VersionNotFound, now_rfc3339
 from kretrain.store import ObjectTooLarge
 
@@ -247,14 +247,7 @@ def conclude(
         refused = _refused(report, spec, MISSING_EVALUATION, missing, run_id, stamp, current, record)
         write_card(registry, build_card(report, refused.decision, refused.reason, spec.promotion.metric))
         return refused
-    decision = decide(
-        report.candidate_evaluation,
-        report.incumbent_evaluation,
-        report.checks,
-        spec.promotion,
-        spec.dataset.eras,
-        report.intervals,
-    )
+    decision = decide_report(report, spec)
     decision.decided_at = stamp
     expected = current.version if current else None
     evaluated_against = report.incumbent_evaluation.model_version if report.incumbent_evaluation else None
