@@ -4,7 +4,10 @@ It does what a node would for the trainer's Job: resolves env from Secrets and C
 volumes as local folders (a ConfigMap volume gets its files), maps the container's paths onto them, runs
 the command from the installed package (no image is pulled), enforces activeDeadlineSeconds, retries up
 to backoffLimit, honours spec.suspend, and writes Pod and Job status (with the termination message) as
-a real cluster would.
+a real cluster would. It enforces the pod's securityContext when it can (root with setpriv; see
+harness.podsecurity): the command runs as runAsUser/runAsGroup with only the writable volumes writable, TMPDIR on the
+volume mounted at /tmp, and anything the user wrote elsewhere is a violation (Kubelet.violations; leaving the
+`with` block raises on any).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from emulator import ApiStatusError, Client, job_path, path
+from harness import podsecurity
+from harness.podsecurity import Identity
 
 
 def _now() -> str:
@@ -40,6 +45,12 @@ class PodRun:
     root: Path
     termination_log: Path
     killed_for: str | None = None
+    runs_as: Identity | None = None
+    """Who the command runs as (None: as this process, the securityContext not enforced)."""
+    volumes: list[Path] = field(default_factory=list)
+    """The pod's writable volume folders."""
+    since: float = 0.0
+    """Wall-clock start (writes elsewhere are looked for from then on)."""
 
 
 @dataclass
@@ -60,9 +71,24 @@ class JobState:
 class Kubelet:
     """Polls the emulator for Jobs and runs them; `start()` / `stop()` from a test."""
 
-    def __init__(self, client: Client, workdir: Path, extra_env: dict[str, str] | None = None, poll: float = 0.3):
+    def __init__(
+        self,
+        client: Client,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        poll: float = 0.3,
+        enforce: bool | None = None,
+    ):
+        """`enforce`: run pods as their securityContext's user (None: whenever podsecurity.can_enforce())."""
         self.client = client
-        self.workdir = workdir
+        self.enforce = podsecurity.can_enforce() if enforce is None else enforce
+        if self.enforce and not podsecurity.can_enforce():
+            raise RuntimeError("enforcing the pod's securityContext needs root, Linux and setpriv")
+        self.workdir = podsecurity.new_tree() if self.enforce else workdir
+        self.violations: list[str] = []
+        """Writes outside a pod's writable volumes (pod name: path), found when its command ended."""
+        self.ran_as: dict[str, Identity] = {}
+        """Pod name -> the user its command ran as (enforced pods only)."""
         self.extra_env = extra_env or {}
         self.poll = poll
         self.jobs: dict[str, JobState] = {}
@@ -89,6 +115,10 @@ class Kubelet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if self.enforce:
+            self.cleanup()  # the harness's own tree under the temp folder
+        if self.violations and exc[0] is None:
+            raise AssertionError("pods wrote outside their writable volumes: " + "; ".join(self.violations))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -178,9 +208,12 @@ class Kubelet:
             return str(self.client.get(path("", "v1", "configmaps", namespace, ref["name"]))["data"][ref["key"]])
         return None
 
-    def _materialise(self, namespace: str, pod_spec: dict[str, Any], root: Path) -> dict[str, Path]:
-        """Local folders for the pod's volumes (ConfigMap items written out); volume name -> folder."""
-        folders = {}
+    def _materialise(
+        self, namespace: str, pod_spec: dict[str, Any], root: Path, who: Identity | None
+    ) -> tuple[dict[str, Path], list[Path]]:
+        """Local folders for the pod's volumes (ConfigMap items written out): (volume name -> folder, the writable
+        ones). Enforced (`who`): writable volumes belong to the pod's user, the rest of the pod folder to root."""
+        folders, writable = {}, []
         for volume in pod_spec.get("volumes", []):
             folder = root / "volumes" / volume["name"]
             folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +223,13 @@ class Kubelet:
                 for item in items:
                     (folder / item["path"]).write_text(data[item["key"]])
             folders[volume["name"]] = folder
-        return folders
+            if podsecurity.writable(volume):
+                writable.append(folder)
+        if who is not None:
+            podsecurity.read_only(root)
+            for folder in writable:
+                podsecurity.own(folder, who)
+        return folders, writable
 
     def _start_pod(self, state: JobState, job: dict[str, Any]) -> None:
         template = job["spec"]["template"]
@@ -198,10 +237,16 @@ class Kubelet:
         container = pod_spec["containers"][0]
         pod_name = f"{state.name}-{uuid.uuid4().hex[:5]}"
         root = self.workdir / state.namespace / pod_name
-        folders = self._materialise(state.namespace, pod_spec, root)
+        who = podsecurity.identity(pod_spec, container) if self.enforce else None
+        if who is not None and who.uid == 0:
+            who = None  # root in the pod: nothing to drop to
+        folders, writable = self._materialise(state.namespace, pod_spec, root, who)
         mounts = {m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts", [])}
         termination = root / "termination-log"
         mounts[container.get("terminationMessagePath", "/dev/termination-log")] = termination
+        if who is not None:
+            termination.touch()
+            os.chown(termination, who.uid, who.gid)
 
         def local(value: str) -> str:
             for mount, folder in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
@@ -215,9 +260,14 @@ class Kubelet:
             if value is None and "valueFrom" in item:
                 value = self._value_from(state.namespace, item["valueFrom"])
             env[item["name"]] = local(value or "")
+        if "/tmp" in mounts and "TMPDIR" not in env:
+            env["TMPDIR"] = str(mounts["/tmp"])  # what mounting a volume at /tmp does for tempfile & co.
         command = [local(a) for a in container.get("command", []) + container.get("args", [])]
         if command and command[0] == "kretrain":
             command[0] = str(Path(sys.executable).parent / "kretrain")  # the installed package, not an image
+        if who is not None:
+            command = podsecurity.wrap(command, who)
+            self.ran_as[pod_name] = who
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -233,9 +283,12 @@ class Kubelet:
         }  # fmt: skip
         self.client.create(path("", "v1", "pods", state.namespace), pod)
         log = (root / "container.log").open("wb")
+        since = time.time() - 1.0  # ctime granularity
         proc = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
-        state.pod = PodRun(pod_name, proc, time.monotonic(), root, termination)
+        state.pod = PodRun(
+            pod_name, proc, time.monotonic(), root, termination, runs_as=who, volumes=writable, since=since
+        )
         state.attempts.append(pod_name)
         state.started = state.started or time.monotonic()
         self._patch_pod(state, pod_name, {"phase": "Running", "startTime": _now()})
@@ -252,6 +305,10 @@ class Kubelet:
 
     def _finish_pod(self, state: JobState, pod: PodRun, suspended: bool = False) -> int:
         code = pod.proc.wait()
+        if pod.runs_as is not None:
+            elsewhere = podsecurity.written_elsewhere(pod.runs_as, pod.since)
+            elsewhere += podsecurity.written_in_pod_folder(pod.root, pod.volumes, pod.runs_as)
+            self.violations += [f"{pod.name}: {p}" for p in elsewhere]
         message = pod.termination_log.read_text()[:4096] if pod.termination_log.exists() else ""
         if not message and code != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             log = pod.root / "container.log"
