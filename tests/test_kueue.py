@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulator import job_path, rtj_path
+from emulator import job_path, rtj_path, sim
 from emulator.client import Client
 from emulator.operator import OperatorProcess
 from emulator.scenario import Cluster, conditions, operator_for, running_cluster, wait_for
@@ -21,7 +21,7 @@ from kretrain.operator import jobs, kueue
 from kretrain.operator.kube import USER_AGENT
 from kretrain.operator.settings import OperatorSettings
 
-NAMESPACES = ["queued", "held"]
+NAMESPACES = ["queued", "held", "fallback"]
 QUEUE = kueue.LABEL_QUEUE
 HELD = kueue.ANNOTATION_HELD
 STANDIN = "kueue-standin"
@@ -264,3 +264,34 @@ def test_created_held_when_spec_suspend_is_true(
     assert conditions(status)[Cond.QUEUED]["reason"] == Reason.ADMITTED
     assert [a for a in standin.admitted if a.startswith(f"{ns}/")] == [f"{ns}/{status['jobName']}"]
     _never_unsuspended(cluster, ns)
+
+
+def test_the_full_retrain_after_a_rejected_incremental_run_waits_in_the_queue_too(
+    cluster: Cluster, operator: OperatorProcess, standin: KueueStandIn
+) -> None:
+    ns, model, incumbent = "fallback", "m-q-fallback", {"e1": 0.50, "e2": 0.50, "e3": 0.40}
+    sim.seed_incumbent(cluster.registry, model, "seed-1", incumbent, cluster.tmp)
+    strategy = {"type": "incremental", "fallbackToFull": True, "replay": {"fraction": 0.2}}
+    cluster.create_rtj(ns, "run", model, strategy=strategy, resources={"gpus": 1, "queueName": "team-c"})
+    standin.open.add(ns)
+    first = _state(cluster, operator, ns, "Training")
+    standin.open.discard(ns)
+    sim.train(cluster.registry, model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, incumbent, cluster.tmp)
+    sim.complete_job(cluster.client, ns, first["jobName"])
+    status = wait_for("the fallback Job", lambda: (s := cluster.status(ns, "run")).get("fallback") and s, op=operator)
+    assert status["state"] == "Queued", status
+    assert conditions(status)[Cond.QUEUED]["reason"] == Reason.WAITING_FOR_ADMISSION  # a new Job, not a preemption
+    full = {j["metadata"]["name"]: j for j in cluster.jobs(ns)}[status["jobName"]]
+    assert kueue.queued(full) == "team-c" and full["spec"]["suspend"] is True
+    _stays_suspended_job(cluster, ns, status["jobName"])
+    standin.open.add(ns)
+    assert _state(cluster, operator, ns, "Training")["jobName"] == status["jobName"]
+    _never_unsuspended(cluster, ns)
+
+
+def _stays_suspended_job(cluster: Cluster, ns: str, name: str, seconds: float = 1.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cluster.client.get(job_path(ns, name))["spec"]["suspend"] is True
+        assert cluster.status(ns, "run")["state"] == "Queued"
+        time.sleep(0.1)

@@ -7,7 +7,7 @@ from typing import Any
 
 from kretrain.api import Fallback, RetrainJobSpec, RunReport
 from kretrain.api.conditions import Cond, Reason, Status
-from kretrain.operator import bounds, jobs
+from kretrain.operator import bounds, jobs, kueue
 from kretrain.operator.data_findings import data_ready
 from kretrain.operator.kube import KubeError
 from kretrain.operator.status_patch import (
@@ -137,6 +137,10 @@ def start_fallback(
     new.incumbent = incumbent
     message = f"incremental candidate {first_run} failed the gate ({rejected.summary}); Job {jname} runs a full retrain"
     build.condition(Cond.TRAINING, Status.TRUE, Reason.FALLBACK_TO_FULL, message)
+    if (queue := kueue.queue_name(resolved, deps.settings)) is not None:  # the new Job waits for Kueue too
+        new.state = "Queued"
+        wait = f"the full retrain's Job waits for admission by Kueue queue {queue}"
+        build.condition(Cond.QUEUED, Status.TRUE, Reason.WAITING_FOR_ADMISSION, wait)
     events = [
         Event("Warning", Reason.GATE_FAILED, bounds.short(f"Not promoted {first_run}: {' '.join(rejected.reasons)}")),
         Event("Normal", Reason.FALLBACK_TO_FULL, f"Created Job {jname}: full retrain of run {run} against {against}"),

@@ -6,7 +6,8 @@ the writable volumes (emptyDir, PVC, ephemeral) chowned to the pod's user, Confi
 read-only; the command runs under `setpriv --reuid --regid` (no new privileges, no capabilities) from the read-only
 pod folder. The root filesystem is read-only to that user except for the world-writable folders, so after the pod
 ends those are scanned for entries the user created: any is a write outside the pod's volumes (a real pod, with a
-read-only root filesystem, would have failed there).
+read-only root filesystem, would have failed there). Only folders the user may write to are walked: a writable
+folder below one it may not write to (which only root could have made) is not looked for.
 """
 
 from __future__ import annotations
@@ -87,18 +88,28 @@ def wrap(command: list[str], who: Identity) -> list[str]:
     return ["setpriv", *ids, *groups, "--no-new-privs", "--inh-caps=-all", "--", *command]
 
 
-def _entries(top: Path) -> Iterator[os.DirEntry[str]]:
-    """Every entry under `top` another user could reach (folders without o+x are not entered; nor pod trees)."""
+def _writable_by(st: os.stat_result, who: Identity) -> bool:
+    """Whether the pod's user may create entries in a folder with this stat."""
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == who.uid:
+        return bool(mode & stat.S_IWUSR)
+    if st.st_gid in (who.gid, who.fs_group):
+        return bool(mode & stat.S_IWGRP)
+    return bool(mode & stat.S_IWOTH)
+
+
+def _entries(top: Path, who: Identity) -> Iterator[os.DirEntry[str]]:
+    """Every entry in `top` and in the folders under it that the pod's user may write to (only there can it
+    create anything; a writable folder below a read-only one is not looked for), pod trees left out."""
     stack = [str(top)]
     while stack:
         try:
             with os.scandir(stack.pop()) as it:
                 for entry in it:
                     yield entry
-                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TREE_PREFIX):
-                        mode = entry.stat(follow_symlinks=False).st_mode
-                        if mode & stat.S_IXOTH or stat.S_IMODE(mode) & 0o070:
-                            stack.append(entry.path)
+                    folder = entry.is_dir(follow_symlinks=False) and not entry.name.startswith(TREE_PREFIX)
+                    if folder and _writable_by(entry.stat(follow_symlinks=False), who):
+                        stack.append(entry.path)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
 
@@ -108,7 +119,7 @@ def written_elsewhere(who: Identity, since: float, tops: tuple[str, ...] = WORLD
     found: list[str] = []
     seen = 0
     for top in tops:
-        for entry in _entries(Path(top)):
+        for entry in _entries(Path(top), who):
             seen += 1
             if seen > MAX_SCANNED:
                 return [*found, f"(stopped after {MAX_SCANNED} entries)"]
