@@ -91,10 +91,12 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
     offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
     from kretrain.trainer import checks as chk
+    from kretrain.trainer import stages
     from kretrain.trainer.data import prepare
     from kretrain.trainer.evaluate import evaluate, paired_intervals
     from kretrain.trainer.train import (
         RunHooks,
+        TrainOutcome,
         build_train_args,
         check_train_args,
         device_for,
@@ -137,20 +139,36 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         region=spec.storage.region,
         checkpoint_interval=float(spec.strategy.checkpoint_interval_seconds),
     )
-    resume = _checkpoint(store, hooks.last_uri(), dist.rank_dir(env, pod.workdir / "resume") / "last.pt")
-    start = None
-    if resume is not None:
-        _event(event="resume", runId=pod.run_id, checkpoint=hooks.last_uri())
-        start_desc = spec.strategy.effective_base_weights
+    run_uri = registry.run_uri(spec.model, pod.run_id)
+    trained = stages.load_trained(store, run_uri, dist.rank_dir(env, pod.workdir / "trained"))
+    if trained is not None:  # a previous attempt finished training (and was killed later): go on from there
+        record, best, results = trained
+        _event(event="training-skipped", runId=pod.run_id, epochs=record.epochs_completed)
+        start_desc = record.base_weights
+        outcome = TrainOutcome(
+            save_dir=best.parent, best=best, last=best, results_csv=results,
+            epochs_completed=record.epochs_completed, best_epoch=record.best_epoch,
+            final_metrics=dict(record.final_metrics), resumed_from_epoch=record.resumed_from_epoch,
+            train_seconds=record.train_seconds, args=dict(record.args),
+        )  # fmt: skip
     else:
-        weights_dir = dist.rank_dir(env, pod.workdir / "weights")
-        start = resolve_start_weights(spec, weights_dir, registry, store, incumbent_version or "")
-        start_desc = start.description
-    outcome = train(args, start, hooks, resume_from=resume)
+        resume = _checkpoint(store, hooks.last_uri(), dist.rank_dir(env, pod.workdir / "resume") / "last.pt")
+        start = None
+        if resume is not None:
+            _event(event="resume", runId=pod.run_id, checkpoint=hooks.last_uri())
+            start_desc = spec.strategy.effective_base_weights
+        else:
+            weights_dir = dist.rank_dir(env, pod.workdir / "weights")
+            start = resolve_start_weights(spec, weights_dir, registry, store, incumbent_version or "")
+            start_desc = start.description
+        outcome = train(args, start, hooks, resume_from=resume)
     dist.leave(env)  # every rank waits for the others; rank 0 goes on alone
     if not env.leader:
         _event(event="rank-finished", runId=pod.run_id, rank=env.rank)
         return None
+    if trained is None:  # before anything else can fail or be killed: a rerun resumes after training
+        stages.save_trained(store, run_uri, outcome, start_desc)
+        _event(event="trained-saved", runId=pod.run_id, epochs=outcome.epochs_completed)
     assert data is not None  # rank 0 is its node's local rank 0
     rows = read_results(outcome.results_csv)
 
@@ -193,6 +211,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         if spec.promotion.uncertainty == "bootstrap":  # the per-image stats stay here; only intervals are reported
             intervals = paired_intervals(spec.promotion, cand_stats, inc_stats, data.test_eras, incumbent_version)
 
+    _event(event="evaluated", runId=pod.run_id, incumbent=incumbent_version or None)
     wall = time.time() - t_wall
     gpus = spec.resources.gpus * spec.resources.nodes if _cuda() else 0  # every node's GPUs
     compute = Compute(
