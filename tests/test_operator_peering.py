@@ -56,7 +56,11 @@ def replicas(cluster: Cluster, s3: Any, tmp: Path) -> list[OperatorProcess]:
         op.wait_ready()
     if len(ops) > 1:  # until a replica has seen another's peering record (then kopf decides who acts)
         seen = ("Pausing operations in favour of", "Possibly conflicting operators with the same priority")
-        wait_for("the replicas to see each other", lambda: any(m in op.log.read_text() for op in ops for m in seen))
+        wait_for(  # a loaded machine starts two operators slowly
+            "the replicas to see each other",
+            lambda: any(m in op.log.read_text() for op in ops for m in seen),
+            timeout=90.0,
+        )
         time.sleep(2)
     return ops
 

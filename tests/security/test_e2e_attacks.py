@@ -80,7 +80,7 @@ def register_old_version(registry: Registry, model: str, tmp: Path) -> ModelRef:
 def forge_run(cluster: Cluster, model: str, run_id: str, **changes: Any) -> None:
     """What a custom trainer image could leave behind: a version under the run id and a report of its choosing."""
     rep = sim.report(run_id, model, {"model": model}, BETTER, INCUMBENT, cluster.registry.incumbent(model))
-    ref = cluster.registry.register(model, run_id, sim.weights_file(cluster.tmp, run_id), rep, {}, Lineage(None))
+    ref = cluster.registry.register(model, run_id, sim.weights_file(cluster.tmp, run_id), rep, {}, Lineage(parent=None))
     cluster.registry.write_run_report(model, run_id, rep.model_copy(update={"candidate": ref, **changes}))
 
 
