@@ -66,7 +66,7 @@ def _evaluation(e: Evaluation, eras: list[str], with_eras: bool) -> Evaluation:
 
 def comparison(c: Comparison, eras: list[str], with_eras: bool = True) -> Comparison:
     """status.evaluation: pooled and per-era figures of the spec's eras only, no per-class metrics (their emptied
-    keys are left out of the status by without_per_class)."""
+    `perClass` keys are left out of the status by without_per_class)."""
     deltas: dict[str, EraDelta] = {e: c.eras[e] for e in eras if e in c.eras} if with_eras else {}
     trimmed = Comparison(
         metric=c.metric,
