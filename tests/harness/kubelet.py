@@ -30,6 +30,10 @@ from emulator import ApiStatusError, Client, job_path, path
 from harness import podsecurity
 from harness.podsecurity import Identity
 
+HOST_INSTALL = tuple(sorted({sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}))
+"""What stands in for the image: the interpreter, the venv and the checkout. Their paths are never mapped onto a
+volume, even when the checkout lies under a mount path such as /tmp (CI clones into any folder)."""
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -249,6 +253,8 @@ class Kubelet:
             os.chown(termination, who.uid, who.gid)
 
         def local(value: str) -> str:
+            if any(value == k or value.startswith(k + "/") for k in HOST_INSTALL):
+                return value  # the image's own files (the interpreter, the package), wherever the checkout lies
             for mount, folder in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
                 if value == mount or value.startswith(mount + "/"):
                     return str(folder) + value[len(mount) :]
