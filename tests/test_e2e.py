@@ -13,7 +13,7 @@ import yaml
 
 from emulator import path, rtj_path
 from emulator.operator import OperatorProcess
-from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
+from emulator.scenario import Cluster, create_s3_secret, operator_for, running_cluster, wait_for
 from harness.kubelet import Kubelet
 from kretrain.store import ObjectStore
 from kretrain.trainer.synthetic import demo_eras, generate_dataset, upload_dataset
@@ -55,12 +55,7 @@ def stack(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
     upload_dataset(tmp / "data", store, f"s3://{bucket}/shapes")
     with running_cluster(s3, tmp, [NS]) as cluster:
-        cluster.client.create(
-            path("", "v1", "secrets", NS),
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
-             "stringData": {"AWS_ACCESS_KEY_ID": s3.server.access_key,
-                            "AWS_SECRET_ACCESS_KEY": s3.server.secret_key}},
-        )  # fmt: skip
+        create_s3_secret(cluster, s3, NS)
         kubeconfig = tmp / "kubeconfig"
         kubeconfig.write_text(
             yaml.safe_dump(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from emulator import path, rtj_path
+from emulator import rtj_path
 from emulator.operator import OperatorProcess
-from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
+from emulator.scenario import Cluster, create_s3_secret, operator_for, running_cluster, wait_for
 from harness import podsecurity
 from harness.kubelet import Kubelet
 from kretrain.store import ObjectStore
@@ -32,12 +32,7 @@ def stack(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
     upload_dataset(tmp / "data", store, f"s3://{bucket}/shapes")
     with running_cluster(s3, tmp, [NS]) as cluster:
-        cluster.client.create(
-            path("", "v1", "secrets", NS),
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
-             "stringData": {"AWS_ACCESS_KEY_ID": s3.server.access_key,
-                            "AWS_SECRET_ACCESS_KEY": s3.server.secret_key}},
-        )  # fmt: skip
+        create_s3_secret(cluster, s3, NS)
         op = operator_for(cluster, s3, tmp / "operator.log", [NS])
         op.env["KRETRAIN_ALLOWED_CREDENTIALS_SECRETS"] = "s3-creds"
         op.start().wait_ready()

@@ -14,7 +14,7 @@ import yaml
 
 from emulator import path
 from emulator.operator import OperatorProcess
-from emulator.scenario import Cluster, operator_for, running_cluster, wait_for
+from emulator.scenario import Cluster, create_s3_secret, operator_for, running_cluster, wait_for
 from harness.kubelet import Kubelet
 from kretrain.api import GROUP, SCHEDULE_PLURAL, VERSION
 from kretrain.store import ObjectStore
@@ -51,12 +51,7 @@ def stack(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[C
     upload_dataset(tmp / "data", store, f"s3://{bucket}/shapes")
     store.put_bytes(f"s3://{bucket}/shapes/era1/_READY", b"")  # era2 is uploaded but not marked complete yet
     with running_cluster(s3, tmp, [NS]) as cluster:
-        cluster.client.create(
-            path("", "v1", "secrets", NS),
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds", "namespace": NS},
-             "stringData": {"AWS_ACCESS_KEY_ID": s3.server.access_key,
-                            "AWS_SECRET_ACCESS_KEY": s3.server.secret_key}},
-        )  # fmt: skip
+        create_s3_secret(cluster, s3, NS)
         kubeconfig = tmp / "kubeconfig"
         kubeconfig.write_text(
             yaml.safe_dump(

@@ -146,6 +146,17 @@ def running_cluster(s3: Any, tmp: Path, namespaces: list[str], crd: bool = True)
         server.stop()
 
 
+def create_s3_secret(cluster: Cluster, s3: Any, namespace: str, name: str = "s3-creds") -> None:
+    """The Secret a RetrainJob's storage.credentialsSecret names: the local S3 server's keys."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"AWS_ACCESS_KEY_ID": s3.server.access_key, "AWS_SECRET_ACCESS_KEY": s3.server.secret_key},
+    }
+    cluster.client.create(path("", "v1", "secrets", namespace), secret)
+
+
 def operator_for(cluster: Cluster, s3: Any, log: Path, namespaces: list[str]) -> OperatorProcess:
     """An operator process (not started) wired to the cluster's emulator and registry."""
     env = {**s3.env(), "KRETRAIN_REGISTRY": cluster.registry_uri, "KRETRAIN_S3_ENDPOINT": s3.endpoint}
