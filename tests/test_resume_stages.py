@@ -1,6 +1,7 @@
 """Resume at every stage after training: a pod killed after training, after evaluation and mid-register resumes
-without training again (from the trained stage in the registry, not from a finished, unresumable last.pt); the
-last rerun finishes with one version, one report and each epoch once in results.csv."""
+without training again (from the trained stage in the registry, not from a finished, unresumable last.pt) and,
+once evaluated, without evaluating again (the evaluated stage); the last rerun finishes with one version, one
+report and each epoch once in results.csv."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def test_killed_after_training_after_evaluation_and_mid_register_resumes_each_ti
 
     events = _events(pod)[mark:]
     assert events.count("trained-saved") == 1 and events.count("training-skipped") == 3, events
+    assert events.count("evaluated") == 1 and events.count("evaluation-skipped") == 2, events  # evaluated once
     assert "resume" not in events and "epoch" in events  # trained once, never from last.pt
     assert [v.version for v in pod.registry.versions("shapes")] == [RUN]
     report = pod.registry.read_run_report("shapes", RUN)

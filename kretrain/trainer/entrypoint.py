@@ -90,16 +90,14 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
 
     restrict_ultralytics()  # before Ultralytics is imported: weights_only unpickling, no eval in model YAMLs
     offline.configure(pod.yolo_config_dir or pod.workdir / "yolo-config")
-    from kretrain.trainer import checks as chk
     from kretrain.trainer import stages
+    from kretrain.trainer.assess import assess
     from kretrain.trainer.data import prepare
-    from kretrain.trainer.evaluate import evaluate, paired_intervals
     from kretrain.trainer.train import (
         RunHooks,
         TrainOutcome,
         build_train_args,
         check_train_args,
-        device_for,
         read_results,
         resolve_start_weights,
         train,
@@ -167,51 +165,19 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         _event(event="rank-finished", runId=pod.run_id, rank=env.rank)
         return None
     if trained is None:  # before anything else can fail or be killed: a rerun resumes after training
-        stages.save_trained(store, run_uri, outcome, start_desc)
+        best_sha256 = stages.save_trained(store, run_uri, outcome, start_desc)
         _event(event="trained-saved", runId=pod.run_id, epochs=outcome.epochs_completed)
+    else:
+        best_sha256 = trained[0].best_sha256
     assert data is not None  # rank 0 is its node's local rank 0
-    rows = read_results(outcome.results_csv)
-
-    imgsz = spec.strategy.imgsz
-    device = device_for(min(spec.resources.gpus, 1))
-    val_batch = min(spec.strategy.batch, 64)
-    workers = spec.strategy.hyperparameters.get("workers")
-    checks = [chk.finite_loss_check(rows)]
-    checks.append(
-        chk.generalization_gap_check(
-            outcome.best, data.data_yaml, outcome.final_metrics.get("mAP50", 0.0), pod.workdir / "checks",
-            imgsz, val_batch, device,
-        )
-    )  # fmt: skip
-    test_images = sorted(Path(p) for p in data.test_eras)
-    checks.append(chk.fusion_check(outcome.best, test_images, imgsz))
-
-    eval_dir = pod.workdir / "eval"
-    cand_eval, cand_stats = evaluate(
-        outcome.best, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, None, workers
-    )
-    checks.append(
-        chk.predicts_something_check(
-            cand_stats.predictions_above(chk.DEFAULT_THRESHOLDS.predict_conf), len(cand_stats.files)
-        )
-    )
-    from kretrain.trainer.parity import export_and_check
-
-    exported, parity = export_and_check(
-        spec, outcome.best, data.test_yaml, test_images, pod.workdir / "export", _cuda()
-    )
-    checks.append(parity)
-    inc_eval = None
-    intervals = None
-    if incumbent_version:
-        inc_weights = registry.fetch_weights(spec.model, incumbent_version, pod.workdir / "incumbent")
-        inc_eval, inc_stats = evaluate(
-            inc_weights, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, incumbent_version, workers
-        )
-        if spec.promotion.uncertainty == "bootstrap":  # the per-image stats stay here; only intervals are reported
-            intervals = paired_intervals(spec.promotion, cand_stats, inc_stats, data.test_eras, incumbent_version)
-
-    _event(event="evaluated", runId=pod.run_id, incumbent=incumbent_version or None)
+    assessed = stages.load_evaluated(store, run_uri, pod.workdir / "evaluated", best_sha256, incumbent_version)
+    if assessed is not None:  # a previous attempt evaluated these weights against this incumbent
+        _event(event="evaluation-skipped", runId=pod.run_id, incumbent=incumbent_version or None)
+    else:
+        rows = read_results(outcome.results_csv)
+        assessed = assess(spec, data, outcome, rows, registry, incumbent_version, pod.workdir, _cuda())
+        stages.save_evaluated(store, run_uri, best_sha256, incumbent_version, assessed)
+        _event(event="evaluated", runId=pod.run_id, incumbent=incumbent_version or None)
     wall = time.time() - t_wall
     gpus = spec.resources.gpus * spec.resources.nodes if _cuda() else 0  # every node's GPUs
     compute = Compute(
@@ -236,11 +202,11 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         data=data.summary,
         training=training,
         compute=compute,
-        checks=checks,
-        candidate_evaluation=cand_eval,
-        incumbent_evaluation=inc_eval,
+        checks=assessed.checks,
+        candidate_evaluation=assessed.candidate,
+        incumbent_evaluation=assessed.incumbent,
         incumbent=incumbent_ref,
-        intervals=intervals,
+        intervals=assessed.intervals,
     )
     lineage = Lineage(
         parent=incumbent_version or None,
@@ -249,7 +215,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         strategy=spec.strategy.type,
         compute=compute.dump(),
     )
-    artifacts = {a.format: a.path for a in exported}
+    artifacts = {a.format: a.path for a in assessed.exported}
     ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage, artifacts)
     report = report.model_copy(update={"candidate": ref})
     registry.write_run_report(spec.model, pod.run_id, report)
