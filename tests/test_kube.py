@@ -186,7 +186,7 @@ def status_doc(code: int, reason: str, message: str) -> dict[str, Any]:
 ANSWERS = [
     ("forbidden", 403, status_doc(403, "Forbidden", 'jobs.batch is forbidden: User "x"'), "Forbidden", False),
     ("not-found", 404, status_doc(404, "NotFound", 'jobs.batch "j" not found'), "NotFound", False),
-    ("conflict", 409, status_doc(409, "Conflict", "the object has been modified"), "Conflict", False),
+    ("conflict", 409, status_doc(409, "Conflict", "the object has been modified"), "Conflict", True),
     ("invalid", 422, status_doc(422, "Invalid", "spec.template: Required value"), "Invalid", False),
     ("throttled", 429, status_doc(429, "TooManyRequests", "too many requests"), "TooManyRequests", True),
     ("timeout", 408, status_doc(408, "Timeout", "request timed out"), "Timeout", True),
@@ -214,11 +214,9 @@ def test_error_answers_are_translated_once(
         "patch_job": lambda: kube.patch_job(NS, "j", {}),
         "job_pods": lambda: kube.job_pods(NS, "j"),
     }
-    if status not in (404, 409):  # get_job answers None to 404, create (obj, False) to 409
+    if status != 404:  # get_job answers None to 404 (create answers (obj, False) to 409 AlreadyExists only)
         calls["get_job"] = lambda: kube.get_job(NS, "j")
     for name, call in calls.items():
-        if status == 409 and name == "create":
-            continue
         with pytest.raises(KubeError) as caught:
             call()
         got = caught.value

@@ -98,7 +98,11 @@ def checked_name(name: object, limit: int = 63) -> str:
 
 
 RETRYABLE_STATUS = frozenset({0, 408, 429})
-"""KubeError statuses worth trying again besides 5xx (0: the API server was not reached)."""
+"""KubeError statuses worth trying again besides 5xx (0: the API server was not reached); and 409 Conflict."""
+CONFLICT = "Conflict"
+"""The reason of a 409 to a write that raced another ("the object has been modified ... try again"): retryable."""
+ALREADY_EXISTS = "AlreadyExists"
+"""The reason of a 409 to a create whose name is taken: the object is there (any other 409 is not that)."""
 REQUEST_TIMEOUT = 30.0
 """Seconds one API call may take, connecting included."""
 JSON_BODY = {"Content-Type": "application/json"}
@@ -119,7 +123,7 @@ class KubeError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
-        self.retryable = retryable(status)
+        self.retryable = retryable(status) or (status == 409 and reason == CONFLICT)
 
 
 def kube_error(exc: ApiException | urllib3.exceptions.HTTPError | OSError) -> KubeError:
@@ -209,7 +213,8 @@ class Kube:
         return job
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create a Job, ConfigMap or Service; returns (object, created). 409 AlreadyExists: it is already there."""
+        """Create a Job, ConfigMap or Service; returns (object, created). 409 AlreadyExists: it is already there;
+        any other 409 (a Conflict: nothing was created) is a KubeError like every other failure."""
         meta = obj["metadata"]
         namespace = checked_namespace(meta.get("namespace"))
         checked_name(meta.get("name"))
@@ -225,7 +230,7 @@ class Kube:
             else:
                 created = self._call(self.core.create_namespaced_config_map, namespace, obj, _headers=JSON_BODY)
         except KubeError as exc:
-            if exc.status == 409:
+            if exc.status == 409 and exc.reason == ALREADY_EXISTS:
                 return obj, False
             raise
         return created, True
