@@ -286,12 +286,24 @@ def render_markdown(card: ModelCard) -> str:
 
 def write_card(registry: Registry, card: ModelCard) -> str:
     """Write card.json and card.md into the version's folder (overwriting a card written before, by an earlier
-    attempt or by anyone else); returns the card.json URI."""
+    attempt or by anyone else); returns the card.json URI.
+
+    A card that says the same as the one there (its decision time aside) is not written again: a run awaiting
+    approval is concluded on every poll, and its card keeps the time it first reached that decision.
+    """
     base = registry.version_uri(card.model, card.version)
+    before = read_card(registry, card.model, card.version)
+    if before is not None and _same_card(before, card):
+        return join_uri(base, CARD_JSON)
     registry.store.put_bytes(join_uri(base, CARD_MD), render_markdown(card).encode())
     uri = join_uri(base, CARD_JSON)
     registry.store.put_bytes(uri, json.dumps(card.dump(), indent=2, sort_keys=True).encode())
     return uri
+
+
+def _same_card(before: ModelCard, after: ModelCard) -> bool:
+    stamp = {"decided_at": before.decision.decided_at}
+    return before == after.model_copy(update={"decision": after.decision.model_copy(update=stamp)})
 
 
 def read_card(registry: Registry, model: str, version: str) -> ModelCard | None:

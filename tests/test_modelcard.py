@@ -120,3 +120,36 @@ def test_a_hostile_report_still_gets_a_bounded_card(s3_env, tmp_path: Path) -> N
         (256, 1.0, 0),
         (3, 0.0, 0),
     }
+
+
+def test_a_run_awaiting_approval_keeps_its_first_card(s3_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Concluded on every poll while it waits, the run's card is written once (its first decision time kept); a
+    new decision (approved) writes it again."""
+    registry = Registry(ObjectStore(), f"s3://{s3_env.new_bucket('cards')}/reg")
+    sim.seed_incumbent(registry, MODEL, "v1", {"era1": 0.5, "era2": 0.5}, tmp_path)
+    inc_ref = registry.incumbent(MODEL)
+    report = sim.report("run-3", MODEL, {"model": MODEL}, {"era1": 0.7, "era2": 0.7}, {"era1": 0.5, "era2": 0.5},
+                        inc_ref)  # fmt: skip
+    ref = registry.register(MODEL, "run-3", sim.weights_file(tmp_path, "run-3"), report, {}, Lineage(parent="v1"))
+    report = report.model_copy(update={"candidate": ref})
+    spec = RetrainJobSpec.model_validate(
+        {
+            "model": MODEL,
+            "dataset": {"uri": "s3://data/set", "eras": ["era1", "era2"]},
+            "promotion": {"approval": "Manual", "uncertainty": "pointEstimate"},
+        }
+    )
+    card_uri = join_uri(registry.version_uri(MODEL, "run-3"), CARD_JSON)
+    stamps = []
+    for t in ("2026-12-02T00:00:00Z", "2026-12-02T00:01:00Z"):
+        out = conclude(registry, report, spec, actor="tests", run_id="run-3", now=t)
+        assert out.reason == "AwaitingApproval", out.decision.reasons
+        card = read_card(registry, MODEL, "run-3")
+        assert card is not None
+        stamps.append((card.decision.decided_at, registry.store.head(card_uri).etag))
+    assert stamps[0] == stamps[1] and stamps[0][0] == "2026-12-02T00:00:00Z"  # not written again
+    out = conclude(registry, report, spec, actor="tests", run_id="run-3", now="2026-12-02T00:02:00Z",
+                   annotations={"kretrain.dev/approve": "run-3"})  # fmt: skip
+    assert out.reason == "Promoted", out.decision.reasons
+    card = read_card(registry, MODEL, "run-3")
+    assert card is not None and card.reason == "Promoted" and card.decision.decided_at == "2026-12-02T00:02:00Z"
