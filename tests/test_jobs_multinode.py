@@ -82,17 +82,41 @@ def test_nodes_make_an_indexed_job_running_torchrun(
 
 
 def test_the_single_pod_job_is_otherwise_untouched() -> None:
-    """Everything but the Indexed fields, the command, the port and the GPU limit is the single-pod Job's."""
+    """Everything but the Indexed fields, the failure policy, the command and the port is the single-pod Job's."""
     one, two = build(make_spec(gpus=1)), build(make_spec(gpus=1, nodes=2))
     for job in (one, two):
         js = job["spec"]
-        for key in ("completionMode", "completions", "parallelism"):
+        for key in (
+            "completionMode",
+            "completions",
+            "parallelism",
+            "backoffLimit",
+            "backoffLimitPerIndex",
+            "maxFailedIndexes",
+            "podFailurePolicy",
+        ):
             js.pop(key, None)
         js["template"]["spec"].pop("subdomain", None)
         c = js["template"]["spec"]["containers"][0]
         c.pop("command")
         c.pop("ports", None)
     assert one == two
+
+
+@pytest.mark.parametrize("backoff", [0, 2, 5])
+def test_a_rank_that_dies_retries_the_group_within_the_runs_backoff_limit(backoff: int) -> None:
+    """Every index gets the run's backoffLimit (one rank failing fails all of them); the first index out of retries
+    fails the Job (maxFailedIndexes 0); disruptions by the cluster do not count; no Job-wide backoffLimit."""
+    spec = RetrainJobSpec.model_validate(
+        {"model": "traffic", "dataset": {"uri": "s3://data/traffic", "eras": ["q1"]}, "resources": {"nodes": 2},
+         "backoffLimit": backoff}
+    )  # fmt: skip
+    js = build(spec)["spec"]
+    assert (js["backoffLimitPerIndex"], js["maxFailedIndexes"]) == (backoff, 0) and "backoffLimit" not in js
+    assert js["podFailurePolicy"] == {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+    }
+    assert build(make_spec())["spec"]["backoffLimit"] == 2 and "podFailurePolicy" not in build(make_spec())["spec"]
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,20 @@ def build_service(job: str, namespace: str, object_labels: dict[str, str]) -> di
     }
 
 
+def failure_policy(spec: RetrainJobSpec) -> dict[str, Any]:
+    """How the Indexed Job treats a failed pod: a rank that dies fails every rank (torchrun, --max-restarts 0), so
+    each index is retried `backoffLimit` times (the whole group restarts, resuming from the run's checkpoint) and the
+    first index out of retries fails the Job at once (maxFailedIndexes 0: its other pods are stopped, never a
+    partial run). A pod disrupted by the cluster (preemption, eviction, node drain) is retried without counting."""
+    return {
+        "backoffLimitPerIndex": spec.backoff_limit,
+        "maxFailedIndexes": 0,
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+        },
+    }
+
+
 def to_indexed(job: dict[str, Any], spec: RetrainJobSpec) -> dict[str, Any]:
     """The single-pod training Job made into an Indexed Job of `resources.nodes` pods running torchrun.
 
@@ -88,7 +102,8 @@ def to_indexed(job: dict[str, Any], spec: RetrainJobSpec) -> dict[str, Any]:
     check_names(name, nodes)
     out = copy.deepcopy(job)
     js = out["spec"]
-    js.update(completionMode="Indexed", completions=nodes, parallelism=nodes)
+    js.update(completionMode="Indexed", completions=nodes, parallelism=nodes, **failure_policy(spec))
+    del js["backoffLimit"]  # the per-index limit is the run's retry budget (every index fails when one rank does)
     pod = js["template"]["spec"]
     pod["subdomain"] = service_name(name)
     [container] = pod["containers"]

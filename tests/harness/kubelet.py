@@ -1,6 +1,9 @@
 """A kubelet for the API emulator: runs each Job's container command as a local process, writes status back.
 
-It does what a node would for the trainer's Job: resolves env from Secrets and ConfigMaps, materialises
+It does what a node (and the Job controller) would for the trainer's Job: runs an Indexed Job's indexes as
+parallel pods (JOB_COMPLETION_INDEX, hostname `<job>-<index>`, the headless Service's DNS names resolving to this
+host: harness.poddns), decides success and failure as the Job controller does (harness.jobcontrol: backoffLimit,
+backoffLimitPerIndex, maxFailedIndexes, podFailurePolicy), resolves env from Secrets and ConfigMaps, materialises
 volumes as local folders (a ConfigMap volume gets its files), maps the container's paths onto them, runs
 the command from the installed package (no image is pulled), enforces activeDeadlineSeconds, retries up
 to backoffLimit, honours spec.suspend, and writes Pod and Job status (with the termination message) as
@@ -21,13 +24,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from emulator import ApiStatusError, Client, job_path, path
-from harness import podsecurity
+from harness import jobcontrol, poddns, podsecurity
 from harness.podsecurity import Identity
 
 HOST_INSTALL = tuple(sorted({sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}))
@@ -59,17 +63,31 @@ class PodRun:
 
 @dataclass
 class JobState:
-    """What the kubelet tracks per Job."""
+    """What the kubelet tracks per Job (an Indexed Job runs one pod per index at once)."""
 
     namespace: str
     name: str
     uid: str
-    failures: int = 0
-    pod: PodRun | None = None
+    running: dict[int, PodRun] = field(default_factory=dict)
+    """Index -> its pod now running."""
+    last: dict[int, PodRun] = field(default_factory=dict)
+    """Index -> its latest pod (running or ended)."""
+    progress: jobcontrol.Progress = field(default_factory=jobcontrol.Progress)
     done: bool = False
     suspended: bool = False
     started: float | None = None
     attempts: list[str] = field(default_factory=list)
+    ports: dict[int, int] = field(default_factory=dict)
+    """containerPort -> the local port standing in for it (every pod here shares the host's loopback)."""
+
+    @property
+    def pod(self) -> PodRun | None:
+        """The latest pod of index 0 (the only one of a NonIndexed Job)."""
+        return self.last.get(0)
+
+    @property
+    def failures(self) -> int:
+        return self.progress.failures
 
 
 class Kubelet:
@@ -111,8 +129,9 @@ class Kubelet:
         if self._thread:
             self._thread.join(30)
         for state in self.jobs.values():
-            if state.pod and state.pod.proc.poll() is None:
-                self._kill(state.pod, "KubeletStopped")
+            for pod in state.running.values():
+                if pod.proc.poll() is None:
+                    self._kill(pod, "KubeletStopped")
 
     def __enter__(self) -> Kubelet:
         return self.start()
@@ -139,11 +158,12 @@ class Kubelet:
         state = self.jobs.setdefault(meta["uid"], JobState(meta["namespace"], meta["name"], meta["uid"]))
         if state.done:
             return
-        pod = state.pod
         if spec.get("suspend"):
-            if pod and pod.proc.poll() is None:
-                self._kill(pod, "Suspended")
-                self._finish_pod(state, pod, suspended=True)
+            for index, pod in list(state.running.items()):
+                if pod.proc.poll() is None:
+                    self._kill(pod, "Suspended")
+                self._finish_pod(state, pod)
+                del state.running[index]  # a suspended Job's pods are deleted, not failed
             if not state.suspended:
                 state.suspended = True
                 self._patch_job(state, {"active": 0, "conditions": [self._cond("Suspended", "JobSuspended", "")]})
@@ -151,38 +171,57 @@ class Kubelet:
         if state.suspended:
             state.suspended = False
             self._patch_job(state, {"conditions": [self._cond("Suspended", "JobResumed", "", "False")]})
-        if pod is None:
-            self._start_pod(state, job)
-            return
         deadline = spec.get("activeDeadlineSeconds")
-        if deadline and state.started and time.monotonic() - state.started > deadline and pod.proc.poll() is None:
-            self._kill(pod, "DeadlineExceeded")
-        if pod.proc.poll() is None:
+        if deadline and state.started and time.monotonic() - state.started > deadline:
+            self._fail_job(state, spec, ("DeadlineExceeded", "Job was active longer than specified deadline"))
             return
-        code = self._finish_pod(state, pod)
-        if code == 0:
+        changed = False
+        for index, pod in sorted(state.running.items()):
+            if pod.proc.poll() is None:
+                continue
+            changed = True
+            del state.running[index]
+            code = self._finish_pod(state, pod)
+            if code == 0:
+                state.progress.succeeded.add(index)
+                verdict = jobcontrol.Verdict(False, jobcontrol.settled(spec, state.progress))
+            else:
+                action = jobcontrol.rule_action(spec, spec["template"]["spec"]["containers"][0]["name"], code, [])
+                verdict = jobcontrol.pod_failed(spec, state.progress, index, action)
+            if verdict.job_failed:
+                self._fail_job(state, spec, verdict.job_failed)
+                return
+        if jobcontrol.complete(spec, state.progress):
             state.done = True
             self._patch_job(
                 state,
-                {"active": 0, "succeeded": 1, "completionTime": _now(),
+                {**jobcontrol.status_counts(spec, state.progress, 0), "completionTime": _now(),
                  "conditions": [self._cond("SuccessCriteriaMet", "CompletionsReached", ""),
                                 self._cond("Complete", "CompletionsReached", "")]},
             )  # fmt: skip
             return
-        state.failures += 1
-        if pod.killed_for == "DeadlineExceeded":
-            self._fail_job(state, "DeadlineExceeded", "Job was active longer than specified deadline")
-        elif state.failures > int(spec.get("backoffLimit", 6)):
-            self._fail_job(state, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
-        else:
-            self._patch_job(state, {"active": 0, "failed": state.failures})
-            self._start_pod(state, job)
+        todo = [i for i in range(jobcontrol.completions(spec)) if i not in state.running
+                and i not in state.progress.succeeded and i not in state.progress.failed_indexes]  # fmt: skip
+        room = int(spec.get("parallelism", 1)) - len(state.running)
+        for index in todo[: max(room, 0)]:
+            self._start_pod(state, job, index)
+            changed = True
+        if changed:
+            self._patch_job(state, {**jobcontrol.status_counts(spec, state.progress, len(state.running)),
+                                    "startTime": _now()})  # fmt: skip
 
-    def _fail_job(self, state: JobState, reason: str, message: str) -> None:
+    def _fail_job(self, state: JobState, spec: dict[str, Any], why: tuple[str, str]) -> None:
+        """The Job failed: its running pods are stopped (as the Job controller deletes them), then the status."""
+        reason, message = why
+        for pod in state.running.values():
+            if pod.proc.poll() is None:
+                self._kill(pod, reason)
+            self._finish_pod(state, pod)
+        state.running.clear()
         state.done = True
         self._patch_job(
             state,
-            {"active": 0, "failed": state.failures,
+            {**jobcontrol.status_counts(spec, state.progress, 0),
              "conditions": [self._cond("FailureTarget", reason, message), self._cond("Failed", reason, message)]},
         )  # fmt: skip
 
@@ -235,15 +274,23 @@ class Kubelet:
                 podsecurity.own(folder, who)
         return folders, writable
 
-    def _start_pod(self, state: JobState, job: dict[str, Any]) -> None:
+    def _start_pod(self, state: JobState, job: dict[str, Any], index: int) -> None:
         template = job["spec"]["template"]
-        pod_spec = template["spec"]
+        pod_spec = dict(template["spec"])
         container = pod_spec["containers"][0]
-        pod_name = f"{state.name}-{uuid.uuid4().hex[:5]}"
+        is_indexed = jobcontrol.indexed(job["spec"])
+        pod_name = (
+            f"{state.name}-{index}-{uuid.uuid4().hex[:5]}" if is_indexed else f"{state.name}-{uuid.uuid4().hex[:5]}"
+        )
+        extra_labels: dict[str, str] = {}
+        if is_indexed:  # what the Job controller gives an Indexed Job's pod
+            pod_spec["hostname"] = f"{state.name}-{index}"
+            extra_labels["batch.kubernetes.io/job-completion-index"] = str(index)
         root = self.workdir / state.namespace / pod_name
         who = podsecurity.identity(pod_spec, container) if self.enforce else None
         if who is not None and who.uid == 0:
             who = None  # root in the pod: nothing to drop to
+        root.mkdir(parents=True, exist_ok=True)  # a pod without volumes still has its folder (log, termination)
         folders, writable = self._materialise(state.namespace, pod_spec, root, who)
         mounts = {m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts", [])}
         termination = root / "termination-log"
@@ -260,15 +307,20 @@ class Kubelet:
                     return str(folder) + value[len(mount) :]
             return value
 
-        env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8", **self.extra_env}
+        image_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the image's PATH
+        env = {"PATH": image_path, "LANG": "C.UTF-8", **self.extra_env}
+        if is_indexed:
+            env["JOB_COMPLETION_INDEX"] = str(index)
+            env["HOSTNAME"] = pod_spec["hostname"]
+        dns = self._dns(state, job)
         for item in container.get("env", []):
             value = item.get("value")
             if value is None and "valueFrom" in item:
                 value = self._value_from(state.namespace, item["valueFrom"])
-            env[item["name"]] = local(value or "")
+            env[item["name"]] = dns(local(value or ""))
         if "/tmp" in mounts and "TMPDIR" not in env:
             env["TMPDIR"] = str(mounts["/tmp"])  # what mounting a volume at /tmp does for tempfile & co.
-        command = [local(a) for a in container.get("command", []) + container.get("args", [])]
+        command = [dns(local(a)) for a in container.get("command", []) + container.get("args", [])]
         if command and command[0] == "kretrain":
             command[0] = str(Path(sys.executable).parent / "kretrain")  # the installed package, not an image
         if who is not None:
@@ -280,7 +332,7 @@ class Kubelet:
             "metadata": {
                 "name": pod_name,
                 "namespace": state.namespace,
-                "labels": {**template.get("metadata", {}).get("labels", {}), "job-name": state.name,
+                "labels": {**template.get("metadata", {}).get("labels", {}), **extra_labels, "job-name": state.name,
                            "batch.kubernetes.io/job-name": state.name, "controller-uid": state.uid},
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": state.name, "uid": state.uid,
                                      "controller": True, "blockOwnerDeletion": True}],
@@ -292,13 +344,21 @@ class Kubelet:
         since = time.time() - 1.0  # ctime granularity
         proc = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
-        state.pod = PodRun(
+        pod_run = PodRun(
             pod_name, proc, time.monotonic(), root, termination, runs_as=who, volumes=writable, since=since
         )
+        state.running[index] = state.last[index] = pod_run
         state.attempts.append(pod_name)
         state.started = state.started or time.monotonic()
         self._patch_pod(state, pod_name, {"phase": "Running", "startTime": _now()})
-        self._patch_job(state, {"active": 1, "startTime": _now(), "failed": state.failures})
+
+    def _dns(self, state: JobState, job: dict[str, Any]) -> Callable[[str], str]:
+        """The pod's view of cluster DNS (harness.poddns), with this Job's own local ports."""
+        pod_spec = job["spec"]["template"]["spec"]
+        for c in pod_spec["containers"]:
+            for port in c.get("ports", []):
+                state.ports.setdefault(int(port["containerPort"]), poddns.free_port())
+        return poddns.resolver(state.name, state.namespace, pod_spec.get("subdomain"), state.ports)
 
     def _kill(self, pod: PodRun, why: str) -> None:
         pod.killed_for = why
@@ -309,7 +369,7 @@ class Kubelet:
             os.killpg(pod.proc.pid, signal.SIGKILL)
             pod.proc.wait()
 
-    def _finish_pod(self, state: JobState, pod: PodRun, suspended: bool = False) -> int:
+    def _finish_pod(self, state: JobState, pod: PodRun) -> int:
         code = pod.proc.wait()
         if pod.runs_as is not None:
             elsewhere = podsecurity.written_elsewhere(pod.runs_as, pod.since)
@@ -327,7 +387,6 @@ class Kubelet:
              "containerStatuses": [{"name": "trainer", "ready": False, "restartCount": 0,
                                     "state": {"terminated": terminated}}]},
         )  # fmt: skip
-        state.pod = None if suspended else pod
         return code
 
     def _patch_pod(self, state: JobState, name: str, status: dict[str, Any]) -> None:

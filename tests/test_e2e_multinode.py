@@ -1,0 +1,128 @@
+"""resources.nodes: 2 end to end: the real operator builds the Indexed Job + headless Service, the kubelet harness
+runs its two pods at once (torchrun, c10d rendezvous on pod 0's Service name, gloo on CPU), one version is
+registered and the RetrainJob reaches a terminal state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from emulator import path, rtj_path
+from emulator.operator import OperatorProcess
+from emulator.scenario import Cluster, create_s3_secret, operator_for, running_cluster, wait_for
+from harness import podsecurity
+from harness.kubelet import Kubelet
+from kretrain.store import ObjectStore
+from kretrain.trainer.synthetic import demo_eras, generate_dataset, upload_dataset
+
+NS = "multinode"
+CLASSES = ["circle", "square"]
+BUDGET_S = 90
+
+
+@pytest.fixture(scope="module")
+def stack(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, OperatorProcess, Kubelet, str]]:
+    tmp = tmp_path_factory.mktemp("multinode")
+    bucket = s3.new_bucket("data")
+    generate_dataset(tmp / "data", demo_eras(images=32, classes=CLASSES)[:1], CLASSES, imgsz=32)
+    store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key, secret_key=s3.server.secret_key)
+    upload_dataset(tmp / "data", store, f"s3://{bucket}/shapes")
+    with running_cluster(s3, tmp, [NS]) as cluster:
+        create_s3_secret(cluster, s3, NS)
+        op = operator_for(cluster, s3, tmp / "operator.log", [NS])
+        op.env["KRETRAIN_ALLOWED_CREDENTIALS_SECRETS"] = "s3-creds"
+        op.start().wait_ready()
+        kubelet = Kubelet(cluster.client, tmp / "node", extra_env={"OMP_NUM_THREADS": "1"}, enforce=_enforceable())
+        kubelet.start()
+        try:
+            yield cluster, op, kubelet, f"s3://{bucket}/shapes"
+        finally:
+            kubelet.stop()
+            if kubelet.enforce:
+                kubelet.cleanup()
+            op.stop()
+
+
+def _enforceable() -> bool:
+    """Whether the pods can run as uid 1000 here: torchrun starts `kretrain` itself, so the pod's user must be able
+    to exec the interpreter (not so where it lies under a root-only folder, e.g. pyenv in /root)."""
+    if not podsecurity.can_enforce():
+        return False
+    nested = [sys.executable, "-c", f"import subprocess; subprocess.run([{sys.executable!r}, '-c', ''], check=True)"]
+    who = podsecurity.Identity(uid=1000, gid=1000, fs_group=1000)
+    done = subprocess.run(podsecurity.wrap(nested, who), capture_output=True, cwd="/", timeout=60)
+    return done.returncode == 0
+
+
+def _events(log: str, name: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log.splitlines():
+        start = line.find('{"event": "' + name + '"')
+        if start >= 0:
+            out.append(json.loads(line[start:]))
+    return out
+
+
+@pytest.mark.slow
+def test_two_nodes_through_the_operator_register_one_version(
+    stack: tuple[Cluster, OperatorProcess, Kubelet, str],
+) -> None:
+    cluster, op, kubelet, uri = stack
+    t0 = time.monotonic()
+    cluster.client.create(
+        rtj_path(NS),
+        {
+            "apiVersion": "kretrain.dev/v1alpha1",
+            "kind": "RetrainJob",
+            "metadata": {"name": "two-nodes", "namespace": NS},
+            "spec": {
+                "model": "shapes",
+                "dataset": {"uri": uri, "eras": ["era1"], "split": {"val": 0.25, "test": 0.25}},
+                "strategy": {"type": "full", "baseWeights": "yolov8n.yaml", "epochs": 2, "imgsz": 32, "batch": 8,
+                             "patience": 0, "optimizer": "AdamW", "lr0": 0.005, "augmentation": {"mosaic": 0.0},
+                             "hyperparameters": {"workers": 0, "seed": 0, "nbs": 8, "warmup_epochs": 0}},
+                "resources": {"nodes": 2, "gpus": 0, "cpu": "1", "memory": "4Gi"},
+                "export": {"formats": []},
+                "storage": {"credentialsSecret": "s3-creds"},
+            },
+        },
+    )  # fmt: skip
+    status = wait_for(
+        "the two-node run to finish",
+        lambda: (s := cluster.status(NS, "two-nodes")).get("state") in ("Promoted", "Rejected", "Failed") and s,
+        timeout=BUDGET_S,
+        op=op,
+    )
+    seconds = time.monotonic() - t0
+    [state] = [s for s in kubelet.jobs.values() if s.namespace == NS]
+    logs = {i: (p.root / "container.log").read_text(errors="replace") for i, p in state.last.items()}
+    both = "\n".join(logs.values())
+    assert status["state"] in ("Promoted", "Rejected"), (status, {i: log[-3000:] for i, log in logs.items()})
+    assert seconds < BUDGET_S, seconds
+
+    # one Indexed Job of two pods, both run once, at the same time, as index 0 and 1; the headless Service exists
+    [job] = cluster.client.list(path("batch", "v1", "jobs", NS))
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    assert job["status"]["succeeded"] == 2 and job["status"]["completedIndexes"] == "0-1", job["status"]
+    assert sorted(state.last) == [0, 1] and len(state.attempts) == 2, state.attempts
+    pods = cluster.client.list(path("", "v1", "pods", NS))
+    assert sorted(p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"] for p in pods) == ["0", "1"]
+    [svc] = cluster.client.list(path("", "v1", "services", NS))
+    assert job["spec"]["template"]["spec"]["subdomain"] == svc["metadata"]["name"]
+    # torchrun reached pod 0 through the Service name the Job names, mapped to this host
+    assert ".svc:29400" in " ".join(job["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert 29400 in state.ports
+
+    # each node pulled its data once; two ranks trained; only rank 0 evaluated and registered
+    assert len(_events(both, "data-ready")) == 2, both[-4000:]
+    assert len(_events(both, "rank-done")) == 2
+    assert len(_events(logs[0], "finished")) == 1 and not _events(logs[1], "finished")
+    versions = [v.version for v in cluster.registry.versions("shapes")]
+    assert versions == [status["candidate"]["version"]], versions
+    assert kubelet.violations == [] and kubelet.errors == [], (kubelet.violations, kubelet.errors)
