@@ -40,8 +40,13 @@ from kretrain.operator.steps import (
     JobRejected,
     KubeApi,
     create_run_objects,
+    find_runs,
+    get_run,
+    patch_run,
+    run_pods,
     transient,
     waiting,
+    workload_names,
 )
 from kretrain.registry import InvalidRunRecord
 
@@ -101,9 +106,9 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
     ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
     run = jobs.run_id(ns, name, uid)
     jname = jobs.job_name(run)
-    ours = {jname, jobs.job_name(jobs.fallback_run_id(run))}
+    ours = workload_names(jname) | workload_names(jobs.job_name(jobs.fallback_run_id(run)))
     try:
-        existing = deps.kube.find_jobs(ns, jobs.selector(uid))
+        existing = find_runs(deps, ns, jobs.selector(uid), parsed[1] if not isinstance(parsed, str) else None)
     except KubeError as exc:
         return waiting(f"cannot list Jobs in {ns}", exc)
     if isinstance(parsed, str):
@@ -111,7 +116,7 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         running = [j for j in existing if (j.get("metadata") or {}).get("name") in ours and not _finished(j)]
         try:
             for job in running:
-                deps.kube.patch_job(ns, job["metadata"]["name"], {"spec": {"suspend": True}})
+                patch_run(deps, ns, job, {"spec": {"suspend": True}})
         except KubeError as exc:
             return waiting("cannot suspend the Job of a run whose spec is now invalid", exc)
         stopped = f" (Job {', '.join(j['metadata']['name'] for j in running)} suspended)" if running else ""
@@ -175,13 +180,14 @@ def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
         return Outcome()
     _, jname = run_names(body)
     queue: str | None = None
+    parsed = parse_spec(body, deps.settings)
     try:
-        job = deps.kube.get_job(meta["namespace"], jname)
+        job = get_run(deps, meta["namespace"], jname, None if isinstance(parsed, str) else parsed[1])
         if job is not None:
             queue = kueue.queued(job) or kueue.held(job)
             change = kueue.suspend_patch(job, suspend)
             if change is not None:
-                deps.kube.patch_job(meta["namespace"], jname, change)
+                patch_run(deps, meta["namespace"], job, change)
     except KubeError as exc:
         return waiting(f"cannot patch Job {jname}", exc)
     build, events = StatusBuilder(body, deps.now()), list[Event]()
@@ -216,7 +222,7 @@ def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
     ns, now = meta["namespace"], deps.now()
     run, jname = run_names(body)
     try:
-        job = deps.kube.get_job(ns, jname)
+        job = get_run(deps, ns, jname, resolved)
     except KubeError as exc:
         return waiting(f"cannot read Job {jname}", exc)
     try:
@@ -252,7 +258,7 @@ def _follow(
     phase, reason, message = job_state(job)
     if phase == "failed":
         try:
-            pod_message = termination_message(deps.kube.job_pods(ns, jname))
+            pod_message = termination_message(run_pods(deps, ns, job, jname))
         except KubeError:
             pod_message = ""
         text = f"Job {jname} failed: {reason}" + (f" ({message})" if message else "")

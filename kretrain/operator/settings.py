@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,10 @@ class OperatorSettings(BaseSettings):
     """ServiceAccount of training pods (unset: the namespace default; its token is never mounted)."""
     default_queue_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
     """Kueue LocalQueue of RetrainJobs whose spec.resources.queueName is unset (unset: their Jobs are not queued)."""
+    multinode: Literal["indexedjob", "trainjob", "auto"] = "indexedjob"
+    """What trains a RetrainJob with resources.nodes > 1: `indexedjob` (an Indexed Job + headless Service, plain
+    Kubernetes), `trainjob` (a Kubeflow Trainer TrainJob on the torch-distributed runtime), or `auto` (a TrainJob
+    when the trainjobs.trainer.kubeflow.org CRD is installed, else an Indexed Job). nodes: 1 is always one Job."""
     ttl_seconds_after_finished: int | None = Field(default=7 * 86400, ge=0)
     """ttlSecondsAfterFinished of training Jobs (unset: kept until the RetrainJob is deleted)."""
     poll_interval: float = Field(default=15.0, gt=0)

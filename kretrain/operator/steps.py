@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kretrain.api import ModelRef, RetrainJobSpec
-from kretrain.operator import bounds, jobs, jobs_multinode
-from kretrain.operator.kube import RETRYABLE_STATUS, KubeError
+from kretrain.operator import bounds, jobs, jobs_multinode, trainjob
+from kretrain.operator.kube import RETRYABLE_STATUS, Kube, KubeError
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import Outcome
 from kretrain.registry import RegistryError
+from kretrain.resolve import SpecError
 from kretrain.store import PreconditionFailed, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -37,6 +38,16 @@ class KubeApi(Protocol):
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
 
 
+class TrainJobApi(Protocol):
+    """The TrainJob calls the lifecycle uses (kretrain.operator.trainjob_kube.TrainJobs)."""
+
+    def crd_exists(self) -> bool: ...
+    def find(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @dataclass
 class Deps:
     """What the lifecycle needs from the outside world (the handlers build it; tests can too)."""
@@ -46,6 +57,8 @@ class Deps:
     registry_for: Callable[[RetrainJobSpec], Registry]
     adopt: Callable[[list[dict[str, Any]]], None]
     actor: str = "kretrain-operator"
+    trainjobs: TrainJobApi | None = None
+    """TrainJob calls (KRETRAIN_MULTINODE trainjob or auto); unset: made from `kube` when it is a Kube."""
     now: Callable[[], str] = field(default=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
@@ -68,6 +81,65 @@ class JobRejected(Exception):
     """The API server refused the run's Job or ConfigMap for good (400, 403, 422)."""
 
 
+def trainjob_api(deps: Deps) -> TrainJobApi | None:
+    """The TrainJob calls when the operator may train through TrainJobs (KRETRAIN_MULTINODE trainjob or auto)."""
+    if deps.settings.multinode == "indexedjob":
+        return None
+    if deps.trainjobs is None and isinstance(deps.kube, Kube):
+        from kretrain.operator.trainjob_kube import TrainJobs
+
+        deps.trainjobs = TrainJobs(deps.kube)
+    return deps.trainjobs
+
+
+def _may_have_trainjob(spec: RetrainJobSpec | None) -> bool:
+    """nodes > 1, or a spec that no longer parses (its run may have a TrainJob to stop)."""
+    return spec is None or spec.resources.nodes > 1
+
+
+def find_runs(deps: Deps, ns: str, label_selector: str, spec: RetrainJobSpec | None) -> list[dict[str, Any]]:
+    """A RetrainJob's Jobs, and its TrainJobs when it may have some (TrainJobs enabled, `spec` None or nodes > 1)."""
+    found = deps.kube.find_jobs(ns, label_selector)
+    api = trainjob_api(deps)
+    if api is not None and _may_have_trainjob(spec):
+        found += api.find(ns, label_selector)
+    return found
+
+
+def workload_names(jname: str) -> set[str]:
+    """The names a run's workload may have: its Job's, or its TrainJob's."""
+    return {jname, trainjob.name(jname)}
+
+
+def get_run(deps: Deps, ns: str, jname: str, spec: RetrainJobSpec | None) -> dict[str, Any] | None:
+    """A run's TrainJob (when it may have one) or else its Job; None when neither exists."""
+    api = trainjob_api(deps)
+    if api is not None and _may_have_trainjob(spec):
+        found = api.get(ns, trainjob.name(jname))
+        if found is not None:
+            return found
+    return deps.kube.get_job(ns, jname)
+
+
+def is_trainjob(obj: Mapping[str, Any]) -> bool:
+    return obj.get("kind") == trainjob.KIND and str(obj.get("apiVersion", "")).startswith(trainjob.GROUP + "/")
+
+
+def patch_run(deps: Deps, ns: str, obj: Mapping[str, Any], patch: dict[str, Any]) -> None:
+    """Merge-patch a run's Job or TrainJob (spec.suspend)."""
+    name = obj["metadata"]["name"]
+    api = trainjob_api(deps) if is_trainjob(obj) else None
+    if api is not None:
+        api.patch(ns, name, patch)
+    else:
+        deps.kube.patch_job(ns, name, patch)
+
+
+def run_pods(deps: Deps, ns: str, obj: Mapping[str, Any], jname: str) -> list[dict[str, Any]]:
+    """The pods of a run's Job, or of its TrainJob's node Job."""
+    return deps.kube.job_pods(ns, trainjob.child_job(obj["metadata"]["name"]) if is_trainjob(obj) else jname)
+
+
 def create_run_objects(
     ns: str, uid: str, run: str, jname: str, resolved: RetrainJobSpec, incumbent: ModelRef | None, deps: Deps
 ) -> bool:
@@ -84,6 +156,10 @@ def create_run_objects(
         object_labels=object_labels,
         settings=deps.settings,
     )
+    api, mode = trainjob_api(deps), deps.settings.multinode
+    multi = resolved.resources.nodes > 1
+    if api is not None and trainjob.wanted(resolved, mode, multi and mode == "auto" and api.crd_exists()):
+        return _create_trainjob(ns, jname, configmap, job, resolved, api, deps)
     service = [jobs_multinode.build_service(jname, ns, object_labels)] if resolved.resources.nodes > 1 else []
     deps.adopt([configmap, *service, job])
     try:
@@ -94,5 +170,33 @@ def create_run_objects(
     except KubeError as exc:
         if exc.status in (400, 403, 422):
             raise JobRejected(f"the API server rejected Job {jname}: {exc.message}") from exc
+        raise
+    return created
+
+
+def _create_trainjob(
+    ns: str,
+    jname: str,
+    configmap: dict[str, Any],
+    job: dict[str, Any],
+    resolved: RetrainJobSpec,
+    api: TrainJobApi,
+    deps: Deps,
+) -> bool:
+    """The run's ConfigMap and Kubeflow Trainer TrainJob (in place of the Indexed Job and its Service)."""
+    try:
+        tj = trainjob.build(job, resolved)
+    except SpecError as exc:
+        raise JobRejected(f"cannot train run {jname} as a TrainJob: {exc}") from exc
+    deps.adopt([configmap, tj])
+    try:
+        deps.kube.create(configmap)
+        _, created = api.create(tj)
+    except KubeError as exc:
+        if exc.status == 404:
+            msg = f"TrainJob {tj['metadata']['name']}: the API server serves no TrainJobs (is Kubeflow Trainer installed?)"
+            raise JobRejected(msg) from exc
+        if exc.status in (400, 403, 422):
+            raise JobRejected(f"the API server rejected TrainJob {tj['metadata']['name']}: {exc.message}") from exc
         raise
     return created
