@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kretrain.trainer import train as train_module
+from kretrain.trainer import run_hooks
 from kretrain.trainer.train import RunHooks
 
 
@@ -25,7 +25,7 @@ def test_checkpoint_uploads_are_throttled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float, epoch_seconds: float, uploaded_epochs: list[int]
 ) -> None:
     clock = [100.0]
-    monkeypatch.setattr(train_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(run_hooks.time, "monotonic", lambda: clock[0])
     hooks = RunHooks(
         model="m", run_id="r", epochs=6, local_dir=tmp_path, registry_uri="s3://reg/x", checkpoint_interval=interval
     )
@@ -34,7 +34,7 @@ def test_checkpoint_uploads_are_throttled(
     last = tmp_path / "last.pt"
     last.write_bytes(b"weights")
     trainer = SimpleNamespace(epoch=0, epochs=6, last=str(last), start_epoch=0, metrics={}, tloss=None)
-    monkeypatch.setattr(train_module, "epoch_metrics", lambda _t: {})
+    monkeypatch.setattr(run_hooks, "epoch_metrics", lambda _t: {})
     hooks.on_train_start(trainer)
     checkpoint_epochs = []
     for epoch in range(6):
