@@ -17,6 +17,7 @@ import yaml
 from emulator.recorder import Sent, recording_server
 from kretrain.operator import kube as kube_mod
 from kretrain.operator.settings import OperatorSettings
+from kretrain.operator.trainjob_kube import TRAINJOB_API_CALLS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kretrain"
@@ -54,9 +55,14 @@ SECRET_GET: Triple = ("", "secrets", "get")
 """Granted only for the Secrets policy.allowedWebhookSecrets names (resourceNames), and only when it names any."""
 
 
-def expected(clusterwide: bool, peering: bool, webhook_secrets: bool = False) -> tuple[set[Triple], set[Triple]]:
-    """(ClusterRole triples, per-namespace Role triples) for a deployment mode."""
+def expected(
+    clusterwide: bool, peering: bool, webhook_secrets: bool = False, trainjobs: bool = False
+) -> tuple[set[Triple], set[Triple]]:
+    """(ClusterRole triples, per-namespace Role triples) for a deployment mode (trainjobs: config.multiNode is
+    trainjob or auto, and the operator makes kretrain.operator.trainjob_kube's calls too)."""
     calls = operator_calls()
+    if trainjobs:
+        calls |= {parse_call(verb, res) for verb, res in TRAINJOB_API_CALLS}
     if not webhook_secrets:
         calls.discard(SECRET_GET)
     drop = {CLUSTER_PEERING, NAMESPACED_PEERING}
@@ -95,6 +101,8 @@ MODES = {
     "namespaced-peering": ({"watchNamespaces": ["team-a", "team-b"], "replicaCount": 3}, False, True),
     "clusterwide-webhook": (WEBHOOK_SECRETS, True, False),
     "namespaced-webhook": ({"watchNamespaces": ["team-a"], **WEBHOOK_SECRETS}, False, False),
+    "clusterwide-trainjob": ({"config": {"multiNode": "auto"}}, True, False),
+    "namespaced-trainjob": ({"watchNamespaces": ["team-a"], "config": {"multiNode": "trainjob"}}, False, False),
 }
 
 
@@ -102,7 +110,8 @@ MODES = {
 def test_rbac_is_exactly_what_the_operator_calls(mode: str) -> None:
     values, clusterwide, peering = MODES[mode]
     docs = render(values)
-    want_cluster, want_namespaced = expected(clusterwide, peering, "policy" in values)
+    trainjobs = values.get("config", {}).get("multiNode", "indexedjob") != "indexedjob"
+    want_cluster, want_namespaced = expected(clusterwide, peering, "policy" in values, trainjobs)
     cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
     assert len(cluster_roles) == 1
     got = triples(cluster_roles[0])

@@ -47,6 +47,13 @@ kopf peering objects are used.
 - apiGroups: [""]
   resources: [services]
   verbs: [create]
+{{- if ne ($root.Values.config.multiNode | default "indexedjob") "indexedjob" }}
+# config.multiNode trainjob or auto: the Kubeflow Trainer TrainJob of a run with resources.nodes > 1, found by
+# label, polled, created once, suspended by patch (deleted with its RetrainJob by owner reference).
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, create, patch]
+{{- end }}
 # The training pods, read-only: the failed pod's termination message.
 - apiGroups: [""]
   resources: [pods]
