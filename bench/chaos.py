@@ -34,6 +34,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of the operator (at most)")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2), help="2: peered replicas, the leader killed")
     parser.add_argument("--namespaces", type=int, default=3)
+    parser.add_argument(
+        "--conflict-any-patch",
+        action="store_true",
+        help="also answer merge patches 409 (no API server does; shows that a Kopf timer dies of it)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds until every RetrainJob must settle")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the operators' logs to this folder")
@@ -47,6 +52,7 @@ def main() -> int:
         replicas=args.replicas,
         namespaces=args.namespaces,
         timeout=args.timeout,
+        conflict_any_patch=args.conflict_any_patch,
     )
     with tempfile.TemporaryDirectory() as tmp, LocalS3Server(Path(tmp) / "s3") as server:
         work = Path(tmp) / "run"

@@ -68,6 +68,8 @@ class ChaosConfig:
     timeout: float = 300.0
     quiet_seconds: float = 2.0
     """After everything settled: how long to watch that the operator makes no more writes."""
+    conflict_any_patch: bool = False
+    """Also answer merge patches 409 (no API server does: Kopf's timers die of it; see FaultRates)."""
     operator_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -270,7 +272,11 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
         seeded = [p.model for p in plans if p.outcome in ("promote", "reject")]
         list(pool.map(lambda m: sim.seed_incumbent(cluster.registry, m, SEED_VERSION, INCUMBENT, cluster.tmp), seeded))
 
-    proxy = FaultProxy(cluster.server.url, FaultRates.uniform(config.fault_rate), seed=config.seed)
+    proxy = FaultProxy(
+        cluster.server.url,
+        FaultRates.uniform(config.fault_rate, conflict_any_patch=config.conflict_any_patch),
+        seed=config.seed,
+    )
     proxy.start()
     replicas = _fleet(cluster, s3, proxy.url, log_dir, namespaces, config)
     by_uid: dict[str, Plan] = {}

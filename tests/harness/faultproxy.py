@@ -53,12 +53,15 @@ class FaultRates:
     cut_after: tuple[float, float] = (0.2, 3.0)
     retry_after: int = 1
     """Seconds a 429 asks the client to wait."""
+    conflict_any_patch: bool = False
+    """Also answer PATCHes without a precondition 409 (no API server does; shows what the client does with it)."""
 
     @classmethod
-    def uniform(cls, rate: float, watch_cut: float | None = None) -> FaultRates:
+    def uniform(cls, rate: float, watch_cut: float | None = None, conflict_any_patch: bool = False) -> FaultRates:
         """Every kind at `rate` (watch streams cut at `watch_cut`, default 4 x rate, at most 1)."""
         cut = min(1.0, 4 * rate) if watch_cut is None else watch_cut
-        return cls(error_500=rate, conflict_409=rate, throttle_429=rate, lost_500=rate / 2, watch_cut=cut)
+        return cls(error_500=rate, conflict_409=rate, throttle_429=rate, lost_500=rate / 2, watch_cut=cut,
+                   conflict_any_patch=conflict_any_patch)  # fmt: skip
 
 
 def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> bytes:
@@ -132,7 +135,8 @@ class FaultProxy:
             r, write = self.rates, method in WRITES
             if self.rng.random() < r.error_500:
                 return "500"
-            if can_conflict(method, body) and self.rng.random() < r.conflict_409:
+            conflicts = can_conflict(method, body) or (r.conflict_any_patch and method == "PATCH")
+            if conflicts and self.rng.random() < r.conflict_409:
                 return "409"
             if not watch and self.rng.random() < r.throttle_429:
                 return "429"
