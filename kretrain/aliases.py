@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 
 from kretrain.api.base import ApiModel
 from kretrain.limits import MAX_RECORD_BYTES
+from kretrain.pointer_write import write_pointer
 from kretrain.registry import IncumbentChanged, RegistryError, now_rfc3339
 from kretrain.registry_records import VersionArtifact
 from kretrain.store import PreconditionFailed
@@ -179,22 +180,18 @@ def set_alias(
         previous=current_version, seq=seq, at=now_rfc3339(), actor=actor, reason=reason, txn=uuid.uuid4().hex,
     )  # fmt: skip
     data = (json.dumps(ptr.dump(), indent=2, sort_keys=True) + "\n").encode()
+
+    def lost(winner: str | None) -> AliasChanged:
+        return AliasChanged(
+            f"alias {alias!r} of {model!r} moved to {winner or 'nothing'} while it was being moved to "
+            f"{version!r} (it named {current_version or 'nothing'}); not applied",
+            current=winner,
+            expected=current_version,
+        )
+
     uri = _pointer_uri(registry, model, alias)
-    try:
-        if got is None:
-            registry.store.put_if_absent(uri, data)
-        else:
-            registry.store.compare_and_swap(uri, data, got[1])
-    except PreconditionFailed:
-        now = _read(registry, model, alias)
-        if now is None or now[0].txn != ptr.txn:  # a retried request of ours may have won after all
-            winner = now[0].version if now else None
-            raise AliasChanged(
-                f"alias {alias!r} of {model!r} moved to {winner or 'nothing'} while it was being moved to "
-                f"{version!r} (it named {current_version or 'nothing'}); not applied",
-                current=winner,
-                expected=current_version,
-            ) from None
+    etag = None if got is None else got[1]
+    write_pointer(registry.store, uri, data, etag, ptr.txn, lambda: _read(registry, model, alias), lost)
     _ensure_history_entry(registry, model, ptr)
     return ptr
 
