@@ -5,6 +5,7 @@ promotes it; the trainer's credentials cannot move the pointer, the history or a
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,18 +174,26 @@ def test_operator_promotes_and_the_trainer_cannot_touch_pointer_history_or_alias
 
 
 def test_what_the_scoped_trainer_can_still_write(scoped: Scoped) -> None:
-    """The boundary docs/install.md states: any run's folder and any unregistered version of the same line.
+    """The boundary docs/install.md states: any run's folder and any version folder of the same line.
 
-    The operator's defences: a version is committed once (If-None-Match on version.json), so a squatted run id
-    makes that run's own register fail with VersionExists; conclude binds a report to the version registered under
-    the run id and its sha256 (report_mismatch)."""
-    ts, line = scoped.trainer.store, f"s3://{LINE}"
+    A version is committed once (If-None-Match on version.json): a squatted run id makes that run's own register
+    fail with VersionExists. But `Write` (like s3:PutObject) also allows a plain PUT over a committed version.json,
+    and SeaweedFS's `Write` allows DELETE: the incumbent pointer keeps its own copy of the sha256 and weights URI."""
+    ts, line, admin = scoped.trainer.store, f"s3://{LINE}", scoped.admin
     ts.put_bytes(f"{line}/runs/someone-else/progress.json", b"{}")
     ts.put_if_absent(f"{line}/versions/future-run/version.json", b"{}")
-    with pytest.raises(PreconditionFailed):  # a registered version is not replaced, by anyone
-        ts.put_if_absent(f"{line}/versions/{RUN}/version.json", b"{}")
-    ts.delete(f"{line}/runs/someone-else/progress.json")
-    ts.delete(f"{line}/versions/future-run/version.json")
+    committed = f"{line}/versions/{RUN}/version.json"
+    with pytest.raises(PreconditionFailed):  # a registered version is not replaced by a conditional write
+        ts.put_if_absent(committed, b"{}")
+    original = admin.store.get_bytes(committed)
+    ts.put_bytes(committed, b"{}")  # ... but an unconditional PUT is a write like any other
+    assert admin.store.get_bytes(committed) == b"{}"
+    pointer = admin.incumbent_pointer(MODEL)
+    assert pointer is not None and pointer.version == RUN and pointer.sha256 == json.loads(original)["sha256"]
+    admin.store.put_bytes(committed, original)
+    for uri in (f"{line}/runs/someone-else/progress.json", f"{line}/versions/future-run/version.json"):
+        ts.delete(uri)
+        assert not admin.store.exists(uri)
 
 
 def test_scoped_action_without_star_is_refused(tmp_path: Path) -> None:
