@@ -93,7 +93,7 @@ def scoped(tmp_path_factory: pytest.TempPathFactory) -> Any:
         generate_dataset(root / "dataset", tiny_eras(images=24), CLASSES)
         upload_dataset(root / "dataset", admin, f"s3://{BUCKET}/data")
         pod = Pod(_TrainerSide(server, server.endpoint, proxy.endpoint), root, BUCKET)  # type: ignore[arg-type]
-        raw = tiny_spec(BUCKET, proxy.endpoint, epochs=1, imgsz=32)
+        raw = tiny_spec(BUCKET, proxy.endpoint, epochs=1, imgsz=32, checkpointIntervalSeconds=0)  # last.pt too
         raw["promotion"] = {"requiredChecks": ["finiteLoss"]}  # a 1-epoch model: the gate must pass on checks alone
         raw["export"] = {"formats": []}  # ONNX export doubles the run's CPU time; its artifacts go to versions/<run>/
         t0 = time.monotonic()
@@ -121,7 +121,8 @@ def test_trainer_under_scoped_credentials_registers_and_writes_only_its_run(scop
     folders = sorted({"/".join(k.split("/")[3 : 6 if "/runs/" in k else 5]) for _, k in writes})
     print(f"trainer writes ({scoped.seconds:.1f} s run, {len(seen)} requests):", folders)
     print("\n".join(f"  {m} {k}" for m, k in writes))
-    assert {f"runs/{RUN}", f"versions/{RUN}"} <= {"/".join(f.split("/")[:2]) for f in folders}
+    assert {f"runs/{RUN}/last.pt", f"runs/{RUN}/last.pt.sha256", f"runs/{RUN}/report.json"} <= set(folders), folders
+    assert any(k.endswith(f"/versions/{RUN}/version.json") for _, k in writes), writes
     reads = {_key(p) for m, p, _ in seen if m in ("GET", "HEAD")}
     assert all(k.startswith((f"{BUCKET}/data/", f"{LINE}/")) or k == BUCKET for k in reads), sorted(reads)
     # registered, not promoted: the pointer is the operator's
