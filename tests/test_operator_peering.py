@@ -1,103 +1,125 @@
-"""Two operator replicas with Kopf peering (the chart's replicaCount: 2 setup) against the emulator: one acts."""
+"""Two operator replicas with Kopf peering, started as the chart's replicaCount: 2 Deployment runs them, against
+the emulator: one acts; the other finishes the RetrainJob after a graceful stop or a SIGKILL of the active one."""
 
 from __future__ import annotations
 
-import subprocess
+import datetime
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from emulator import path, sim
-from emulator.operator import KRETRAIN, OperatorProcess
-from emulator.scenario import Cluster, operator_for, running_cluster, settled, started, wait_for
+from emulator import sim
+from emulator.operator import OperatorProcess
+from emulator.replicas import Replicas, chart_replicas, expires, pod_of, resumed_at
+from emulator.scenario import Cluster, running_cluster, settled, started
 
-ROOT = Path(__file__).resolve().parent.parent
 NS = "ha"
-PEERING = "kretrain"
 INCUMBENT = {"e1": 0.50, "e2": 0.50, "e3": 0.40}
+BETTER = {"e1": 0.55, "e2": 0.56, "e3": 0.50}
+LIFETIME = 5
+"""peering.lifetime for the test (chart default 60): a SIGKILLed replica's record is stale after 5 s."""
 
 
-@pytest.fixture
-def cluster(s3: Any, tmp_path: Path) -> Iterator[Cluster]:
-    with running_cluster(s3, tmp_path, [NS]) as c:
-        for crd in yaml.safe_load_all((ROOT / "charts/kretrain/crds/kopf-peering.yaml").read_text()):
-            if crd:
-                c.client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        # what charts/kretrain/templates/peering.yaml creates in each watched namespace
-        body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": NS}}
-        c.client.create(path("kopf.dev", "v1", "kopfpeerings", NS), body)
-        yield c
+def values(cluster: Cluster, s3: Any) -> dict[str, Any]:
+    """The chart's two-replica values; the rest only points it at this test's servers and makes it quick."""
+    return {
+        "replicaCount": 2,
+        "watchNamespaces": [NS],
+        "peering": {"lifetime": LIFETIME},
+        "config": {"registryUri": cluster.registry_uri, "s3Endpoint": s3.endpoint, "verbose": True,
+                   "pollInterval": 0.5, "retryDelay": 1},
+    }  # fmt: skip
 
 
-class PeeredOperator(OperatorProcess):
-    """`kretrain operator` as the chart runs it with replicaCount > 1: KRETRAIN_PEERING set, no --standalone."""
-
-    def start(self) -> PeeredOperator:
-        args = [KRETRAIN, "operator", "--verbose", *(f"--namespace={ns}" for ns in self.namespaces)]
-        self.starts += 1
-        self.env["KRETRAIN_PEERING"] = PEERING
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-
-def replicas(cluster: Cluster, s3: Any, tmp: Path) -> list[OperatorProcess]:
-    ops: list[OperatorProcess] = []
-    for i in range(2):  # one after the other: the first watches the peering object before the second writes to it
-        base = operator_for(cluster, s3, tmp / f"operator-{i}.log", [NS])
-        op = PeeredOperator(base.kube_url, base.log, base.namespaces, base.env)
-        op.metrics_port = base.metrics_port  # the port base.env gives KRETRAIN_METRICS_PORT
-        ops.append(op.start())
-        op.wait_ready()
-        keepalive = f"replica {i}'s first peering keep-alive"
-        wait_for(keepalive, lambda log=op.log: "Keep-alive in 'kretrain'" in log.read_text())
-    if len(ops) > 1:  # until a replica has seen another's peering record (then kopf decides who acts)
-        seen = ("Pausing operations in favour of", "Possibly conflicting operators with the same priority")
-        wait_for(  # a loaded machine starts two operators slowly
-            "the replicas to see each other",
-            lambda: any(m in op.log.read_text() for op in ops for m in seen),
-            timeout=90.0,
-        )
-        time.sleep(2)
-    return ops
+@pytest.fixture(scope="module")
+def ha(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Replicas]]:
+    """One emulator and the chart's two replicas for the module: each test starts what is not running."""
+    tmp = tmp_path_factory.mktemp("ha")
+    with running_cluster(s3, tmp, [NS]) as c:
+        replicas = chart_replicas(c.client, c.server.url, tmp, values(c, s3), s3.env())
+        try:
+            yield c, replicas
+        finally:
+            for op in replicas.ops:
+                op.stop(kill=True)  # no need to wait for graceful exits
 
 
-def acted(op: OperatorProcess, name: str) -> bool:
-    """Whether a replica ran any handler (the test has one RetrainJob, `name`; kopf logs each one at DEBUG)."""
-    return " DEBUG kopf.objects Handler '" in op.log.read_text(errors="replace")
+def mark(op: OperatorProcess) -> int:
+    """Where the replica's log ends now (for `acted`)."""
+    return op.log.stat().st_size if op.log.exists() else 0
+
+
+def acted(op: OperatorProcess, since: int) -> bool:
+    """Whether a replica ran any handler since `since` (kopf logs each one at DEBUG; the chart's config.verbose
+    gives --verbose)."""
+    with op.log.open("rb") as f:
+        f.seek(since)
+        return b" DEBUG kopf.objects Handler '" in f.read()
+
+
+def test_the_replicas_run_as_the_chart_says(ha: tuple[Cluster, Replicas]) -> None:
+    """What the chart gives each replica is what makes peering work: a drift here fails the tests below too."""
+    _, replicas = ha
+    assert len(replicas.ops) == 2
+    for op in replicas.ops:
+        assert op.args is not None and op.args[0] == "operator" and "--standalone" not in op.args
+        assert op.env["KRETRAIN_PEERING"] == replicas.peering == "kretrain"
+        assert op.env["KRETRAIN_PEERING_LIFETIME"] == str(LIFETIME)
+        assert op.env["KRETRAIN_NAMESPACES"] == NS
+    assert len({op.env["POD_ID"] for op in replicas.ops}) == 2  # kopf's identity: the pod's name
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky (about 1 run in 3 here): sometimes neither replica ever sees the other's KopfPeering record in the "
-    "emulator, so both act; issue #21 stays open for it",
-)
-def test_two_replicas_one_acts_and_the_other_takes_over(cluster: Cluster, s3: Any, tmp_path: Path) -> None:
-    ops = replicas(cluster, s3, tmp_path)
-    try:
-        sim.seed_incumbent(cluster.registry, "m-ha", "seed-1", INCUMBENT, cluster.tmp)
-        rtj = cluster.create_rtj(NS, "one", "m-ha")
-        status = started(cluster, ops[0], NS, "one")
-        time.sleep(3)  # time for a second replica to act too, if it would
-        assert cluster.jobs_created_for(rtj["metadata"]["uid"]) == 1
-        active = [op for op in ops if acted(op, "one")]
-        assert len(active) == 1, [op.tail(40) for op in ops]
-        [standby] = [op for op in ops if op is not active[0]]
-        # the active replica goes (graceful: it withdraws from the peering); the standby finishes the run
-        active[0].stop()
-        sim.train(cluster.registry, "m-ha", status["runId"], {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT,
-                  cluster.tmp)  # fmt: skip
-        sim.complete_job(cluster.client, NS, status["runId"])
-        final = settled(cluster, standby, NS, "one", timeout=60)
-        assert final["state"] == "Promoted", final
-        assert cluster.jobs_created_for(rtj["metadata"]["uid"]) == 1
-        assert cluster.promotions("m-ha", status["runId"]) == 1
-        wait_for("the standby to have acted", lambda: acted(standby, "one"))
-    finally:
-        for op in ops:
-            op.stop()
+def test_two_replicas_one_acts_and_the_other_takes_over_a_graceful_stop(ha: tuple[Cluster, Replicas]) -> None:
+    cluster, replicas = ha
+    active = replicas.start_all()
+    [standby] = replicas.standbys()
+    since = {op.env["POD_ID"]: mark(op) for op in replicas.ops}
+    sim.seed_incumbent(cluster.registry, "m-ha", "seed-1", INCUMBENT, cluster.tmp)
+    rtj = cluster.create_rtj(NS, "one", "m-ha")
+    status = started(cluster, active, NS, "one")
+    time.sleep(2)  # time for the standby to act too, if it would
+    assert cluster.jobs_created_for(rtj["metadata"]["uid"]) == 1
+    assert acted(active, since[active.env["POD_ID"]])
+    assert not acted(standby, since[standby.env["POD_ID"]]), standby.tail(40)
+    active.stop()  # SIGTERM: kopf withdraws the replica's record, the standby resumes at once
+    assert replicas.wait_settled(timeout=10) is standby
+    active.prestart()  # loads while the standby finishes: the next test starts it again
+    sim.train(cluster.registry, "m-ha", status["runId"], BETTER, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, NS, status["runId"])
+    final = settled(cluster, standby, NS, "one", timeout=30)
+    assert final["state"] == "Promoted", final
+    assert cluster.jobs_created_for(rtj["metadata"]["uid"]) == 1
+    assert cluster.promotions("m-ha", status["runId"]) == 1
+    assert acted(standby, since[standby.env["POD_ID"]])
+
+
+@pytest.mark.slow
+def test_the_standby_takes_over_after_the_active_replica_is_killed(ha: tuple[Cluster, Replicas]) -> None:
+    """SIGKILL: the active replica never withdraws; the standby resumes once its record is LIFETIME s old."""
+    cluster, replicas = ha
+    active = replicas.start_all()  # the one the graceful test stopped comes back (with a new priority)
+    [standby] = replicas.standbys()
+    since = mark(standby)
+    sim.seed_incumbent(cluster.registry, "m-kill", "seed-1", INCUMBENT, cluster.tmp)
+    rtj = cluster.create_rtj(NS, "two", "m-kill")
+    status = started(cluster, active, NS, "two")
+    assert not acted(standby, since)
+    active.stop(kill=True)
+    killed = datetime.datetime.now(datetime.UTC)
+    stale = expires(replicas.status()[pod_of(active)])  # its last keep-alive's record: nobody renews it now
+    # the Job finishes while no replica acts: the standby must pick it up from the RetrainJob's status
+    sim.train(cluster.registry, "m-kill", status["runId"], BETTER, INCUMBENT, cluster.tmp)
+    sim.complete_job(cluster.client, NS, status["runId"])
+    assert replicas.wait_settled(timeout=LIFETIME + 15) is standby
+    resumed = resumed_at(standby)
+    assert resumed is not None and resumed >= stale - datetime.timedelta(seconds=0.1), (resumed, stale)
+    final = settled(cluster, standby, NS, "two", timeout=30)
+    assert final["state"] == "Promoted", final
+    assert cluster.jobs_created_for(rtj["metadata"]["uid"]) == 1
+    assert cluster.promotions("m-kill", status["runId"]) == 1
+    assert acted(standby, since)
+    takeover = (resumed - killed).total_seconds()
+    print(f"the standby resumed {takeover:.1f}s after the SIGKILL (peering lifetime {LIFETIME}s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,10 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    settings.peering.lifetime = _settings.peering_lifetime  # read by kopf's keep-alives, which start after this
+    # The Kubernetes client imports its typed APIs when first built (5-15 s on a busy node): build it beside kopf's
+    # startup, so a standby replica that takes over acts at once instead of after that import.
+    threading.Thread(target=deps, name="kretrain-warm-deps", daemon=True).start()
     if _settings.metrics_port:
         server = metrics.serve(_settings.metrics_port)
         logger.info("metrics and health on :%d (/metrics, /healthz)", server.server_port)

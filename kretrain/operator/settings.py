@@ -56,6 +56,10 @@ class OperatorSettings(BaseSettings):
     """Port of the Prometheus /metrics and /healthz endpoint (0: disabled)."""
     peering: str | None = None
     """Kopf peering object name when running several replicas (unset with `--standalone`)."""
+    peering_lifetime: int = Field(default=60, ge=2, le=3600)
+    """Seconds a replica's peering record stays valid without a keep-alive (kopf renews it 5-10 s sooner, at
+    least every second): how long a standby waits before taking over from an active replica that died without
+    withdrawing (SIGKILL, node loss). A replica that stops gracefully withdraws at once."""
     finalizer: str = "kretrain.dev/finalizer"
     """Finalizer the operator puts on RetrainJobs (Kopf needs one to stop per-object timers)."""
 
