@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=8, help="SIGKILLs of the operator (at most)")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2), help="2: peered replicas, the leader killed")
     parser.add_argument("--namespaces", type=int, default=3)
+    parser.add_argument("--outage", type=float, default=0.0, help="seconds of API outage (all 503) once all exist")
     parser.add_argument(
         "--conflict-any-patch",
         action="store_true",
@@ -53,6 +54,7 @@ def main() -> int:
         namespaces=args.namespaces,
         timeout=args.timeout,
         conflict_any_patch=args.conflict_any_patch,
+        outage_seconds=args.outage,
     )
     with tempfile.TemporaryDirectory() as tmp, LocalS3Server(Path(tmp) / "s3") as server:
         work = Path(tmp) / "run"

@@ -41,6 +41,8 @@ WORSE = {"e1": 0.45, "e2": 0.45, "e3": 0.45}  # regresses every era by more than
 OUTCOMES = ("promote", "reject", "first", "fail")
 EXPECTED_STATE = {"promote": "Promoted", "reject": "Rejected", "first": "Promoted", "fail": "Failed"}
 SEED_VERSION = "seed"
+SETTLE_GRACE = 1.5
+"""Seconds after the last RetrainJob settled before the quiet window starts."""
 PEERING_LIFETIME = 5
 """peering.lifetime of peered replicas (chart default 60): a SIGKILLed leader's record is stale after 5 s."""
 
@@ -68,6 +70,10 @@ class ChaosConfig:
     timeout: float = 300.0
     quiet_seconds: float = 2.0
     """After everything settled: how long to watch that the operator makes no more writes."""
+    outage_seconds: float = 0.0
+    """> 0: once every RetrainJob was created, the API server answers nothing but 503 for this long."""
+    poll_interval: float = 1.0
+    """KRETRAIN_POLL_INTERVAL of the operators (each running RetrainJob's Job and progress read this often)."""
     conflict_any_patch: bool = False
     """Also answer merge patches 409 (no API server does: Kopf's timers die of it; see FaultRates)."""
     operator_env: dict[str, str] = field(default_factory=dict)
@@ -104,6 +110,7 @@ class ChaosResult:
     kills: list[Kill] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
+    outage_at_s: float | None = None
     unexpected_exits: int = 0
     quiet_writes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -212,7 +219,7 @@ class Fleet:
 
 def _fleet(cluster: Cluster, s3: Any, url: str, log_dir: Path, namespaces: list[str], config: ChaosConfig) -> Fleet:
     """`config.replicas` operators whose API server is `url` (the fault proxy)."""
-    env = {"KRETRAIN_POLL_INTERVAL": "0.5", "KRETRAIN_RETRY_DELAY": "0.5", **config.operator_env}
+    env = {"KRETRAIN_POLL_INTERVAL": str(config.poll_interval), "KRETRAIN_RETRY_DELAY": "0.5", **config.operator_env}
     if config.replicas > 1:
         from emulator.replicas import chart_replicas
 
@@ -220,8 +227,8 @@ def _fleet(cluster: Cluster, s3: Any, url: str, log_dir: Path, namespaces: list[
             "replicaCount": config.replicas,
             "watchNamespaces": namespaces,
             "peering": {"lifetime": PEERING_LIFETIME},
-            "config": {"registryUri": cluster.registry_uri, "s3Endpoint": s3.endpoint, "pollInterval": 0.5,
-                       "retryDelay": 0.5},
+            "config": {"registryUri": cluster.registry_uri, "s3Endpoint": s3.endpoint,
+                       "pollInterval": config.poll_interval, "retryDelay": 0.5},
         }  # fmt: skip
         peered = chart_replicas(cluster.client, url, log_dir, values, {**s3.env(), **config.operator_env})
         return Fleet(peered.ops, peered)
@@ -254,11 +261,6 @@ def _progressed(cluster: Cluster, before: dict[str, Any], since: float, timeout:
     return None
 
 
-def _writes(proxy: FaultProxy) -> int:
-    with proxy._lock:
-        return sum(proxy.requests[m] for m in ("POST", "PUT", "PATCH", "DELETE"))
-
-
 def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> ChaosResult:
     """One chaos run against `cluster` (its emulator and registry on `s3`); the operators log into `log_dir`."""
     rng = random.Random(config.seed)
@@ -282,6 +284,7 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
     by_uid: dict[str, Plan] = {}
     trainer = Trainer(cluster, by_uid, random.Random(config.seed + 1), config)
     t0 = time.monotonic()
+    quiet: list[str] = []
     try:
         replicas.start_all()
         trainer.start()
@@ -290,12 +293,19 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
         deadline = t0 + config.timeout
         _kill_loop(cluster, replicas, rng, config, result, t0, deadline, lambda: len(by_uid) < len(plans))
         creator.join(30)
+        if config.outage_seconds > 0:
+            result.outage_at_s = round(time.monotonic() - t0, 1)
+            proxy.outage(config.outage_seconds)
+            time.sleep(config.outage_seconds)
         settled = _wait_settled(cluster, replicas, result, deadline)
         result.elapsed_s = round(time.monotonic() - t0, 1)
         if settled:  # no hot loop: a settled operator writes nothing more (its timers stop on terminal states)
-            before = _writes(proxy)
+            time.sleep(SETTLE_GRACE)  # the last handlers' trailing writes (their Event, Kopf's annotations)
+            since = time.monotonic()
             time.sleep(config.quiet_seconds)
-            result.quiet_writes = _writes(proxy) - before
+            with proxy._lock:
+                quiet = [f"{m} {where}" for t, m, where in proxy.writes if t >= since and "kopfpeerings" not in where]
+            result.quiet_writes = len(quiet)
     finally:
         trainer.stopping.set()
         trainer.join(5)
@@ -307,7 +317,9 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
     result.problems += check(cluster, plans)
     result.problems += log_findings(log_dir)
     if result.quiet_writes:
-        result.problems.append(f"{result.quiet_writes} API writes in {config.quiet_seconds}s after all had settled")
+        result.problems.append(
+            f"{result.quiet_writes} API writes in {config.quiet_seconds}s after all had settled: {quiet[:5]}"
+        )
     states = [(cluster.status(p.namespace, p.name).get("state") or "none") for p in plans]
     result.states = {s: states.count(s) for s in sorted(set(states))}
     return result
@@ -457,6 +469,7 @@ def table(result: ChaosResult) -> str:
         "planned: " + ", ".join(f"{k} {v}" for k, v in result.outcomes.items()),
         "final states: " + ", ".join(f"{k} {v}" for k, v in result.states.items()),
         f"unexpected operator exits: {result.unexpected_exits}; API writes after settling: {result.quiet_writes}",
+        *([f"API outage of {c['outage_seconds']} s at {result.outage_at_s} s"] if result.outage_at_s else []),
         f"problems: {len(result.problems)}",
         *(f"  - {p}" for p in result.problems[:30]),
     ]

@@ -10,7 +10,9 @@ answered by the proxy with a fault, counted by kind in `proxy.faults`:
   patch without a precondition is retried inside the API server and never answered 409, so it gets none here;
 - `429`: a TooManyRequests Status with `Retry-After` (and details.retryAfterSeconds), never applied;
 - `lost` (writes only): forwarded and applied, then answered with a 500 (the answer was lost on the way);
-- `watch-cut`: a watch stream forwarded for a while, then its connection closed mid-stream (no final chunk).
+- `watch-cut`: a watch stream forwarded for a while, then its connection closed mid-stream (no final chunk);
+- `outage`: during `outage(seconds)`, every request is answered 503 and open watch streams are cut (an API
+  server being upgraded or its etcd unavailable).
 
 `paused()` forwards everything while a block runs (setup, checks).
 """
@@ -22,7 +24,8 @@ import contextlib
 import json
 import random
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,7 @@ import aiohttp
 import aiohttp.web
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-KINDS = ("500", "409", "429", "lost", "watch-cut")
+KINDS = ("500", "409", "429", "lost", "watch-cut", "outage")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
                "content-length", "proxy-connection"}  # fmt: skip
 
@@ -101,6 +104,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.faults: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()  # "GET", "POST", ..., "WATCH": requests seen
+        self.writes: deque[tuple[float, str, str]] = deque(maxlen=1000)  # (time.monotonic(), method, path)
         self.url = ""
         self._lock = threading.Lock()
         self._enabled = True
@@ -109,6 +113,7 @@ class FaultProxy:
         self._stop: asyncio.Event | None = None
         self._streams: set[asyncio.BaseTransport] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._outage_until = 0.0
 
     # ---- control (any thread) ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -122,16 +127,27 @@ class FaultProxy:
             with self._lock:
                 self._enabled = True
 
+    def outage(self, seconds: float) -> None:
+        """From now on for `seconds`: every request answered 503, every open watch stream cut."""
+        with self._lock:
+            self._outage_until = time.monotonic() + seconds
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: [t.abort() for t in list(self._streams)])
+
     def counts(self) -> dict[str, int]:
         """Faults injected so far, by kind (every kind listed)."""
         with self._lock:
             return {kind: self.faults[kind] for kind in KINDS}
 
-    def _draw(self, method: str, watch: bool, body: bytes) -> str | None:
+    def _draw(self, method: str, path: str, watch: bool, body: bytes) -> str | None:
         with self._lock:
             self.requests["WATCH" if watch else method] += 1
+            if method in WRITES:
+                self.writes.append((time.monotonic(), method, path))
             if not self._enabled:
                 return None
+            if time.monotonic() < self._outage_until:
+                return "outage"
             r, write = self.rates, method in WRITES
             if self.rng.random() < r.error_500:
                 return "500"
@@ -163,7 +179,10 @@ class FaultProxy:
     async def _serve(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         watch = is_watch(request)
         body = await request.read()
-        fault = self._draw(request.method, watch, body)
+        fault = self._draw(request.method, request.rel_url.path, watch, body)
+        if fault == "outage":
+            self._count(fault)
+            return self._answer(503, _status(503, "ServiceUnavailable", "fault injected: the API server is down"))
         if fault == "500":
             self._count(fault)
             return self._answer(500, _status(500, "InternalError", "fault injected: internal error"))
