@@ -37,9 +37,11 @@ MAX_SIDECAR_BYTES = 4096
 def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
     """Download the run's last.pt if a previous attempt left one; None unless it matches last.pt.sha256.
 
-    Trust: `runs/<run-id>/` is written only by this run's trainer (the operator's registry credentials,
-    the registry's trust), so the `last.pt.sha256` record the trainer wrote with the upload is the pin
-    (kretrain.verified's one policy). Without a valid record nothing is downloaded and the run starts over;
+    Trust: `runs/<run-id>/` is written by the line's trainers only (credentials scoped to `runs/` and
+    `versions/`, docs/install.md; the trainer image is fixed by the operator policy): the same trust as the
+    registry's own records, so the `last.pt.sha256` record the trainer wrote with the upload is the pin
+    (kretrain.verified's one policy). A trainer of another run of the line could plant a checkpoint here;
+    per-run credentials would close that (not built). Without a valid record nothing is downloaded and the run starts over;
     otherwise the bytes reach `dest` (where torch.load looks) only after they matched; the checkpoint is then
     unpickled by Ultralytics' restricted loader and its model YAML checked.
     """

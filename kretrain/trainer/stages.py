@@ -5,8 +5,9 @@ run fails on every retry. After training, rank 0 uploads best.pt, results.csv an
 `runs/<run-id>/trained/`; a rerun that finds a valid record (and best.pt with the sha256 it names) skips training and
 goes on to the checks and the evaluation. After the evaluation, rank 0 uploads the checked exports and an
 EvaluatedStage record (checks, evaluations, intervals) to `runs/<run-id>/evaluated/`; a rerun of the same weights
-against the same incumbent goes straight to registering. Trust: `runs/<run-id>/` is written only by this run's trainer (as for
-last.pt and its `.sha256` record), so the records' sha256s are the pins (kretrain.verified).
+against the same incumbent goes straight to registering. Trust: as for last.pt and its `.sha256` record,
+`runs/<run-id>/` is written by the line's trainers only (entrypoint._checkpoint), so the records' sha256s are the
+pins (kretrain.verified); a record is also bound to this run's weights and incumbent before it is used.
 """
 
 from __future__ import annotations
