@@ -51,22 +51,53 @@ def ratio(value: float, reference: float) -> float | None:
     return value / reference if reference > 0 else None
 
 
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and spread (sample standard deviation, n - 1; 0.0 for a single value) of per-seed values."""
+    if not values:
+        raise ValueError("no values")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Point a = (cost, value) dominates b: no more cost, no less value, and strictly better in one."""
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the non-dominated points (cost minimised, value maximised), cheapest first."""
+    front = [n for n, p in points.items() if not any(dominates(q, p) for m, q in points.items() if m != n)]
+    return sorted(front, key=lambda n: (points[n][0], -points[n][1], n))
+
+
+def dominator(name: str, points: Mapping[str, tuple[float, float]]) -> str | None:
+    """Among the points that dominate `name`, the one with the highest value (then the cheapest); None if none."""
+    over = [m for m, q in points.items() if m != name and dominates(q, points[name])]
+    return max(over, key=lambda m: (points[m][1], -points[m][0], m)) if over else None
+
+
 @dataclass(frozen=True)
 class GoalResult:
-    """How one incremental setting compares with the full retrain."""
+    """How one strategy compares with the full retrain."""
 
     strategy: str
     """Strategy name."""
     metric_ratio: float | None
-    """Its final pooled metric / the full retrain's."""
+    """Its mean final pooled metric / the full retrain's."""
     compute_ratio: float | None
-    """Its image-epochs / the full retrain's."""
+    """Its mean image-epochs / the full retrain's."""
+    passes_all: bool = True
+    """The default gate passed it at every step on every seed."""
 
     @property
     def met(self) -> bool:
-        """Both bounds of the goal hold."""
+        """It passes the gate on every seed and both bounds of the goal hold."""
         return (
-            self.metric_ratio is not None
+            self.passes_all
+            and self.metric_ratio is not None
             and self.compute_ratio is not None
             and self.metric_ratio >= GOAL_METRIC_RATIO
             and self.compute_ratio <= GOAL_COMPUTE_RATIO
@@ -74,7 +105,11 @@ class GoalResult:
 
 
 def goal_results(
-    pooled: Mapping[str, float], image_epochs: Mapping[str, int], full: str, candidates: Sequence[str]
+    pooled: Mapping[str, float],
+    image_epochs: Mapping[str, float],
+    full: str,
+    candidates: Sequence[str],
+    passes_all: Mapping[str, bool] | None = None,
 ) -> list[GoalResult]:
     """Each candidate's metric and compute ratios against the full retrain `full`."""
     return [
@@ -82,14 +117,16 @@ def goal_results(
             strategy=name,
             metric_ratio=ratio(pooled[name], pooled[full]),
             compute_ratio=ratio(float(image_epochs[name]), float(image_epochs[full])),
+            passes_all=True if passes_all is None else passes_all[name],
         )
         for name in candidates
     ]
 
 
 def best_goal(results: Sequence[GoalResult]) -> GoalResult | None:
-    """The best setting: among those meeting the goal the highest metric ratio; if none meets it, the one
-    with the highest metric ratio among those within the compute bound; else the highest metric ratio."""
+    """The answer to the goal: the cheapest setting that meets it; if none does, the highest metric ratio
+    among those passing the gate on every seed within the compute bound, else among those passing on every
+    seed, else among all."""
     if not results:
         return None
 
@@ -98,6 +135,7 @@ def best_goal(results: Sequence[GoalResult]) -> GoalResult | None:
 
     met = [r for r in results if r.met]
     if met:
-        return max(met, key=key)
-    cheap = [r for r in results if r.compute_ratio is not None and r.compute_ratio <= GOAL_COMPUTE_RATIO]
-    return max(cheap or list(results), key=key)
+        return min(met, key=lambda r: (r.compute_ratio, -key(r)))
+    passing = [r for r in results if r.passes_all]
+    cheap = [r for r in passing if r.compute_ratio is not None and r.compute_ratio <= GOAL_COMPUTE_RATIO]
+    return max(cheap or passing or list(results), key=key)

@@ -22,27 +22,46 @@ ERA_DESCRIPTIONS = {
 
 @dataclass(frozen=True)
 class Size:
-    """How big one benchmark run is."""
+    """How big one benchmark run is, and how it trains."""
 
     images: int
-    """Images generated per era (train/val/test split 70/15/15 by key hash)."""
+    """Images generated per era (split into train/val/test by key hash, `val` and `test` shares)."""
     imgsz: int
     """Image size for generation, training and evaluation."""
     first_epochs: int
-    """Epochs of the era-1 model (full training from a random init)."""
+    """Epoch cap of the era-1 model (full training from a random init, early stopping with `patience`)."""
     epochs: int
-    """Epochs of every retraining step, the same for every strategy (compute differs by data size)."""
+    """Epoch cap of every converged retraining step: generous, so early stopping (`patience`) ends each run."""
+    patience: int
+    """Early-stopping patience (epochs without a better validation fitness) of the era-1 model and the
+    converged steps; the budgeted strategies run their derived epochs with early stopping off."""
     batch: int = 16
     """Batch size."""
-    patience: int | None = None
-    """Early-stopping patience of the retraining steps (None: the API default; 0: off)."""
+    seeds: int = 3
+    """Training seeds per strategy (0..seeds-1); the data split and the replay sample stay fixed."""
+    eras: int = 3
+    """Eras used, oldest first (2: one retraining step, 3: two)."""
+    val: float = 0.15
+    """Validation share of each era (early stopping and best.pt are chosen on every era's val split)."""
+    test: float = 0.3
+    """Test share of each era: large, so the gate's per-era bootstrap intervals can resolve its 0.02 bound
+    (the training split is what the compute is spent on; the test split costs two validation passes)."""
+    device: str = "cpu"
+    """`cpu` or `cuda`."""
+    workers: int = 0
+    """Data-loader workers."""
 
 
-FULL = Size(images=200, imgsz=64, first_epochs=25, epochs=12)
-"""Full mode: sized for under 30 minutes on 2 CPU cores."""
+QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=2, patience=1, batch=8, seeds=1, eras=2)
+"""Quick mode for CI: a few real runs, seconds of training each; the numbers mean nothing, the structure and
+the consistency of the output are what the test checks."""
 
-QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=1, batch=8)
-"""Quick mode for CI: seconds per step; the numbers mean nothing, the structure is what is tested."""
+FULL = Size(images=120, imgsz=64, first_epochs=100, epochs=100, patience=10, eras=2)
+"""Full mode, CPU: two eras (one retraining step per chain, 31 runs), sized to finish within about an hour on 2
+cores (docs/strategies.md has the estimate from a measured partial run)."""
+
+GPU = Size(images=2000, imgsz=640, first_epochs=300, epochs=300, patience=30, batch=64, device="cuda", workers=8)
+"""`--gpu` mode for an H200-class device: imgsz 640 and larger eras (not run on this project's machines)."""
 
 
 def era_configs(images: int, seed: int = 0) -> list[EraConfig]:
