@@ -355,3 +355,25 @@ def test_training_selection_of_each_benchmarked_strategy(strategy: dict, expecte
     }
     got = select_train(train, StrategySpec.model_validate(strategy), new_eras=["e3"])
     assert {e: len(v) for e, v in got.items()} == expected
+
+
+def test_estimate_projects_every_run_from_the_partial_fit() -> None:
+    estimate = _load("continual_estimate")
+    assert estimate.fit([(0.0, 10.0), (100.0, 30.0)]) == (pytest.approx(10.0), pytest.approx(0.2))
+    assert estimate.fit([(5.0, 10.0), (5.0, 20.0)]) == (pytest.approx(15.0), 0.0)
+    # cpu = 10 + 0.01 x image-epochs, wall = 20 + 0.02 x image-epochs, exactly on both runs
+    first = {"image_epochs": 1000, "cpu_seconds": 20.0, "process_seconds": 40.0, "epochs_completed": 40}
+    step = {"eras": ["era1", "era2"], "era_train": {"era1": 60, "era2": 40}, "train_images": 100,
+            "epochs_completed": 20, "image_epochs": 2000, "cpu_seconds": 30.0, "process_seconds": 60.0}  # fmt: skip
+    size = data.Size(**{**data.FULL.__dict__, "seeds": 3})
+    every = strategies_mod.strategies()
+    out = estimate.estimate(size, every, [step], first)
+    assert out["runs"] == 1 + 3 * len(every)
+    rows = {r["strategy"]: r for r in out["strategies"]}
+    assert rows["full"]["image_epochs_per_seed"] == 2000 and rows["full"]["cpu"] == 3 * 30
+    assert rows["full-scratch"]["image_epochs_per_seed"] == 100 * 40  # the era-1 model's stopping epoch
+    assert rows["naive"]["image_epochs_per_seed"] == 40 * 20
+    assert rows["full-half"]["image_epochs_per_seed"] == 100 * 10
+    assert rows["replay30-matched"]["image_epochs_per_seed"] == (40 + 18) * round(1000 / 58)
+    assert out["cpu_seconds"] == round(20 + sum(r["cpu"] for r in rows.values()))
+    assert out["quiet_wall_seconds"] == [round(out["cpu_seconds"] / 2), out["cpu_seconds"]]
