@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 CHART = ROOT / "charts" / "kretrain"
 RESUMED = "Resuming operations after the pause"
 PAUSED = ("Pausing operations in favour of", "Pausing all operators, including self")
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 HOST_LOCAL = {"KRETRAIN_KUBE_URL", "KRETRAIN_METRICS_PORT"}
 """Env the test sets per process, not from the chart: the emulator's URL (no service account here) and a free
 metrics port (every pod of the Deployment gets the same containerPort; the replicas here share one host)."""
@@ -36,12 +37,8 @@ def render_chart(values: dict[str, Any], namespace: str = "kretrain-system") -> 
 def install_peering(client: Client, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Create the kopf peering CRDs (the chart's crds/) and the peering objects the chart rendered."""
     for crd in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()):
-        if (
-            crd
-            and client.get_or_none(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
-            is None
-        ):
-            client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        if crd and client.get_or_none(f"{CRDS}/{crd['metadata']['name']}") is None:
+            client.create(CRDS, crd)
     objs = [d for d in docs if d["kind"] in ("KopfPeering", "ClusterKopfPeering")]
     for obj in objs:
         ns = obj["metadata"].get("namespace")
@@ -151,19 +148,27 @@ class Replicas:
         raise AssertionError(f"the peering did not settle in {timeout}s: records {self.records()}\n"
                              + "\n".join(f"--- {pod_of(op)} ---\n{op.tail(30)}" for op in self.ops))  # fmt: skip
 
-    def start(self, op: OperatorProcess, timeout: float = 30.0) -> None:
-        """Start one replica and wait until its record is in the peering object (and, under it, kopf's list of
-        that object holds every earlier replica's record: a later replica never acts on a partial view)."""
+    def start(self, op: OperatorProcess, timeout: float = 90.0) -> None:
+        """Start one replica and wait until its own record (written after this start: a replica restarted under
+        the same POD_ID may find its old one) is in the peering object, so that a replica started after it
+        lists the peering object with this record in it and never acts on a partial view."""
+        began = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=0.01)
         op.start()
         op.wait_ready(timeout)
         deadline = time.monotonic() + timeout
-        while pod_of(op) not in self.records():
+
+        def fresh() -> bool:
+            record = self.records().get(pod_of(op))
+            return record is not None and datetime.datetime.fromisoformat(record["lastseen"]) >= began
+
+        while not fresh():
             assert op.alive and time.monotonic() < deadline, op.tail()
             time.sleep(0.1)
 
-    def start_all(self, timeout: float = 30.0) -> OperatorProcess:
+    def start_all(self, timeout: float = 90.0) -> OperatorProcess:
         """Start the replicas that are not running, one after the other (each sees the running ones' records in
-        its first list of the peering object); returns the active one once the peering settled."""
+        its first list of the peering object); returns the active one once the peering settled. `timeout` is a
+        ceiling for each start: the imports alone take half a minute on a machine loaded 8 processes per core."""
         for op in self.ops:
             if not op.alive:
                 op.prestart()
