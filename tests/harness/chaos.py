@@ -43,8 +43,9 @@ EXPECTED_STATE = {"promote": "Promoted", "reject": "Rejected", "first": "Promote
 SEED_VERSION = "seed"
 SETTLE_GRACE = 1.5
 """Seconds after the last RetrainJob settled before the quiet window starts."""
-PEERING_LIFETIME = 5
-"""peering.lifetime of peered replicas (chart default 60): a SIGKILLed leader's record is stale after 5 s."""
+PEERING_LIFETIME = 10
+"""peering.lifetime of peered replicas (chart default 60): a SIGKILLed leader's record is stale after 10 s. At 5 s,
+a few retried keep-alives (500s, Kopf backing off 1, 1, 2 s) let the standby take the leader for dead."""
 
 
 @dataclass
@@ -59,11 +60,11 @@ class ChaosConfig:
     kills: int = 4
     replicas: int = 1
     namespaces: int = 3
-    create_gap: tuple[float, float] = (0.0, 0.25)
+    create_gap: tuple[float, float] = (0.05, 0.3)
     """Seconds between two RetrainJobs being created."""
     train_seconds: tuple[float, float] = (0.3, 2.0)
     """How long a simulated Job trains."""
-    kill_gap: tuple[float, float] = (1.5, 4.5)
+    kill_gap: tuple[float, float] = (1.0, 3.5)
     """Seconds between a restart and the next kill."""
     down_seconds: tuple[float, float] = (0.0, 1.0)
     """How long a killed operator stays down."""
