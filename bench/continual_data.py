@@ -56,7 +56,7 @@ QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=2, patience=1, batch=8,
 """Quick mode for CI: a few real runs, seconds of training each; the numbers mean nothing, the structure and
 the consistency of the output are what the test checks."""
 
-FULL = Size(images=120, imgsz=64, first_epochs=100, epochs=100, patience=10, eras=2)
+FULL = Size(images=120, imgsz=64, first_epochs=200, epochs=200, patience=30, eras=2)
 """Full mode, CPU: two eras (one retraining step per chain, 31 runs), sized to finish within about an hour on 2
 cores (docs/strategies.md has the estimate from a measured partial run)."""
 
