@@ -106,6 +106,11 @@ class Kill:
 class ChaosResult:
     config: dict[str, Any]
     elapsed_s: float = 0.0
+    """From the operators' start until every RetrainJob had settled."""
+    setup_s: float = 0.0
+    """Seeding the incumbents and starting the proxy."""
+    check_s: float = 0.0
+    """Checking the end state (registry histories and incumbents, Jobs, statuses)."""
     faults: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     kills: list[Kill] = field(default_factory=list)
@@ -266,6 +271,7 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
     """One chaos run against `cluster` (its emulator and registry on `s3`); the operators log into `log_dir`."""
     rng = random.Random(config.seed)
     result = ChaosResult(config={k: v for k, v in asdict(config).items() if k != "operator_env"})
+    started = time.monotonic()
     plans = plan_jobs(config, rng)
     result.outcomes = {o: sum(p.outcome == o for p in plans) for o in OUTCOMES}
     namespaces = sorted({p.namespace for p in plans})
@@ -285,6 +291,7 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
     by_uid: dict[str, Plan] = {}
     trainer = Trainer(cluster, by_uid, random.Random(config.seed + 1), config)
     t0 = time.monotonic()
+    result.setup_s = round(t0 - started, 1)
     quiet: list[str] = []
     try:
         replicas.start_all()
@@ -315,7 +322,9 @@ def run_chaos(cluster: Cluster, s3: Any, config: ChaosConfig, log_dir: Path) -> 
     result.faults = proxy.counts()
     result.requests = dict(proxy.requests)
     result.problems += trainer.errors
+    checked = time.monotonic()
     result.problems += check(cluster, plans)
+    result.check_s = round(time.monotonic() - checked, 1)
     result.problems += log_findings(log_dir)
     if result.quiet_writes:
         result.problems.append(
@@ -451,7 +460,7 @@ def table(result: ChaosResult) -> str:
     c = result.config
     lines = [
         f"chaos run: {c['jobs']} RetrainJobs, seed {c['seed']}, fault rate {c['fault_rate']}, "
-        f"{c['replicas']} replica(s): {result.elapsed_s} s",
+        f"{c['replicas']} replica(s): {result.elapsed_s} s (setup {result.setup_s} s, checks {result.check_s} s)",
         "",
         f"{'fault':<12} {'injected':>8}",
         *(f"{kind:<12} {result.faults.get(kind, 0):>8}" for kind in KINDS),
