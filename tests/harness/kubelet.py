@@ -239,7 +239,10 @@ class Kubelet:
                 raise
 
     # ---- pods ------------------------------------------------------------------------------------
-    def _value_from(self, namespace: str, source: dict[str, Any]) -> str | None:
+    def _value_from(self, namespace: str, source: dict[str, Any], fields: dict[str, str]) -> str | None:
+        """An env value from a Secret, a ConfigMap or the pod's own fields (`fields`: fieldPath -> value)."""
+        if "fieldRef" in source:
+            return fields[source["fieldRef"]["fieldPath"]]  # KeyError: a field this harness does not give pods
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             secret = self.client.get(path("", "v1", "secrets", namespace, ref["name"]))
@@ -313,10 +316,14 @@ class Kubelet:
             env["JOB_COMPLETION_INDEX"] = str(index)
             env["HOSTNAME"] = pod_spec["hostname"]
         dns = self._dns(state, job)
+        fields = {"metadata.name": pod_name, "metadata.namespace": state.namespace}
+        if is_indexed:
+            for where in ("annotations", "labels"):
+                fields[f"metadata.{where}['batch.kubernetes.io/job-completion-index']"] = str(index)
         for item in container.get("env", []):
             value = item.get("value")
             if value is None and "valueFrom" in item:
-                value = self._value_from(state.namespace, item["valueFrom"])
+                value = self._value_from(state.namespace, item["valueFrom"], fields)
             env[item["name"]] = dns(local(value or ""))
         if "/tmp" in mounts and "TMPDIR" not in env:
             env["TMPDIR"] = str(mounts["/tmp"])  # what mounting a volume at /tmp does for tempfile & co.
@@ -332,6 +339,7 @@ class Kubelet:
             "metadata": {
                 "name": pod_name,
                 "namespace": state.namespace,
+                "annotations": dict(extra_labels),
                 "labels": {**template.get("metadata", {}).get("labels", {}), **extra_labels, "job-name": state.name,
                            "batch.kubernetes.io/job-name": state.name, "controller-uid": state.uid},
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": state.name, "uid": state.uid,
