@@ -173,6 +173,8 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             return await self._serve(request)
+        except (ConnectionResetError, aiohttp.ClientError):  # the client went away (killed) or upstream did
+            return aiohttp.web.Response(status=502)
         finally:
             self._tasks.discard(task)
 
