@@ -66,8 +66,8 @@ def tiny_spec(bucket: str, endpoint: str, **strategy: Any) -> dict[str, Any]:
 class Pod:
     """Runs `kretrain train` as the pod would, with the contract's environment."""
 
-    def __init__(self, s3: Any, root: Path, bucket: str) -> None:
-        self.s3, self.root, self.bucket = s3, root, bucket
+    def __init__(self, s3: Any, root: Path, bucket: str, stage_key: str | None = None) -> None:
+        self.s3, self.root, self.bucket, self.stage_key = s3, root, bucket, stage_key
         self.store = ObjectStore(endpoint_url=s3.endpoint, access_key=s3.server.access_key,
                                  secret_key=s3.server.secret_key, region="us-east-1")  # fmt: skip
         self.registry = Registry(self.store, f"s3://{bucket}/registry")
@@ -80,8 +80,18 @@ class Pod:
             cache_dir=self.root / "cache",
             termination_log=self.root / run_id / "termination-log",
             yolo_config_dir=self.root / "yolo-config",
+            stage_key_file=self._key_file(run_id),
         )
         return {**os.environ, **self.s3.env(), **contract.to_env()}
+
+    def _key_file(self, run_id: str) -> Path | None:
+        """The run's stage key as the ConfigMap would mount it (None: the pod signs nothing, as `kretrain run`)."""
+        if self.stage_key is None:
+            return None
+        path = self.root / run_id / "stage.key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.stage_key)
+        return path
 
     def spec_file(self, run_id: str, spec: dict[str, Any]) -> Path:
         RetrainJobSpec.model_validate(spec)

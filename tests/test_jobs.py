@@ -182,13 +182,15 @@ def test_labels_select_the_job_and_fit_label_limits() -> None:
 def test_job_and_configmap_are_valid_kubernetes_1_32(spec: RetrainJobSpec) -> None:
     job = build(spec)
     kubernetes_validate.validate(job, "1.32", strict=True)
-    cm = jobs.build_configmap("ns-rtj-0123abcd", "ns", jobs.resolve_spec(spec, SETTINGS), jobs.labels("u", "n"))
+    cm = jobs.build_configmap(
+        "ns-rtj-0123abcd", "ns", jobs.resolve_spec(spec, SETTINGS), jobs.labels("u", "n"), "k" * 64
+    )
     kubernetes_validate.validate(cm, "1.32", strict=True)
 
 
 def test_configmap_holds_the_resolved_spec_the_trainer_parses() -> None:
     resolved = jobs.resolve_spec(make_spec(), SETTINGS)
-    cm = jobs.build_configmap("n", "ns", resolved, {})
+    cm = jobs.build_configmap("n", "ns", resolved, {}, "k" * 64)
     parsed = RetrainJobSpec.model_validate(json.loads(cm["data"]["spec.json"]))
     assert parsed == resolved
     assert parsed.storage.endpoint == "http://s3.local:8333" and parsed.storage.registry == "s3://models/registry"

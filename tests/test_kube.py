@@ -122,7 +122,7 @@ def test_the_operators_job_and_configmap_go_out_unchanged(
     kube, rec = recorder
     spec = make_spec(**over)
     job = build(spec)
-    configmap = jobs.build_configmap("ns-rtj-0123abcd", "ns", jobs.resolve_spec(spec, SETTINGS), {"a": "b"})
+    configmap = jobs.build_configmap("ns-rtj-0123abcd", "ns", jobs.resolve_spec(spec, SETTINGS), {"a": "b"}, "0" * 64)
     kube.create(job)
     kube.create(configmap)
     assert [json.loads(s.body) for s in rec.sent] == [json.loads(json.dumps(job)), json.loads(json.dumps(configmap))]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from test_entrypoint import CLASSES, Pod, tiny_eras, tiny_spec
 
-from kretrain.trainer import stages
+from kretrain.trainer import runkey, stages
 from kretrain.trainer.synthetic import generate_dataset, upload_dataset
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def pod(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Pod:
     root = tmp_path_factory.mktemp("stages")
-    p = Pod(s3, root, s3.new_bucket("stages"))
+    p = Pod(s3, root, s3.new_bucket("stages"), stage_key="5e" * 32)  # as the operator's ConfigMap gives it
     generate_dataset(root / "dataset", tiny_eras(images=24), CLASSES)
     upload_dataset(root / "dataset", p.store, f"s3://{p.bucket}/data")
     return p
@@ -62,6 +62,7 @@ def _kill_when(pod: Pod, spec: dict[str, Any], what: str, reached: Callable[[], 
 
 def test_killed_after_training_after_evaluation_and_mid_register_resumes_each_time(pod: Pod) -> None:
     spec = tiny_spec(pod.bucket, pod.s3.endpoint, epochs=EPOCHS, imgsz=32)
+    spec["strategy"]["checkpointIntervalSeconds"] = 0  # last.pt after every epoch: a finished one is in S3
     version_prefix = pod.registry.version_uri("shapes", RUN).rstrip("/") + "/"
     mark = len(_events(pod))
 
@@ -89,6 +90,9 @@ def test_killed_after_training_after_evaluation_and_mid_register_resumes_each_ti
     epochs = [line.split(",")[0].strip() for line in trained.results_csv.splitlines()[1:] if line.strip()]
     assert epochs == [str(e) for e in range(1, EPOCHS + 1)], trained.results_csv
     assert report.candidate.sha256 == trained.best_sha256  # the registered weights are the trained stage's
+    run_uri = pod.registry.run_uri("shapes", RUN).rstrip("/")
+    for record in ("trained/trained.json", "evaluated/evaluated.json", "last.pt.sha256"):  # signed with the key
+        assert pod.store.exists(f"{run_uri}/{record}{runkey.MAC_SUFFIX}"), record
 
 
 def test_a_tampered_trained_stage_is_not_used(pod: Pod) -> None:
@@ -99,7 +103,10 @@ def test_a_tampered_trained_stage_is_not_used(pod: Pod) -> None:
     record = stages.TrainedStage(
         best_sha256="0" * 64, base_weights="x", epochs_completed=1, train_seconds=1.0, results_csv="epoch\n1\n"
     )
-    pod.store.put_bytes(base + "trained.json", json.dumps(record.dump()).encode())
+    assert pod.stage_key is not None  # signed with the run's own key: what is checked here is best.pt's sha256
+    runkey.put_record(
+        pod.store, base + "trained.json", json.dumps(record.dump()).encode(), bytes.fromhex(pod.stage_key)
+    )
     pod.store.put_bytes(base + "best.pt", b"not weights")
     assert pod.run(run, spec) == 0, pod.log(run)
     log = (pod.root / f"{run}.log").read_text(errors="replace")

@@ -14,6 +14,8 @@ SPEC_DIR = "/etc/kretrain"
 """Mount path of the ConfigMap with the resolved spec (read-only)."""
 SPEC_FILE = "spec.json"
 """File name of the resolved spec in SPEC_DIR (`kretrain train --spec /etc/kretrain/spec.json`)."""
+STAGE_KEY_FILE = "stage.key"
+"""File name of the run's stage key in SPEC_DIR (the ConfigMap): the HMAC key of the run's resume records."""
 SCRATCH_DIR = "/scratch"
 """Mount path of the scratch emptyDir (KRETRAIN_WORKDIR in a pod)."""
 CACHE_DIR = "/cache"
@@ -74,6 +76,9 @@ class PodContract(BaseModel):
     """Ultralytics' settings folder (unset: `<workdir>/yolo-config`)."""
     mpl_config_dir: Path | None = _var("MPLCONFIGDIR", _OPERATOR, default=None)
     """Matplotlib's config and font cache (unset: under YOLO_CONFIG_DIR)."""
+    stage_key_file: Path | None = _var("KRETRAIN_STAGE_KEY_FILE", _OPERATOR, default=None)
+    """The run's stage key (random, from the run's ConfigMap): the pod signs its checkpoint record and stages
+    with it and ignores ones it does not sign (kretrain.trainer.runkey; unset: records are not signed)."""
 
     @classmethod
     def env_names(cls) -> list[str]:
@@ -93,6 +98,7 @@ class PodContract(BaseModel):
             home=Path(TMP_DIR),
             yolo_config_dir=Path(TMP_DIR) / "ultralytics",
             mpl_config_dir=Path(TMP_DIR) / "matplotlib",
+            stage_key_file=Path(SPEC_DIR) / STAGE_KEY_FILE,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -128,7 +134,11 @@ class PodContract(BaseModel):
 
 
 PATHS = (
-    (SPEC_DIR, "spec", f"the ConfigMap with the resolved spec ({SPEC_FILE}), read-only"),
+    (
+        SPEC_DIR,
+        "spec",
+        f"the run's ConfigMap: the resolved spec ({SPEC_FILE}) and stage key ({STAGE_KEY_FILE}), read-only",
+    ),
     (SCRATCH_DIR, "scratch", "emptyDir (spec.resources.scratchSize): KRETRAIN_WORKDIR"),
     (CACHE_DIR, "cache", "the dataset cache volume (an emptyDir of spec.resources.cacheSize): KRETRAIN_CACHE_DIR"),
     (TMP_DIR, "tmp", "emptyDir (spec.resources.tmpSize): HOME, YOLO_CONFIG_DIR, MPLCONFIGDIR"),
@@ -144,7 +154,7 @@ def contract_table() -> str:
     job = PodContract.model_construct(
         run_id="<run id>", incumbent_version="<incumbent, or empty>", endpoint="<spec.storage.endpoint>",
         region="<spec.storage.region>", home=Path(TMP_DIR), yolo_config_dir=Path(TMP_DIR) / "ultralytics",
-        mpl_config_dir=Path(TMP_DIR) / "matplotlib",
+        mpl_config_dir=Path(TMP_DIR) / "matplotlib", stage_key_file=Path(SPEC_DIR) / STAGE_KEY_FILE,
     ).to_env()  # fmt: skip
     rows = ["| Variable | Meaning | Set by | In a Job | Pod default |", "|---|---|---|---|---|"]
     for field in PodContract.model_fields.values():

@@ -8,7 +8,7 @@ from typing import Any
 
 from kretrain.api import RetrainJobSpec
 from kretrain.api.pod import CACHE_DIR as CACHE_DIR  # the pod contract's paths, re-exported
-from kretrain.api.pod import CREDENTIAL_ENV, SHM_DIR, TMP_DIR, PodContract
+from kretrain.api.pod import CREDENTIAL_ENV, SHM_DIR, STAGE_KEY_FILE, TMP_DIR, PodContract
 from kretrain.api.pod import SCRATCH_DIR as SCRATCH_DIR
 from kretrain.api.pod import SPEC_DIR as SPEC_DIR
 from kretrain.api.pod import SPEC_FILE as SPEC_FILE
@@ -114,13 +114,17 @@ def spec_json(spec: RetrainJobSpec) -> str:
     return json.dumps(spec.dump(), sort_keys=True, indent=2)
 
 
-def build_configmap(name: str, namespace: str, spec: RetrainJobSpec, object_labels: dict[str, str]) -> dict[str, Any]:
-    """The ConfigMap holding the resolved spec, mounted at /etc/kretrain/spec.json."""
+def build_configmap(
+    name: str, namespace: str, spec: RetrainJobSpec, object_labels: dict[str, str], stage_key: str
+) -> dict[str, Any]:
+    """The ConfigMap holding the resolved spec and the run's stage key (random hex, made by the caller), mounted
+    at /etc/kretrain/ (spec.json, stage.key): only the run's pods (and whoever may read ConfigMaps in the
+    namespace) know the key, so the line's other trainers cannot forge this run's resume records."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(object_labels)},
-        "data": {SPEC_FILE: spec_json(spec)},
+        "data": {SPEC_FILE: spec_json(spec), STAGE_KEY_FILE: stage_key},
     }
 
 
@@ -189,7 +193,10 @@ def build_job(
         },
         "containers": [container],
         "volumes": [
-            {"name": "spec", "configMap": {"name": name, "items": [{"key": SPEC_FILE, "path": SPEC_FILE}]}},
+            {
+                "name": "spec",
+                "configMap": {"name": name, "items": [{"key": k, "path": k} for k in (SPEC_FILE, STAGE_KEY_FILE)]},
+            },
             {"name": "scratch", "emptyDir": {"sizeLimit": res.scratch_size}},
             cache_volume(res, object_labels),
             {"name": "tmp", "emptyDir": {"sizeLimit": res.tmp_size}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -146,7 +147,7 @@ def create_run_objects(
     """Create a run's spec ConfigMap and Job, adopted by the RetrainJob; False when the Job already existed
     (409). Raises JobRejected when the API server refuses them, KubeError when it should be retried."""
     object_labels = jobs.labels(uid, jname)
-    configmap = jobs.build_configmap(jname, ns, resolved, object_labels)
+    configmap = jobs.build_configmap(jname, ns, resolved, object_labels, secrets.token_hex(32))
     job = jobs.build_job(
         name=jname,
         namespace=ns,

@@ -34,7 +34,7 @@ MAX_SIDECAR_BYTES = 4096
 """Largest `last.pt.sha256` record read (one hex digest and a file name)."""
 
 
-def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
+def _checkpoint(store: Any, hooks_last_uri: str, dest: Path, key: bytes | None) -> Path | None:
     """Download the run's last.pt if a previous attempt left one; None unless it matches last.pt.sha256.
 
     Trust: `runs/<run-id>/` is written by the line's trainers only (credentials scoped to `runs/` and
@@ -47,6 +47,7 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
     """
     from kretrain.store import ObjectTooLarge
     from kretrain.trainer.modelfiles import MAX_WEIGHTS_BYTES
+    from kretrain.trainer.runkey import Unsigned, get_record
     from kretrain.verified import VerificationError, check_pin, fetch_verified
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -54,10 +55,11 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path) -> Path | None:
     if not store.exists(hooks_last_uri):
         return None
     try:
-        record = store.get_bytes(hooks_last_uri + ".sha256", max_bytes=MAX_SIDECAR_BYTES).decode().split()
+        sidecar = get_record(store, hooks_last_uri + ".sha256", key, MAX_SIDECAR_BYTES)  # signed by this run
+        record = sidecar.decode().split()
         pin = check_pin(record[0] if record else None, hooks_last_uri)
         return fetch_verified(store, hooks_last_uri, dest, sha256=pin, max_bytes=MAX_WEIGHTS_BYTES)
-    except (FileNotFoundError, ObjectTooLarge, UnicodeDecodeError, VerificationError) as exc:
+    except (FileNotFoundError, ObjectTooLarge, Unsigned, UnicodeDecodeError, VerificationError) as exc:
         _event(event="checkpoint-ignored", uri=hooks_last_uri, reason=f"{type(exc).__name__}: {exc}")
         return None
 
@@ -79,6 +81,9 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     dist.init_process_group(env, _cuda())  # first: from here on a rank that fails makes its peers fail at once
     if not spec.storage.registry:
         raise ValueError("storage.registry is not set in the spec: no model registry to write to")
+    from kretrain.trainer.runkey import load_key
+
+    key = load_key(pod.stage_key_file)  # signs and checks the run's resume records (a planted one is ignored)
     store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
     registry = Registry(store, spec.storage.registry)
     done = registry.read_run_report(spec.model, pod.run_id)
@@ -138,9 +143,10 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         endpoint=spec.storage.endpoint,
         region=spec.storage.region,
         checkpoint_interval=float(spec.strategy.checkpoint_interval_seconds),
+        stage_key=key,
     )
     run_uri = registry.run_uri(spec.model, pod.run_id)
-    trained = stages.load_trained(store, run_uri, dist.rank_dir(env, pod.workdir / "trained"))
+    trained = stages.load_trained(store, run_uri, dist.rank_dir(env, pod.workdir / "trained"), key)
     if trained is not None:  # a previous attempt finished training (and was killed later): go on from there
         record, best, results = trained
         _event(event="training-skipped", runId=pod.run_id, epochs=record.epochs_completed)
@@ -152,7 +158,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
             train_seconds=record.train_seconds, args=dict(record.args),
         )  # fmt: skip
     else:
-        resume = _checkpoint(store, hooks.last_uri(), dist.rank_dir(env, pod.workdir / "resume") / "last.pt")
+        resume = _checkpoint(store, hooks.last_uri(), dist.rank_dir(env, pod.workdir / "resume") / "last.pt", key)
         start = None
         if resume is not None:
             _event(event="resume", runId=pod.run_id, checkpoint=hooks.last_uri())
@@ -167,18 +173,18 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         _event(event="rank-finished", runId=pod.run_id, rank=env.rank)
         return None
     if trained is None:  # before anything else can fail or be killed: a rerun resumes after training
-        best_sha256 = stages.save_trained(store, run_uri, outcome, start_desc)
+        best_sha256 = stages.save_trained(store, run_uri, outcome, start_desc, key)
         _event(event="trained-saved", runId=pod.run_id, epochs=outcome.epochs_completed)
     else:
         best_sha256 = trained[0].best_sha256
     assert data is not None  # rank 0 is its node's local rank 0
-    assessed = stages.load_evaluated(store, run_uri, pod.workdir / "evaluated", best_sha256, incumbent_version)
+    assessed = stages.load_evaluated(store, run_uri, pod.workdir / "evaluated", best_sha256, incumbent_version, key)
     if assessed is not None:  # a previous attempt evaluated these weights against this incumbent
         _event(event="evaluation-skipped", runId=pod.run_id, incumbent=incumbent_version or None)
     else:
         rows = read_results(outcome.results_csv)
         assessed = assess(spec, data, outcome, rows, registry, incumbent_version, pod.workdir, _cuda())
-        stages.save_evaluated(store, run_uri, best_sha256, incumbent_version, assessed)
+        stages.save_evaluated(store, run_uri, best_sha256, incumbent_version, assessed, key)
         _event(event="evaluated", runId=pod.run_id, incumbent=incumbent_version or None)
     wall = time.time() - t_wall
     gpus = spec.resources.gpus * spec.resources.nodes if _cuda() else 0  # every node's GPUs

@@ -17,6 +17,7 @@ from kretrain.api import RunProgress
 from kretrain.api.progress import finite_metrics
 from kretrain.registry import now_rfc3339
 from kretrain.trainer.modelfiles import sha256_file
+from kretrain.trainer.runkey import put_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from kretrain.registry import Registry
@@ -83,6 +84,8 @@ class RunHooks:
     """Epochs already done when this attempt started."""
     checkpoint_interval: float = 0.0
     """Upload last.pt at most every this many seconds (0: after every epoch)."""
+    stage_key: bytes | None = field(default=None, repr=False)
+    """The run's stage key (kretrain.trainer.runkey): the `last.pt.sha256` record is signed with it."""
     _last_upload: float | None = field(default=None, repr=False)
     _checkpoint_epoch: int = field(default=0, repr=False)
     _t0: float | None = field(default=None, repr=False)
@@ -135,7 +138,8 @@ class RunHooks:
         store, uri = self._store(), self.last_uri()
         digest = sha256_file(snapshot)
         store.upload_file(snapshot, uri)
-        store.put_bytes(uri + ".sha256", f"{digest}  last.pt\n".encode())  # a resume verifies against it
+        record = f"{digest}  last.pt\n".encode()  # a resume verifies against it
+        put_record(store, uri + ".sha256", record, self.stage_key)
         snapshot.unlink(missing_ok=True)
 
     def _write_progress(self, progress: RunProgress) -> None:

@@ -7,7 +7,8 @@ goes on to the checks and the evaluation. After the evaluation, rank 0 uploads t
 EvaluatedStage record (checks, evaluations, intervals) to `runs/<run-id>/evaluated/`; a rerun of the same weights
 against the same incumbent goes straight to registering. Trust: as for last.pt and its `.sha256` record,
 `runs/<run-id>/` is written by the line's trainers only (entrypoint._checkpoint), so the records' sha256s are the
-pins (kretrain.verified); a record is also bound to this run's weights and incumbent before it is used.
+pins (kretrain.verified); with the run's stage key (kretrain.trainer.runkey) a record counts only when its MAC
+verifies, and an evaluated stage only for this run's weights and incumbent.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kretrain.api.base import ApiModel
 from kretrain.api.intervals import PairedBootstrap
 from kretrain.trainer.assess import Assessment
 from kretrain.trainer.export import ExportedArtifact
+from kretrain.trainer.runkey import Unsigned, get_record, put_record
 
 MAX_RECORD_BYTES = 2**20
 """Largest trained.json read."""
@@ -66,7 +68,7 @@ def _uri(run_uri: str, name: str) -> str:
     return f"{run_uri.rstrip('/')}/trained/{name}"
 
 
-def save_trained(store: Any, run_uri: str, outcome: Any, base_weights: str) -> str:
+def save_trained(store: Any, run_uri: str, outcome: Any, base_weights: str, key: bytes | None = None) -> str:
     """Upload best.pt, then the record naming its sha256 (the record last: no record, no stage); returns the sha256."""
     from kretrain.verified import sha256_file
 
@@ -84,11 +86,13 @@ def save_trained(store: Any, run_uri: str, outcome: Any, base_weights: str) -> s
         args=outcome.args,
         results_csv=csv[:MAX_RESULTS_CHARS],
     )
-    store.put_bytes(_uri(run_uri, "trained.json"), json.dumps(record.dump()).encode())
+    put_record(store, _uri(run_uri, "trained.json"), json.dumps(record.dump()).encode(), key)
     return digest
 
 
-def load_trained(store: Any, run_uri: str, dest: Path) -> tuple[TrainedStage, Path, Path] | None:
+def load_trained(
+    store: Any, run_uri: str, dest: Path, key: bytes | None = None
+) -> tuple[TrainedStage, Path, Path] | None:
     """(record, best.pt, results.csv) downloaded to `dest` when a previous attempt finished training; else None
     (no record, or a record or best.pt that does not verify: the run trains again, as it would have)."""
     from kretrain.store import ObjectTooLarge
@@ -99,12 +103,12 @@ def load_trained(store: Any, run_uri: str, dest: Path) -> tuple[TrainedStage, Pa
     if not store.exists(uri):
         return None
     try:
-        record = TrainedStage.model_validate_json(store.get_bytes(uri, max_bytes=MAX_RECORD_BYTES))
+        record = TrainedStage.model_validate_json(get_record(store, uri, key, MAX_RECORD_BYTES))
         dest.mkdir(parents=True, exist_ok=True)
         best = fetch_verified(
             store, _uri(run_uri, "best.pt"), dest / "best.pt", sha256=record.best_sha256, max_bytes=MAX_WEIGHTS_BYTES
         )
-    except (FileNotFoundError, ObjectTooLarge, ValidationError, VerificationError) as exc:
+    except (FileNotFoundError, ObjectTooLarge, Unsigned, ValidationError, VerificationError) as exc:
         print(
             json.dumps({"event": "trained-stage-ignored", "uri": uri, "reason": f"{type(exc).__name__}: {exc}"}),
             file=sys.stderr,
@@ -153,7 +157,9 @@ def _evaluated_uri(run_uri: str, name: str) -> str:
     return f"{run_uri.rstrip('/')}/evaluated/{name}"
 
 
-def save_evaluated(store: Any, run_uri: str, best_sha256: str, incumbent_version: str, result: Assessment) -> None:
+def save_evaluated(
+    store: Any, run_uri: str, best_sha256: str, incumbent_version: str, result: Assessment, key: bytes | None = None
+) -> None:
     """Upload the checked exports, then the record (last: no record, no stage)."""
     staged = []
     for art in result.exported:
@@ -171,10 +177,12 @@ def save_evaluated(store: Any, run_uri: str, best_sha256: str, incumbent_version
         intervals=result.intervals,
         artifacts=staged,
     )
-    store.put_bytes(_evaluated_uri(run_uri, "evaluated.json"), json.dumps(record.dump()).encode())
+    put_record(store, _evaluated_uri(run_uri, "evaluated.json"), json.dumps(record.dump()).encode(), key)
 
 
-def load_evaluated(store: Any, run_uri: str, dest: Path, best_sha256: str, incumbent_version: str) -> Assessment | None:
+def load_evaluated(
+    store: Any, run_uri: str, dest: Path, best_sha256: str, incumbent_version: str, key: bytes | None = None
+) -> Assessment | None:
     """The assessment of a previous attempt of these weights against this incumbent, exports downloaded to `dest`
     and verified; None when there is none or it does not verify (the run evaluates again, as it would have)."""
     from kretrain.store import ObjectTooLarge
@@ -184,7 +192,7 @@ def load_evaluated(store: Any, run_uri: str, dest: Path, best_sha256: str, incum
     if not store.exists(uri):
         return None
     try:
-        record = EvaluatedStage.model_validate_json(store.get_bytes(uri, max_bytes=MAX_RECORD_BYTES))
+        record = EvaluatedStage.model_validate_json(get_record(store, uri, key, MAX_RECORD_BYTES))
         if record.best_sha256 != best_sha256 or record.incumbent_version != incumbent_version:
             raise VerificationError(
                 f"it is of weights {record.best_sha256[:12]} against incumbent {record.incumbent_version!r}, "
@@ -198,7 +206,7 @@ def load_evaluated(store: Any, run_uri: str, dest: Path, best_sha256: str, incum
                 store, _evaluated_uri(run_uri, name), dest / name, sha256=art.sha256, max_bytes=art.size
             )
             exported.append(ExportedArtifact(art.format, path, art.sha256, art.size, dict(art.args)))
-    except (FileNotFoundError, ObjectTooLarge, ValidationError, VerificationError) as exc:
+    except (FileNotFoundError, ObjectTooLarge, Unsigned, ValidationError, VerificationError) as exc:
         print(
             json.dumps({"event": "evaluated-stage-ignored", "uri": uri, "reason": f"{type(exc).__name__}: {exc}"}),
             file=sys.stderr,

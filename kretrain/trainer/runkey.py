@@ -1,0 +1,83 @@
+"""The run's stage key: an HMAC over the resume records a pod leaves in S3, so only this run's pods can make them.
+
+The operator puts a random key into the run's spec ConfigMap (`stage.key`, mounted read-only beside spec.json):
+the line's other trainers can read and write `runs/<run-id>/` in S3 but cannot read this ConfigMap (trainer pods
+get no API token), so a checkpoint record, trained stage or evaluated stage they plant has no valid MAC and is
+ignored. Without a key (`kretrain run` on a workstation, or a run created before keys) records are neither signed
+nor required to be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from pathlib import Path
+from typing import Protocol
+
+MAX_KEY_BYTES = 1024
+"""Largest key file read."""
+MAC_SUFFIX = ".hmac"
+"""The MAC of `<record>` is stored as `<record>.hmac` (hex HMAC-SHA256)."""
+MAX_MAC_BYTES = 256
+"""Largest `.hmac` object read."""
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_MAC = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordStore(Protocol):
+    """What the records are read from and written to (kretrain.store.ObjectStore)."""
+
+    def put_bytes(self, uri: str, data: bytes) -> str: ...
+    def get_bytes(self, uri: str, *, max_bytes: int | None = None) -> bytes: ...
+
+
+class RunKeyError(ValueError):
+    """The run's key file exists but is not a key (the run cannot trust or sign its records)."""
+
+
+def load_key(path: Path | None) -> bytes | None:
+    """The key from `path` (64 hex characters); None when no key file is configured or it does not exist."""
+    if path is None or not Path(path).is_file():
+        return None
+    with open(path, "rb") as f:
+        text = f.read(MAX_KEY_BYTES + 1).decode("ascii", errors="replace").strip()
+    if not _KEY.fullmatch(text):
+        raise RunKeyError(f"{path}: the run's stage key must be 64 lowercase hex characters")
+    return bytes.fromhex(text)
+
+
+def mac(key: bytes, uri: str, data: bytes) -> str:
+    """Hex HMAC-SHA256 of a record's bytes, bound to the URI it is stored at (a record moved elsewhere fails)."""
+    return hmac.new(key, b"kretrain-stage\0" + uri.encode() + b"\0" + data, hashlib.sha256).hexdigest()
+
+
+def verify(key: bytes, uri: str, data: bytes, stored: bytes) -> bool:
+    """Whether `stored` (the `.hmac` object's bytes) is the MAC of `data` at `uri` under `key`."""
+    text = stored[:MAX_MAC_BYTES].decode("ascii", errors="replace").strip()
+    return bool(_MAC.fullmatch(text)) and hmac.compare_digest(text, mac(key, uri, data))
+
+
+def put_record(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> None:
+    """Write `data` at `uri`; with a key, its MAC first at `uri.hmac` (the record last: no record, no stage)."""
+    if key is not None:
+        store.put_bytes(uri + MAC_SUFFIX, mac(key, uri, data).encode())
+    store.put_bytes(uri, data)
+
+
+def get_record(store: RecordStore, uri: str, key: bytes | None, max_bytes: int) -> bytes:
+    """Read the record at `uri` (bounded); with a key, only when its `.hmac` verifies, else `Unsigned`."""
+    data: bytes = store.get_bytes(uri, max_bytes=max_bytes)
+    if key is None:
+        return data
+    try:
+        stored: bytes = store.get_bytes(uri + MAC_SUFFIX, max_bytes=MAX_MAC_BYTES)
+    except FileNotFoundError:
+        raise Unsigned(f"{uri} has no {MAC_SUFFIX}: not written by this run") from None
+    if not verify(key, uri, data, stored):
+        raise Unsigned(f"{uri}: its {MAC_SUFFIX} does not match this run's key: not written by this run")
+    return data
+
+
+class Unsigned(ValueError):
+    """A record whose MAC is missing or wrong under the run's key: another writer's, ignored."""
