@@ -278,3 +278,25 @@ def test_trainjob_calls_are_the_listed_ones(server: EmulatorServer) -> None:
     api.patch(NS, tj["metadata"]["name"], {"spec": {"suspend": True}})
     made = server.call(lambda: set().union(*server.emulator.calls.values()))
     assert made == TRAINJOB_API_CALLS, sorted(made ^ TRAINJOB_API_CALLS)
+
+
+@pytest.mark.parametrize(
+    ("reason", "created_before"), [("AlreadyExists", True), ("Conflict", False)], ids=["already-exists", "conflict"]
+)
+def test_only_409_already_exists_means_the_trainjob_is_there(reason: str, created_before: bool) -> None:
+    """A 409 Conflict (a webhook or proxy refusing the POST) created nothing: a retryable KubeError, not 'found'."""
+    from emulator.recorder import recording_server
+    from kretrain.operator.kube import KubeError
+
+    _, tj = built(make_spec(resources={"nodes": 2}))
+    with recording_server() as rec:
+        rec.status = 409
+        rec.reply = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": "m",
+                     "code": 409}  # fmt: skip
+        api = TrainJobs(Kube(OperatorSettings(kube_url=rec.url)))
+        if created_before:
+            assert api.create(tj) == (tj, False)
+        else:
+            with pytest.raises(KubeError) as caught:
+                api.create(tj)
+            assert caught.value.retryable and caught.value.reason == "Conflict"

@@ -7,7 +7,7 @@ from typing import Any
 from kubernetes import client
 
 from kretrain.operator import trainjob
-from kretrain.operator.kube import Kube, KubeError, checked_name, checked_namespace
+from kretrain.operator.kube import ALREADY_EXISTS, Kube, KubeError, checked_name, checked_namespace
 
 TRAINJOB_API_CALLS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -66,7 +66,7 @@ class TrainJobs:
         return tj
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create a TrainJob; (object, created). 409: already there. 404 (no CRD) is raised as KubeError."""
+        """Create a TrainJob; (object, created). 409 AlreadyExists: already there. 404 (no CRD) is raised as KubeError."""
         if obj.get("kind") != trainjob.KIND:
             raise ValueError(f"TrainJobs.create makes TrainJobs, not {obj.get('kind')!r}")
         namespace = checked_namespace(obj["metadata"].get("namespace"))
@@ -74,7 +74,7 @@ class TrainJobs:
         try:
             created: dict[str, Any] = self._custom("create_namespaced_custom_object", namespace, trainjob.PLURAL, obj)
         except KubeError as exc:
-            if exc.status == 409:
+            if exc.status == 409 and exc.reason == ALREADY_EXISTS:  # a 409 Conflict created nothing: retryable
                 return obj, False
             raise
         return created, True
