@@ -30,12 +30,16 @@ CLUSTER_PEERING = "clusterkopfpeerings"
 NAMESPACED_PEERING = "kopfpeerings"
 
 # Permissions that are checked by the API server without being an API call of their own.
-# kopf.adopt() gives the Job and ConfigMap an ownerReference with blockOwnerDeletion=true (checked in
+# kopf.append_owner_reference() gives the Job and ConfigMap an ownerReference with blockOwnerDeletion=true (checked in
 # test_children_block_owner_deletion); with the OwnerReferencesPermissionEnforcement admission plugin
 # (OpenShift and hardened clusters) only who may update the owner's finalizers may set it.
 AUTHORIZATION_ONLY: set[Triple] = {
     ("kretrain.dev", "retrainjobs/finalizers", "update"),
-    ("kretrain.dev", "retrainschedules/finalizers", "update"),  # a schedule adopts its RetrainJobs (kopf.adopt)
+    (
+        "kretrain.dev",
+        "retrainschedules/finalizers",
+        "update",
+    ),  # a schedule owns its RetrainJobs (kopf.append_owner_reference)
 }
 
 
@@ -162,11 +166,13 @@ def test_operator_list_parses() -> None:
         assert verb in {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
-def test_children_block_owner_deletion() -> None:
-    """Why retrainjobs/finalizers update is granted: the operator adopts its Job and ConfigMap with kopf.adopt,
-    which sets blockOwnerDeletion=true."""
+def test_children_block_owner_deletion_and_get_none_of_the_owners_labels() -> None:
+    """Why retrainjobs/finalizers update is granted: the operator owns its Job and ConfigMap with
+    kopf.append_owner_reference, which sets blockOwnerDeletion=true; not kopf.adopt, which would also copy the
+    RetrainJob's labels (a Kueue priority-class label outside the policy) onto them."""
     source = (ROOT / "kretrain" / "operator" / "handlers.py").read_text()
-    assert "kopf.adopt(" in source
+    assert "kopf.append_owner_reference(" in source and "kopf.adopt(" not in source
+    assert "kopf.adopt(" not in (ROOT / "kretrain" / "operator" / "schedule_handlers.py").read_text()
     assert (
         "block_owner_deletion" not in source
         and "blockOwnerDeletion" not in (ROOT / "kretrain" / "operator" / "jobs.py").read_text()
@@ -176,11 +182,12 @@ def test_children_block_owner_deletion() -> None:
         {
             "apiVersion": "kretrain.dev/v1alpha1",
             "kind": "RetrainJob",
-            "metadata": {"name": "r", "namespace": "n", "uid": "u"},
+            "metadata": {"name": "r", "namespace": "n", "uid": "u", "labels": {"kueue.x-k8s.io/priority-class": "p"}},
         }
     )
-    kopf.adopt(child, owner=owner)
+    kopf.append_owner_reference(child, owner=owner)
     assert child["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert "labels" not in child["metadata"]
 
 
 # ---- the operator's own client, recorded on the wire ----------------------------------------------------------

@@ -48,7 +48,9 @@ def deps() -> lifecycle.Deps:
         settings=_settings,
         kube=Kube(_settings),
         registry_for=_registry_for,
-        adopt=lambda objs: kopf.adopt(objs),
+        # owner references only: kopf.adopt would also copy the RetrainJob's labels (kueue.x-k8s.io/priority-class,
+        # queue-name, a GitOps tool's tracking label) onto the Job, outside the operator policy
+        adopt=lambda objs: kopf.append_owner_reference(objs),
         actor=f"kretrain-operator@{socket.gethostname()}",
     )
 

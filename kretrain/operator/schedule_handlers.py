@@ -102,7 +102,7 @@ def _run_object(body: kopf.Body, plan: schedule.Plan) -> dict[str, Any]:
         },
         "spec": plan.spec.dump(),
     }
-    kopf.adopt(obj, owner=body)
+    kopf.append_owner_reference(obj, owner=body)  # not kopf.adopt: the schedule's labels stay its own (see handlers)
     return obj
 
 
