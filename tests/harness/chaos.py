@@ -41,6 +41,8 @@ WORSE = {"e1": 0.45, "e2": 0.45, "e3": 0.45}  # regresses every era by more than
 OUTCOMES = ("promote", "reject", "first", "fail")
 EXPECTED_STATE = {"promote": "Promoted", "reject": "Rejected", "first": "Promoted", "fail": "Failed"}
 SEED_VERSION = "seed"
+IN_FLIGHT = 0.3
+"""Seconds after a SIGKILL before the statuses are compared against (the dead operator's last writes land)."""
 SETTLE_GRACE = 1.5
 """Seconds after the last RetrainJob settled before the quiet window starts."""
 PEERING_LIFETIME = 10
@@ -66,8 +68,9 @@ class ChaosConfig:
     """How long a simulated Job trains."""
     kill_gap: tuple[float, float] = (1.0, 3.5)
     """Seconds between a restart and the next kill."""
-    down_seconds: tuple[float, float] = (0.0, 1.0)
-    """How long a killed operator stays down."""
+    down_seconds: tuple[float, float] | None = None
+    """How long a killed operator stays down; None: 0-1 s, or with peered replicas longer than the peering
+    lifetime (so that the standby has to take over from the killed leader)."""
     timeout: float = 300.0
     quiet_seconds: float = 2.0
     """After everything settled: how long to watch that the operator makes no more writes."""
@@ -100,6 +103,8 @@ class Kill:
     """Restart until the operator's /healthz answered."""
     progress_s: float | None = None
     """The kill until a RetrainJob's status changed again (the recovery); None: nothing was left to do."""
+    seen: str = ""
+    """Peered: how the leader was told (priority of the live records; which replicas' logs say they act)."""
 
 
 @dataclass
@@ -209,14 +214,20 @@ class Fleet:
         else:
             op.start().wait_ready(60)
 
-    def target(self) -> int:
-        """The replica to kill: the only one, or (peered) the one that acts: the leader."""
+    def target(self) -> tuple[int, str]:
+        """The replica to kill: the only one, or (peered) the leader: the alive replica whose live peering record
+        has the highest priority (what Kopf decides by); and how that was seen."""
         if self.peered is None:
-            return 0
-        from emulator.replicas import is_active
+            return 0, ""
+        from emulator.replicas import is_active, pod_of
 
-        leader = self.peered.settled() or next((op for op in self.ops if op.alive and is_active(op)), self.ops[0])
-        return self.ops.index(leader)
+        records = self.peered.records()
+        alive = [op for op in self.ops if op.alive and pod_of(op) in records]
+        if not alive:
+            return 0, "no live peering record"
+        leader = max(alive, key=lambda op: records[pod_of(op)]["priority"])
+        acting = [f"replica-{self.ops.index(op)}" for op in self.ops if op.alive and is_active(op)]
+        return self.ops.index(leader), f"leader by priority; logs say active: {', '.join(acting) or 'none'}"
 
     def stop_all(self) -> None:
         for op in self.ops:
@@ -261,7 +272,7 @@ def _progressed(cluster: Cluster, before: dict[str, Any], since: float, timeout:
         return None
     while time.monotonic() - t0 < timeout:
         now = _statuses(cluster)
-        if any(now.get(uid) != before.get(uid) for uid in pending | (now.keys() - before.keys())):
+        if any((now.get(uid) or {}) != (before.get(uid) or {}) for uid in pending | (now.keys() - before.keys())):
             return round(time.monotonic() - since, 2)
         time.sleep(0.05)
     return None
@@ -366,22 +377,34 @@ def _kill_loop(
             return  # nothing left to interrupt
         if time.monotonic() > deadline:
             return
-        i = replicas.target()
+        i, seen = replicas.target()
         op = replicas.ops[i]
-        kill = Kill(at_s=round(time.monotonic() - t0, 2), target=f"replica-{i}", down_s=0.0)
-        before, killed = _statuses(cluster), time.monotonic()
+        kill = Kill(at_s=round(time.monotonic() - t0, 2), target=f"replica-{i}", down_s=0.0, seen=seen)
+        killed = time.monotonic()
         op.stop(kill=True)
-        down = rng.uniform(*config.down_seconds)
-        time.sleep(down)
-        kill.down_s = round(down, 2)
+        time.sleep(IN_FLIGHT)  # writes the proxy was forwarding when the operator died still land
+        before = _statuses(cluster)
+        watch = threading.Thread(  # from the kill on: with two replicas the standby may recover before a restart
+            target=lambda k=kill, b=before, t=killed: setattr(k, "progress_s", _progressed(cluster, b, t, 90)),
+            daemon=True,
+        )
+        watch.start()
+        time.sleep(max(0.0, rng.uniform(*_down_seconds(config)) - IN_FLIGHT))
+        kill.down_s = round(time.monotonic() - killed, 2)
         t_restart = time.monotonic()
         try:
             replicas.restart(op)
             kill.ready_s = round(time.monotonic() - t_restart, 2)
         except (TimeoutError, AssertionError) as exc:
             result.problems.append(f"replica-{i} not ready after a restart: {str(exc)[-300:]}")
-        kill.progress_s = _progressed(cluster, before, since=killed, timeout=60)
+        watch.join(90)
         result.kills.append(kill)
+
+
+def _down_seconds(config: ChaosConfig) -> tuple[float, float]:
+    if config.down_seconds is not None:
+        return config.down_seconds
+    return (PEERING_LIFETIME + 1.0, PEERING_LIFETIME + 3.0) if config.replicas > 1 else (0.0, 1.0)
 
 
 def _restart_crashed(replicas: Fleet, result: ChaosResult) -> None:
@@ -472,7 +495,7 @@ def table(result: ChaosResult) -> str:
     for i, k in enumerate(result.kills, 1):
         ready = "-" if k.ready_s is None else f"{k.ready_s:.2f}"
         progress = "-" if k.progress_s is None else f"{k.progress_s:.2f}"
-        lines.append(f"{i:<5} {k.at_s:>6.1f} {k.target:<10} {k.down_s:>6.2f} {ready:>7} {progress:>11}")
+        lines.append(f"{i:<5} {k.at_s:>6.1f} {k.target:<10} {k.down_s:>6.2f} {ready:>7} {progress:>11}  {k.seen}")
     lines += [
         "ready s: restart until /healthz answered; recovered s: SIGKILL until a RetrainJob's status changed again",
         "",
