@@ -57,8 +57,8 @@ QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=2, patience=1, batch=8,
 the consistency of the output are what the test checks."""
 
 FULL = Size(images=120, imgsz=64, first_epochs=200, epochs=200, patience=30, eras=2)
-"""Full mode, CPU: two eras (one retraining step per chain, 31 runs), sized to finish within about an hour on 2
-cores (docs/strategies.md has the estimate from a measured partial run)."""
+"""Full mode, CPU: two eras (one retraining step per chain, 31 runs). Target: an hour on 2 cores; the estimate from a
+measured partial run is 69-138 minutes, because converged runs take about 200 epochs here (docs/strategies.md)."""
 
 GPU = Size(images=2000, imgsz=640, first_epochs=300, epochs=300, patience=30, batch=64, device="cuda", workers=8)
 """`--gpu` mode for an H200-class device: imgsz 640 and larger eras (not run on this project's machines)."""
