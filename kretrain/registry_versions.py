@@ -162,17 +162,23 @@ class RegistryVersions(RegistryLayout):
             raise VersionNotFound(f"version {version!r} of model {model!r} has no report ({uri})") from None
         return RunReport.model_validate(data)
 
-    def fetch_weights(self, model: str, version: str, dest_dir: Path) -> Path:
+    def fetch_weights(self, model: str, version: str, dest_dir: Path, *, pinned: str | None = None) -> Path:
         """Download the version's weights to `dest_dir/weights.pt` and verify them; returns that path.
 
         The authority is version.json: the weights are the object it names (in the version's folder) and
         their sha256 must be the one it holds (a `.sha256` file beside them is not consulted: whoever can
         write the weights can write it too). An object larger than the registered size is not downloaded.
         On a mismatch TamperedWeights is raised and nothing is left at the returned path. An existing
-        file with the right sha256 is reused without downloading.
+        file with the right sha256 is reused without downloading. `pinned`: a sha256 from a record the caller
+        trusts more (the incumbent pointer, which trainers cannot write): version.json must name the same weights.
         """
         info = self.version_info(model, version)  # a VersionRecord: sha256 is 64 hex digits, size >= 0
         expected, size = info.sha256, info.size
+        if pinned is not None and pinned != expected:
+            raise TamperedWeights(
+                f"version.json of version {version!r} of {model!r} names weights with sha256 {expected}, but the "
+                f"incumbent pointer pins {pinned}: the version record was rewritten and will not be used"
+            )
         weights_uri = self._record_object(model, version, info.uri, "uri", "weights.pt")
         try:  # kretrain.verified: nothing at dest unless the bytes have the registered sha256
             return fetch_verified(self.store, weights_uri, Path(dest_dir) / "weights.pt", sha256=expected,

@@ -231,6 +231,32 @@ def test_tampered_weights_are_refused_before_loading(registry: Registry, tmp_pat
     assert not (dest / "weights.pt").exists()
 
 
+def test_a_rewritten_version_record_of_the_incumbent_is_refused_against_the_pointer(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A line trainer (scoped credentials may PUT under versions/) rewrites the incumbent's version.json to name
+    other, consistent weights: fetched with the pointer's sha256 (which trainers cannot write) it is refused."""
+    import json
+
+    w = weights_file(tmp_path, "v1")
+    registry.register(MODEL, "v1", w, report("v1"), {}, LINEAGE)
+    registry.promote(MODEL, "v1", expected=None, reason="first", actor="tests")
+    pointer = registry.incumbent(MODEL)
+    assert pointer is not None
+    weak = tmp_path / "weak.pt"
+    weak.write_bytes(b"weaker weights")
+    record_uri = registry.version_uri(MODEL, "v1").rstrip("/") + "/version.json"
+    record = json.loads(registry.store.get_bytes(record_uri))
+    weak_uri = registry.version_uri(MODEL, "v1").rstrip("/") + "/weights-weak.pt"
+    registry.store.upload_file(weak, weak_uri)
+    record.update(sha256=hashlib.sha256(b"weaker weights").hexdigest(), size=weak.stat().st_size, uri=weak_uri)
+    registry.store.put_bytes(record_uri, json.dumps(record).encode())
+    assert registry.fetch_weights(MODEL, "v1", tmp_path / "a").read_bytes() == b"weaker weights"  # unpinned: fooled
+    with pytest.raises(TamperedWeights, match="incumbent pointer pins"):
+        registry.fetch_weights(MODEL, "v1", tmp_path / "b", pinned=pointer.sha256)
+    assert not (tmp_path / "b" / "weights.pt").exists()
+
+
 def test_run_progress_and_report(registry: Registry) -> None:
     assert registry.read_progress(MODEL, "run-1") is None
     assert registry.read_run_report(MODEL, "run-1") is None

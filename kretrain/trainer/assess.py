@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kretrain.api import CheckResult, Evaluation, RetrainJobSpec
+from kretrain.api import CheckResult, Evaluation, ModelRef, RetrainJobSpec
 from kretrain.api.intervals import PairedBootstrap
 from kretrain.trainer.export import ExportedArtifact
 
@@ -33,7 +33,7 @@ def assess(
     outcome: Any,
     rows: list[dict[str, Any]],
     registry: Any,
-    incumbent_version: str,
+    incumbent: ModelRef | None,
     workdir: Path,
     gpu: bool,
 ) -> Assessment:
@@ -70,8 +70,11 @@ def assess(
     checks.append(parity)
     inc_eval = None
     intervals = None
-    if incumbent_version:
-        inc_weights = registry.fetch_weights(spec.model, incumbent_version, workdir / "incumbent")
+    if incumbent is not None:  # its sha256 is the pointer's when it is the incumbent now (entrypoint)
+        incumbent_version = incumbent.version
+        inc_weights = registry.fetch_weights(
+            spec.model, incumbent_version, workdir / "incumbent", pinned=incumbent.sha256
+        )
         inc_eval, inc_stats = evaluate(
             inc_weights, data.test_yaml, data.test_eras, imgsz, val_batch, device, eval_dir, incumbent_version, workers
         )

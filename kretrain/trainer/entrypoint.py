@@ -34,7 +34,7 @@ MAX_SIDECAR_BYTES = 4096
 """Largest `last.pt.sha256` record read (one hex digest and a file name)."""
 
 
-def _checkpoint(store: Any, hooks_last_uri: str, dest: Path, key: bytes | None) -> Path | None:
+def _checkpoint(store: Any, hooks_last_uri: str, dest: Path, key: bytes | None = None) -> Path | None:
     """Download the run's last.pt if a previous attempt left one; None unless it matches last.pt.sha256.
 
     Trust: `runs/<run-id>/` is written by the line's trainers only (credentials scoped to `runs/` and
@@ -123,14 +123,16 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         eras = list(spec.dataset.eras)
         _event(event="data-ready", runId=pod.run_id, trainImages=data.summary.train_images, eras=eras)
 
+    pointer = registry.incumbent(spec.model)  # incumbent.json: written by the operator only, never by trainers
     incumbent_version = pod.incumbent_version
     if incumbent_version is None:
-        ref = registry.incumbent(spec.model)
-        incumbent_version = ref.version if ref else ""
+        incumbent_version = pointer.version if pointer else ""
     incumbent_ref: ModelRef | None = None
     if incumbent_version:
         info = registry.version_info(spec.model, incumbent_version)
         incumbent_ref = ModelRef(version=incumbent_version, uri=info.uri, sha256=info.sha256)
+        if pointer is not None and pointer.version == incumbent_version:  # the pointer pins the weights
+            incumbent_ref = pointer
 
     args = build_train_args(spec, data_yaml, project)
     check_train_args(args)
@@ -183,7 +185,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
         _event(event="evaluation-skipped", runId=pod.run_id, incumbent=incumbent_version or None)
     else:
         rows = read_results(outcome.results_csv)
-        assessed = assess(spec, data, outcome, rows, registry, incumbent_version, pod.workdir, _cuda())
+        assessed = assess(spec, data, outcome, rows, registry, incumbent_ref, pod.workdir, _cuda())
         stages.save_evaluated(store, run_uri, best_sha256, incumbent_version, assessed, key)
         _event(event="evaluated", runId=pod.run_id, incumbent=incumbent_version or None)
     wall = time.time() - t_wall

@@ -98,7 +98,9 @@ def _registry_weights(
                 f"strategy.baseWeights is 'incumbent' (strategy.type {spec.strategy.type}) but model "
                 f"{spec.model!r} has no incumbent yet; train a first model with strategy.type full"
             )
-    local = registry.fetch_weights(spec.model, version, dest / version)  # TamperedWeights unless it verifies
+    pointer = registry.incumbent(spec.model)  # when the version is the incumbent, the pointer pins its sha256
+    pinned = pointer.sha256 if pointer is not None and pointer.version == version else None
+    local = registry.fetch_weights(spec.model, version, dest / version, pinned=pinned)  # TamperedWeights unless ok
     return StartWeights(
         description=f"{base} ({version})" if base == "incumbent" else version,
         weights=local,
