@@ -58,3 +58,20 @@ def test_a_conflict_is_retried_soon_other_409s_after_the_long_delay() -> None:
     assert transient(conflict) and not transient(other)
     assert waiting("cannot create Job j", conflict).retry_delay is None  # KRETRAIN_RETRY_DELAY
     assert waiting("cannot create Job j", other).retry_delay == 60.0
+
+
+@pytest.mark.parametrize(("reason", "exists"), [("AlreadyExists", True), ("Conflict", False)])
+def test_only_already_exists_means_the_scheduled_run_is_there(reason: str, exists: bool) -> None:
+    """The schedule's create_run: a 409 Conflict created no RetrainJob (the trigger must be retried, not skipped)."""
+    from kretrain.operator.schedule_kube import RunsApi
+
+    run = {"apiVersion": "kretrain.dev/v1alpha1", "kind": "RetrainJob", "metadata": {"name": "n", "namespace": NS}}
+    with recording_server() as rec:
+        rec.status, rec.reply = 409, status_doc(409, reason, "m")
+        api = RunsApi(OperatorSettings(kube_url=rec.url))
+        if exists:
+            assert api.create_run(run) is False
+        else:
+            with pytest.raises(KubeError) as caught:
+                api.create_run(run)
+            assert caught.value.retryable

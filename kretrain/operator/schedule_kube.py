@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kretrain.api import GROUP, PLURAL, VERSION
-from kretrain.operator.kube import JSON_BODY, Kube, KubeError, checked_name, checked_namespace
+from kretrain.operator.kube import ALREADY_EXISTS, JSON_BODY, Kube, KubeError, checked_name, checked_namespace
 
 
 class RunsApi(Kube):
@@ -27,7 +27,7 @@ class RunsApi(Kube):
         return items
 
     def create_run(self, obj: dict[str, Any]) -> bool:
-        """Create a RetrainJob; False when one of that name exists already (409: created before, never twice)."""
+        """Create a RetrainJob; False when one of that name exists already (409 AlreadyExists: created before, never twice)."""
         checked_name(obj["metadata"]["name"])
         namespace = checked_namespace(obj["metadata"]["namespace"])
         try:
@@ -41,7 +41,7 @@ class RunsApi(Kube):
                 _headers=JSON_BODY,
             )
         except KubeError as exc:
-            if exc.status == 409:
+            if exc.status == 409 and exc.reason == ALREADY_EXISTS:  # a 409 Conflict created nothing: retryable
                 return False
             raise
         return True
