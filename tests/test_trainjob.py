@@ -113,10 +113,13 @@ def test_the_trainjob_carries_the_jobs_pod_contract() -> None:
     assert t["command"] == ["torchrun", "--max-restarts", "0", "--no-python", "kretrain", "train", "--spec",
                             "/etc/kretrain/spec.json"]  # fmt: skip
     assert not [e for e in t["env"] if e["name"].startswith("PET_")]  # reserved for Kubeflow's torch plugin
-    assert node["volumes"] == pod["volumes"] and node["securityContext"] == pod["securityContext"]
+    no_token = {"name": trainjob.NO_TOKEN_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}}
+    assert node["volumes"] == [*pod["volumes"], no_token] and node["securityContext"] == pod["securityContext"]
+    token_mount = {"name": trainjob.NO_TOKEN_VOLUME, "mountPath": trainjob.SA_TOKEN_DIR, "readOnly": True}
     assert node["containers"] == [
-        {"name": "node", "volumeMounts": c["volumeMounts"], "securityContext": c["securityContext"]}
+        {"name": "node", "volumeMounts": [*c["volumeMounts"], token_mount], "securityContext": c["securityContext"]}
     ]
+    assert pod["automountServiceAccountToken"] is False  # the Job's way; the TrainJob's is the empty mount above
     for key in ("nodeSelector", "tolerations", "serviceAccountName"):
         assert node[key] == pod[key]
     env = {e["name"] for e in t["env"]}

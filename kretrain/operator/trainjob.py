@@ -7,7 +7,8 @@ sets PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR and PET_MAST
 JobSet's headless Service, port 29500), which `torchrun` reads: the command names no rendezvous of its own. What
 the TrainJob API cannot set (runtimePatches allow only some pod fields) is the runtime's: restartPolicy, the
 termination message path (the default /dev/termination-log, as the pod contract has it), automountServiceAccountToken
-and enableServiceLinks, the group's failure policy (the runtime's JobSet). A priority class cannot be set here.
+(an empty volume at the token's path keeps the token out of the `node` container: SA_TOKEN_DIR) and
+enableServiceLinks, the group's failure policy (the runtime's JobSet). A priority class cannot be set here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ NODE = "node"
 MANAGER = "kretrain.dev/operator"
 """Who owns the TrainJob's runtime patch (runtimePatches are keyed by manager)."""
 MODES = ("indexedjob", "trainjob", "auto")
+SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where Kubernetes mounts the ServiceAccount token: the runtime patch cannot set automountServiceAccountToken,
+so an empty read-only volume is mounted there instead (the ServiceAccount admission plugin then mounts no token
+into that container: "existing mounts at the default mount path prevent mounting of the API token")."""
+NO_TOKEN_VOLUME = "no-sa-token"
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -77,11 +83,16 @@ def build(job: dict[str, Any], spec: RetrainJobSpec) -> dict[str, Any]:
         raise SpecError("resources.priorityClassName cannot be set on a Kubeflow Trainer TrainJob (set it in the "
                         f"ClusterTrainingRuntime {RUNTIME}, or run this operator with KRETRAIN_MULTINODE=indexedjob)")  # fmt: skip
     labels = dict(js["template"]["metadata"]["labels"])
+    no_token = {"name": NO_TOKEN_VOLUME, "mountPath": SA_TOKEN_DIR, "readOnly": True}  # as the Job's automount: false
     node_patch: dict[str, Any] = {
         "securityContext": pod["securityContext"],
-        "volumes": pod["volumes"],
+        "volumes": [*pod["volumes"], {"name": NO_TOKEN_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}}],
         "containers": [
-            {"name": NODE, "volumeMounts": container["volumeMounts"], "securityContext": container["securityContext"]}
+            {
+                "name": NODE,
+                "volumeMounts": [*container["volumeMounts"], no_token],
+                "securityContext": container["securityContext"],
+            }
         ],
     }
     for key in ("nodeSelector", "tolerations", "serviceAccountName"):
