@@ -91,8 +91,11 @@ def test_killed_after_training_after_evaluation_and_mid_register_resumes_each_ti
     assert epochs == [str(e) for e in range(1, EPOCHS + 1)], trained.results_csv
     assert report.candidate.sha256 == trained.best_sha256  # the registered weights are the trained stage's
     run_uri = pod.registry.run_uri("shapes", RUN).rstrip("/")
-    for record in ("trained/trained.json", "evaluated/evaluated.json", "last.pt.sha256"):  # signed with the key
+    for record in ("trained/trained.json", "evaluated/evaluated.json", "last.pt.sha256", "report.json"):  # signed
         assert pod.store.exists(f"{run_uri}/{record}{runkey.MAC_SUFFIX}"), record
+    mark = len(_events(pod))
+    assert pod.run(RUN, spec) == 0, pod.log(RUN)  # one more attempt: its own signed report says it is done
+    assert _events(pod)[mark:].count("already-finished") == 1, _events(pod)[mark:]
 
 
 def test_a_tampered_trained_stage_is_not_used(pod: Pod) -> None:

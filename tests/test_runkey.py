@@ -103,3 +103,24 @@ def test_the_operator_gives_each_run_a_key_in_its_configmap_and_the_pod_finds_it
     assert {"key": STAGE_KEY_FILE, "path": STAGE_KEY_FILE} in vol["configMap"]["items"]
     contract = PodContract.in_cluster(run_id="r", incumbent_version=None, endpoint=None, region="us-east-1")
     assert contract.stage_key_file == Path(SPEC_DIR) / STAGE_KEY_FILE
+
+
+def test_a_report_is_signed_over_what_it_says_and_a_planted_one_is_not_signed(s3: Any) -> None:
+    """The pod's 'already finished' shortcut trusts report.json only with this run's MAC: a report another
+    trainer of the line wrote (say after squatting the run's version id) is not, and the run goes on."""
+    from emulator import sim
+    from kretrain.api import RunReport
+
+    store = _store(s3)
+    uri = f"s3://{s3.new_bucket('runkey')}/registry/m/runs/r1/report.json"
+    report = sim.report("r1", "m", {"model": "m"}, {"e1": 0.5}, None, None)
+    store.put_bytes(uri, json.dumps(report.dump()).encode())
+    runkey.sign(store, uri, runkey.canonical(report.dump()), KEY)
+    read = RunReport.model_validate_json(store.get_bytes(uri))  # read back and dumped again: the same bytes
+    assert runkey.signed(store, uri, runkey.canonical(read.dump()), KEY)
+    forged = read.model_copy(update={"run_id": "r1", "model": "m", "checks": []})
+    assert not runkey.signed(store, uri, runkey.canonical(forged.dump()), KEY)
+    assert not runkey.signed(store, uri, runkey.canonical(read.dump()), OTHER)
+    store.delete(uri + runkey.MAC_SUFFIX)
+    assert not runkey.signed(store, uri, runkey.canonical(read.dump()), KEY)
+    assert runkey.signed(store, uri, runkey.canonical(read.dump()), None)  # no key: nothing is signed or required

@@ -81,13 +81,20 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     dist.init_process_group(env, _cuda())  # first: from here on a rank that fails makes its peers fail at once
     if not spec.storage.registry:
         raise ValueError("storage.registry is not set in the spec: no model registry to write to")
-    from kretrain.trainer.runkey import load_key
+    from kretrain.trainer import runkey
 
-    key = load_key(pod.stage_key_file)  # signs and checks the run's resume records (a planted one is ignored)
+    key = runkey.load_key(pod.stage_key_file)  # signs and checks the run's resume records (a planted one is ignored)
     store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
     registry = Registry(store, spec.storage.registry)
     done = registry.read_run_report(spec.model, pod.run_id)
-    if done is not None and done.candidate is not None:
+    report_uri = registry.run_uri(spec.model, pod.run_id).rstrip("/") + "/report.json"
+    if (
+        done is not None
+        and done.candidate is not None
+        and not runkey.signed(store, report_uri, runkey.canonical(done.dump()), key)
+    ):  # another writer's report.json: this run goes on (and registers, or fails if its version was squatted)
+        _event(event="report-ignored", runId=pod.run_id, reason="report.json is not signed with this run's key")
+    elif done is not None and done.candidate is not None:
         _event(event="already-finished", runId=pod.run_id)
         write_termination(pod.termination_log, termination_summary(done, spec.promotion.metric))
         return done
@@ -229,6 +236,7 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage, artifacts)
     report = report.model_copy(update={"candidate": ref})
     registry.write_run_report(spec.model, pod.run_id, report)
+    runkey.sign(store, report_uri, runkey.canonical(report.dump()), key)  # after it: unsigned means redo
     summary = termination_summary(report, spec.promotion.metric)
     write_termination(pod.termination_log, summary)
     _event(event="finished", runId=pod.run_id, summary=json.loads(summary))

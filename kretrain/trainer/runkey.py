@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from pathlib import Path
 from typing import Protocol
@@ -81,3 +82,24 @@ def get_record(store: RecordStore, uri: str, key: bytes | None, max_bytes: int) 
 
 class Unsigned(ValueError):
     """A record whose MAC is missing or wrong under the run's key: another writer's, ignored."""
+
+
+def canonical(doc: object) -> bytes:
+    """A JSON document's bytes for a MAC over what it says, not how it was serialized (sorted keys, no spaces)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> None:
+    """With a key, write the MAC of `data` (at `uri`) as `uri.hmac`, for a record written by other code."""
+    if key is not None:
+        store.put_bytes(uri + MAC_SUFFIX, mac(key, uri, data).encode())
+
+
+def signed(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> bool:
+    """Whether `data` (read from `uri`) carries this run's MAC; always True without a key (nothing is signed)."""
+    if key is None:
+        return True
+    try:
+        return verify(key, uri, data, store.get_bytes(uri + MAC_SUFFIX, max_bytes=MAX_MAC_BYTES))
+    except FileNotFoundError:
+        return False
