@@ -40,8 +40,9 @@ def _checkpoint(store: Any, hooks_last_uri: str, dest: Path, key: bytes | None =
     Trust: `runs/<run-id>/` is written by the line's trainers only (credentials scoped to `runs/` and
     `versions/`, docs/install.md; the trainer image is fixed by the operator policy): the same trust as the
     registry's own records, so the `last.pt.sha256` record the trainer wrote with the upload is the pin
-    (kretrain.verified's one policy). A trainer of another run of the line could plant a checkpoint here;
-    per-run credentials would close that (not built). Without a valid record nothing is downloaded and the run starts over;
+    (kretrain.verified's one policy). A trainer of another run of the line could plant one here: with the run's
+    stage key (`key`, kretrain.trainer.runkey) the record counts only when this run signed it. Without a valid
+    record nothing is downloaded and the run starts over;
     otherwise the bytes reach `dest` (where torch.load looks) only after they matched; the checkpoint is then
     unpickled by Ultralytics' restricted loader and its model YAML checked.
     """
