@@ -59,31 +59,6 @@ def verify(key: bytes, uri: str, data: bytes, stored: bytes) -> bool:
     return bool(_MAC.fullmatch(text)) and hmac.compare_digest(text, mac(key, uri, data))
 
 
-def put_record(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> None:
-    """Write `data` at `uri`; with a key, its MAC first at `uri.hmac` (the record last: no record, no stage)."""
-    if key is not None:
-        store.put_bytes(uri + MAC_SUFFIX, mac(key, uri, data).encode())
-    store.put_bytes(uri, data)
-
-
-def get_record(store: RecordStore, uri: str, key: bytes | None, max_bytes: int) -> bytes:
-    """Read the record at `uri` (bounded); with a key, only when its `.hmac` verifies, else `Unsigned`."""
-    data: bytes = store.get_bytes(uri, max_bytes=max_bytes)
-    if key is None:
-        return data
-    try:
-        stored: bytes = store.get_bytes(uri + MAC_SUFFIX, max_bytes=MAX_MAC_BYTES)
-    except FileNotFoundError:
-        raise Unsigned(f"{uri} has no {MAC_SUFFIX}: not written by this run") from None
-    if not verify(key, uri, data, stored):
-        raise Unsigned(f"{uri}: its {MAC_SUFFIX} does not match this run's key: not written by this run")
-    return data
-
-
-class Unsigned(ValueError):
-    """A record whose MAC is missing or wrong under the run's key: another writer's, ignored."""
-
-
 def canonical(doc: object) -> bytes:
     """A JSON document's bytes for a MAC over what it says, not how it was serialized (sorted keys, no spaces)."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
@@ -103,3 +78,21 @@ def signed(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> bool
         return verify(key, uri, data, store.get_bytes(uri + MAC_SUFFIX, max_bytes=MAX_MAC_BYTES))
     except FileNotFoundError:
         return False
+
+
+def put_record(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> None:
+    """Write `data` at `uri`; with a key, its MAC first at `uri.hmac` (the record last: no record, no stage)."""
+    sign(store, uri, data, key)
+    store.put_bytes(uri, data)
+
+
+def get_record(store: RecordStore, uri: str, key: bytes | None, max_bytes: int) -> bytes:
+    """Read the record at `uri` (bounded); with a key, only when its `.hmac` verifies, else `Unsigned`."""
+    data: bytes = store.get_bytes(uri, max_bytes=max_bytes)
+    if not signed(store, uri, data, key):
+        raise Unsigned(f"{uri}: no {MAC_SUFFIX} matching this run's key: not written by this run")
+    return data
+
+
+class Unsigned(ValueError):
+    """A record whose MAC is missing or wrong under the run's key: another writer's, ignored."""
