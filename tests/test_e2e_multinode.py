@@ -5,7 +5,6 @@ CPU), one version is registered and the RetrainJob reaches a terminal state."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_distributed import _events
 
 from emulator import path, rtj_path
 from emulator.operator import OperatorProcess
@@ -78,15 +78,6 @@ def _enforceable() -> bool:
     who = podsecurity.Identity(uid=1000, gid=1000, fs_group=1000)
     done = subprocess.run(podsecurity.wrap(nested, who), capture_output=True, cwd="/", timeout=60)
     return done.returncode == 0
-
-
-def _events(log: str, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.splitlines():
-        start = line.find('{"event": "' + name + '"')
-        if start >= 0:
-            out.append(json.loads(line[start:]))
-    return out
 
 
 @pytest.mark.slow
