@@ -7,10 +7,10 @@ import copy
 import datetime
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,8 @@ import aiohttp.web
 import jsonschema
 import kmock
 from kmock._internal import rendering
+
+from emulator.threaded import ThreadedLoop
 
 RKey = tuple[str, str, str]  # (group, version, plural)
 OKey = tuple[str | None, str]  # (namespace, name)
@@ -706,7 +708,7 @@ class Emulator(kmock.KubernetesScaffold):  # type: ignore[misc]
                 queue.put_nowait(None)
 
 
-class EmulatorServer:
+class EmulatorServer(ThreadedLoop):
     """The emulator on a local port, served from its own thread: `start(port) -> URL`, `stop()`.
 
     Every state-changing method is also callable from the test thread through `call()`,
@@ -717,49 +719,23 @@ class EmulatorServer:
         self.host = host
         self.emulator = Emulator()
         self.url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
 
     def start(self, port: int = 0) -> str:
         """Serve on `port` (0: a free one); returns the base URL."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
 
-        async def main() -> None:
-            self._stop = asyncio.Event()
+        async def serve(ready: Callable[[], None]) -> None:
+            assert self._stop is not None
             server = aiohttp.test_utils.RawTestServer(self.emulator, host=self.host, port=port or None)
             async with self.emulator:
                 await server.start_server()
                 self.url = str(server.make_url("")).rstrip("/")
-                ready.set()
+                ready()
                 await self._stop.wait()
                 self.emulator.close_watches()
                 await asyncio.sleep(0.05)
                 await server.close()
 
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(main())
-            except BaseException as exc:
-                errors.append(exc)
-                ready.set()
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="k8s-emulator", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors or not self.url:
-            raise RuntimeError(f"the Kubernetes emulator did not start: {errors}")
-        return self.url
-
-    def stop(self) -> None:
-        """Stop serving (open watches end)."""
-        if self._loop and self._stop and self._thread:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
+        return self._start_thread(serve, "k8s-emulator", "the Kubernetes emulator")
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run `fn(*args, **kwargs)` on the server's loop (thread-safe access to the state)."""

@@ -26,12 +26,14 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import aiohttp.web
+
+from emulator.threaded import ThreadedLoop
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KINDS = ("500", "409", "429", "lost", "watch-cut", "outage")
@@ -95,7 +97,7 @@ def can_conflict(method: str, body: bytes) -> bool:
     return False  # a JSON patch: its `test` op fails with 422, not 409
 
 
-class FaultProxy:
+class FaultProxy(ThreadedLoop):
     """The proxy on a free 127.0.0.1 port, served from its own thread: `start() -> URL`, `stop()`; a context manager."""
 
     def __init__(self, upstream: str, rates: FaultRates, seed: int = 0) -> None:
@@ -108,9 +110,6 @@ class FaultProxy:
         self.url = ""
         self._lock = threading.Lock()
         self._enabled = True
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
         self._streams: set[asyncio.BaseTransport] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outage_until = 0.0
@@ -253,11 +252,9 @@ class FaultProxy:
 
     def start(self) -> str:
         """Serve on a free port; returns the proxy's base URL."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
 
-        async def main() -> None:
-            self._stop = asyncio.Event()
+        async def serve(ready: Callable[[], None]) -> None:
+            assert self._stop is not None
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False) as session:
@@ -269,7 +266,7 @@ class FaultProxy:
                 await site.start()
                 port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
                 self.url = f"http://127.0.0.1:{port}"
-                ready.set()
+                ready()
                 await self._stop.wait()
                 for transport in list(self._streams):  # open watches end with the proxy
                     transport.abort()
@@ -278,27 +275,7 @@ class FaultProxy:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await runner.cleanup()
 
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(main())
-            except BaseException as exc:
-                errors.append(exc)
-                ready.set()
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="kube-fault-proxy", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors or not self.url:
-            raise RuntimeError(f"the fault proxy did not start: {errors}")
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop and self._stop and self._thread:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(10)
+        return self._start_thread(serve, "kube-fault-proxy", "the fault proxy")
 
     def __enter__(self) -> FaultProxy:
         self.start()
