@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import ipaddress
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,8 +140,13 @@ def test_stale_keep_alive_connections_are_replaced_without_using_attempts(
         store.put_bytes(uri, uri.encode())
     # The server ends every connection after its answer without saying so: each later request
     # first meets a dead pooled connection, and must still succeed with a single attempt allowed.
+    # The next request waits until the proxy has ended the connection (a keep-alive connection the
+    # server closed while it was idle); a close racing a request being sent is a different case.
     proxy.fail_next(*["close-after"] * 5, method="GET")
     for i, uri in enumerate(uris):
+        deadline = time.monotonic() + 10
+        while proxy.closed_after < i and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert store.download_file(uri, tmp_path / f"k{i}").read_bytes() == uri.encode()
     assert proxy.pending() == 0
 

@@ -88,6 +88,11 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # A deleted RetrainJob keeps kopf's finalizer until its timers have stopped. A timer caught mid-call (a sync
+    # poll in its thread) is waited for up to instant_exit_timeout, then re-checked every cancellation_polling
+    # seconds: kopf's default of 60 s kept deleted runs (and a deleted schedule's runs) around for a minute.
+    settings.background.instant_exit_timeout = 2.0
+    settings.background.cancellation_polling = 2.0
     settings.peering.lifetime = _settings.peering_lifetime  # read by kopf's keep-alives, which start after this
     # The Kubernetes client imports its typed APIs when first built (5-15 s on a busy node): build it beside kopf's
     # startup, so a standby replica that takes over acts at once instead of after that import.

@@ -33,6 +33,7 @@ re-signed with `credentials` without the condition and sent upstream as a plain 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import socket
@@ -84,6 +85,7 @@ class FaultProxy:
         self.requests: Counter[str] = Counter()  # method -> requests seen
         self.faults_served: list[str] = []
         self.connections = 0
+        self.closed_after = 0  # connections ended after a "close-after" answer (their FIN sent)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -137,6 +139,10 @@ class FaultProxy:
                 if fault == "close-after":
                     self.wfile.flush()
                     self.close_connection = True
+                    with contextlib.suppress(OSError):  # the FIN goes out now, not when the handler returns
+                        self.connection.shutdown(socket.SHUT_WR)
+                    with proxy._lock:
+                        proxy.closed_after += 1
 
             def _send_chunked(self, status: int, headers: list[tuple[str, str]], payload: bytes, times: int) -> None:
                 self.send_response(status)
