@@ -11,7 +11,7 @@ init for `full-scratch`). Converged strategies train under a generous epoch cap 
 step's validation set (every era's val split); budgeted ones run epochs derived from the converged full
 retrain at the same step (half or a quarter of its mean stopping epoch; replay at full-half's image-epochs).
 
-    .venv/bin/python bench/continual.py            # full mode (CPU, imgsz 64; see docs/strategies.md)
+    .venv/bin/python bench/continual.py --parallel 2   # full mode (CPU, imgsz 64; see docs/strategies.md)
     .venv/bin/python bench/continual.py --quick    # CI-sized: a few real runs; numbers mean nothing
     .venv/bin/python bench/continual.py --gpu      # imgsz 640, 2000 images per era, on one CUDA GPU
 """
@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, mode: str, size: Size, chosen: list[Strategy],
     with LocalS3Server(workdir / "s3") as server:
         os.environ.update(server.env())  # this process plays the operator: it reads reports and decides
         env = {**os.environ, "KRETRAIN_REGISTRY": REGISTRY_URI}
+        if args.parallel > 1 and not gpus:  # side-by-side CPU trainers share the cores instead of oversubscribing
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
         s3 = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
                           aws_secret_access_key=server.secret_key, region_name="us-east-1")  # fmt: skip
         for bucket in ("datasets", "models"):
