@@ -228,6 +228,8 @@ ARGUMENTS: dict[str, list[Any]] = {
     "job": ["j"],
     "key": ["hmacKey"],
     "patch": [{"spec": {"suspend": True}}],
+    "plural": ["retrainjobs", "retrainschedules"],
+    "status": [{"state": "Training"}],
     "obj": [
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "n", "namespace": "ns"}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n", "namespace": "ns"}},

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 from kretrain.api import GROUP, PLURAL, TERMINAL_STATES, VERSION, RetrainJobSpec
-from kretrain.operator import lifecycle, metrics, notify_delivery, policy
+from kretrain.operator import lifecycle, metrics, notify_delivery, policy, status_write
 from kretrain.operator.kube import Kube
 from kretrain.operator.settings import get_settings
 
@@ -76,6 +76,13 @@ def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handl
         raise kopf.TemporaryError(outcome.retry, delay=delay)
 
 
+def _write(body: kopf.Body, patch: kopf.Patch) -> None:
+    """A timer's status, written by the handler (kretrain.operator.status_write), not by Kopf after it."""
+    kube = deps().kube
+    assert isinstance(kube, Kube)
+    status_write.write_status(kube, PLURAL, body, patch, _settings.retry_delay)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
     """Kopf settings: annotation-based bookkeeping (the status schema is structural), timeouts, metrics."""
@@ -88,6 +95,9 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Kopf's default backoffs give up on the API server after 54 s, and a watch stream that gives up ends the
+    # operator (rc 1): ride out an API server upgrade or an etcd hiccup of a few minutes instead (about 5 min).
+    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30)
     # A deleted RetrainJob keeps kopf's finalizer until its timers have stopped. A timer caught mid-call (a sync
     # poll in its thread) is waited for up to instant_exit_timeout, then re-checked every cancellation_polling
     # seconds: kopf's default of 60 s kept deleted runs (and a deleted schedule's runs) around for a minute.
@@ -159,7 +169,10 @@ def poll(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     malformed report or progress fails the run after lifecycle.MAX_RECORD_TRIES tries instead of looping.
     """
     with metrics.timed("poll"):
-        _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll")
+        try:
+            _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll")
+        finally:
+            _write(body, patch)
 
 
 def _serving_due(body: kopf.Body, **_: Any) -> bool:
@@ -172,7 +185,10 @@ def tell_serving(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     kube = deps().kube
     assert isinstance(kube, Kube)
     with metrics.timed("serving"):
-        _apply(notify_delivery.step(body, deps(), kube), body, patch, "serving")
+        try:
+            _apply(notify_delivery.step(body, deps(), kube), body, patch, "serving")
+        finally:
+            _write(body, patch)
 
 
 @kopf.on.delete(*RTJ, optional=True)

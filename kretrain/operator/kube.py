@@ -12,6 +12,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from kretrain.api import GROUP, PLURAL, SCHEDULE_PLURAL, VERSION
 from kretrain.operator.settings import OperatorSettings
 
 USER_AGENT = "kretrain-operator/0.1"
@@ -30,6 +31,8 @@ OWN_API_CALLS: frozenset[tuple[str, str]] = frozenset(
         ("list", "pods"),  # the failed pod's termination message
         ("get", "secrets"),  # a webhook's HMAC key (RBAC: only the names in policy.allowedWebhookSecrets)
         ("patch", "inferenceservices.serving.kserve.io"),  # spec.serving.inferenceService's storageUri
+        ("patch", "retrainjobs.kretrain.dev/status"),  # the timers' status (kretrain.operator.status_write)
+        ("patch", "retrainschedules.kretrain.dev/status"),
     }
 )
 KOPF_API_CALLS: frozenset[tuple[str, str]] = frozenset(
@@ -246,6 +249,16 @@ class Kube:
             _content_type="application/merge-patch+json",
         )
         return job
+
+    # ---- kretrain's own objects -------------------------------------------------------------------
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource of a RetrainJob or RetrainSchedule (`plural`) in `namespace`."""
+        if plural not in (PLURAL, SCHEDULE_PLURAL):
+            raise ValueError(f"Kube.patch_status writes RetrainJobs and RetrainSchedules, not {plural!r}")
+        self._call(
+            self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, checked_namespace(namespace), plural,
+            checked_name(name, 253), {"status": status}, _content_type="application/merge-patch+json",
+        )  # fmt: skip
 
     # ---- Pods -----------------------------------------------------------------------------------
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from kretrain.operator.kube import KubeError
 from kretrain.operator.schedule_kube import RunsApi
 from kretrain.operator.schedule_scan import ScanError, poll_dataset, poll_endpoint, scan
 from kretrain.operator.settings import get_settings
+from kretrain.operator.status_write import write_status
 from kretrain.registry import Registry, RegistryError
 from kretrain.store import ObjectStore, StoreError
 
@@ -148,7 +149,15 @@ def _record(body: kopf.Body, patch: kopf.Patch, status: RetrainScheduleStatus, d
 
 @kopf.timer(*RTS, interval=_tick)
 def tick(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
-    """One look at a schedule: prune history, poll eras when due, start (or skip) a run, record why."""
+    """One look at a schedule; its status is written here (kretrain.operator.status_write), not by Kopf."""
+    try:
+        _look(body, patch, logger)
+    finally:
+        write_status(_api(), SCHEDULE_PLURAL, body, patch, _tick)
+
+
+def _look(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    """Prune history, poll eras when due, start (or skip) a run, record why (in `patch.status`)."""
     now = _now()
     status = _status(body)
     ns, uid, name = body.metadata.namespace or "", body.metadata.uid or "", body.metadata.name or ""
