@@ -18,8 +18,10 @@ from kretrain.api import CHECK_NAMES, RetrainJobSpec
 from kretrain.api.pod import PodContract
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
+from kretrain.trainer.start_weights import resolve_start_weights
 from kretrain.trainer.synthetic import EraConfig, generate_dataset, upload_dataset
 from kretrain.trainer.train import read_results
+from kretrain.trainer.train_errors import TrainingError
 
 pytestmark = pytest.mark.slow
 
@@ -127,8 +129,10 @@ def pod(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Pod:
 
 @pytest.fixture(scope="module")
 def full_run(pod: Pod) -> dict[str, Any]:
-    """The first model of the line: a full run from a random init, then promoted by hand (the operator's job)."""
+    """The first model of the line: a full run that names no start weights (random init: no incumbent yet),
+    then promoted by hand (the operator's job)."""
     spec = tiny_spec(pod.bucket, pod.s3.endpoint)
+    del spec["strategy"]["baseWeights"]
     t0 = time.time()
     rc = pod.run("full-1", spec)
     assert rc == 0, pod.log("full-1")
@@ -145,6 +149,7 @@ def test_full_run_learns_and_reports(pod: Pod, full_run: dict[str, Any]) -> None
     assert set(ev.eras) == {"era1", "era2"}
     assert sum(m.images for m in ev.eras.values()) == ev.pooled.images > 0
     assert report.incumbent_evaluation is None and report.incumbent is None
+    assert report.training.base_weights == "yolov8n.yaml (no incumbent yet)"
     assert [c.name for c in report.checks] == list(CHECK_NAMES) or {c.name for c in report.checks} == set(CHECK_NAMES)
     by_name = {c.name: c for c in report.checks}
     assert by_name["finiteLoss"].passed and by_name["predictsSomething"].passed, report.checks
@@ -210,6 +215,25 @@ def test_incremental_run_with_replay_evaluates_both_models(pod: Pod, full_run: d
     eras = report.data.eras
     assert eras["era2"]["train"] < report.data.train_images < eras["era1"]["train"] + eras["era2"]["train"]
     assert pod.registry.incumbent("shapes").version == "full-1"  # the trainer never promotes
+
+
+def test_a_full_retrain_starts_from_the_incumbent_by_default(pod: Pod, full_run: dict[str, Any]) -> None:
+    """strategy.baseWeights unset: a full retrain warm-starts from the line's incumbent (verified against the
+    pointer's sha256), a line without one from FIRST_MODEL_WEIGHTS; an incremental one needs an incumbent."""
+    spec = RetrainJobSpec.model_validate(full_run["spec"])
+    assert spec.strategy.base_weights is None and spec.strategy.first_model_fallback
+    start = resolve_start_weights(spec, pod.root / "start-full", pod.registry, pod.store)
+    pointer = pod.registry.incumbent("shapes")
+    assert pointer is not None and pointer.version == "full-1"
+    assert start.description == "incumbent (full-1)" and start.version == "full-1" and start.yaml is None
+    assert start.weights is not None and start.sha256 == pointer.sha256
+    other = spec.model_copy(update={"model": "no-line-yet"})
+    first = resolve_start_weights(other, pod.root / "start-first", pod.registry, pod.store)
+    assert first.weights is None and first.description == "yolov8n.yaml (no incumbent yet)"
+    assert first.yaml is not None and Path(first.yaml).name == "yolov8n.yaml"
+    incremental = other.model_copy(update={"strategy": other.strategy.model_copy(update={"type": "incremental"})})
+    with pytest.raises(TrainingError, match="has no incumbent yet"):
+        resolve_start_weights(incremental, pod.root / "start-inc", pod.registry, pod.store)
 
 
 def test_invalid_hyperparameter_fails_before_anything_runs(pod: Pod) -> None:

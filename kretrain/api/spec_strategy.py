@@ -97,6 +97,10 @@ def _model_file_form(value: str, suffixes: tuple[str, ...], what: str) -> str:
     raise ValueError(f"must be an Ultralytics built-in model YAML name (e.g. yolov8n.yaml) or a pinned {example}")
 
 
+FIRST_MODEL_WEIGHTS = "yolov8n.yaml"
+"""Where a default full retrain starts when its model line has no incumbent yet (random init)."""
+
+
 class StrategySpec(ApiModel):
     """How the candidate is trained."""
 
@@ -110,7 +114,9 @@ class StrategySpec(ApiModel):
     `yolo11s.yaml` (random init; never downloaded); or an `s3://` .pt pinned to its content,
     `s3://bucket/key.pt@sha256:<64 hex digits>` (refused before it is unpickled when its bytes hash to
     anything else; a `.sha256` file next to it is not trusted). Local paths, `file://`, `http(s)://` and
-    unpinned `s3://` URIs are refused. Default: `incumbent` for incremental, `yolov8n.yaml` for full."""
+    unpinned `s3://` URIs are refused. Default: `incumbent`, for `full` too (a warm start: measured better than
+    random init at the same compute, docs/strategies.md); a line's first model, which has no incumbent, starts
+    from `yolov8n.yaml` (random init)."""
     architecture: str | None = Field(default=None, max_length=1024)
     """Model YAML of an extended architecture: an Ultralytics built-in name (e.g. `yolov8n-p2.yaml`) or a
     pinned `s3://bucket/key.yaml@sha256:<64 hex digits>`; weights from `baseWeights` are transferred where
@@ -200,10 +206,16 @@ class StrategySpec(ApiModel):
 
     @property
     def effective_base_weights(self) -> str:
-        """The start weights actually used."""
+        """The start weights asked for: `baseWeights`, else `incumbent` (kretrain.trainer.start_weights starts a
+        default full retrain of a line without an incumbent from FIRST_MODEL_WEIGHTS)."""
         if self.base_weights is not None:
             return self.base_weights
-        return "incumbent" if self.type == "incremental" else "yolov8n.yaml"
+        return "incumbent"
+
+    @property
+    def first_model_fallback(self) -> bool:
+        """A line's first model may start from FIRST_MODEL_WEIGHTS: a full retrain that names no `baseWeights`."""
+        return self.base_weights is None and self.type == "full"
 
     @property
     def base_weights_pin(self) -> tuple[str, str] | None:

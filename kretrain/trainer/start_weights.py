@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kretrain.api import RetrainJobSpec
+from kretrain.api.spec_strategy import FIRST_MODEL_WEIGHTS
 from kretrain.trainer.modelfiles import (
     MAX_WEIGHTS_BYTES,
     ModelFileError,
@@ -85,6 +86,8 @@ def resolve_start_weights(
 def _registry_weights(
     spec: RetrainJobSpec, base: str, dest: Path, registry: Registry | None, incumbent_version: str | None
 ) -> StartWeights:
+    if registry is None and spec.strategy.first_model_fallback:
+        return _first_model(dest)
     if registry is None:
         raise TrainingError(f"strategy.baseWeights {base!r}: no model registry configured")
     version = base
@@ -93,6 +96,8 @@ def _registry_weights(
         if not version:
             ref = registry.incumbent(spec.model)
             version = ref.version if ref else ""
+        if not version and spec.strategy.first_model_fallback:
+            return _first_model(dest)
         if not version:
             raise TrainingError(
                 f"strategy.baseWeights is 'incumbent' (strategy.type {spec.strategy.type}) but model "
@@ -132,3 +137,9 @@ def build_model(start: StartWeights) -> Any:
     except ModelFileError as exc:
         raise TrainingError(str(exc)) from exc
     raise TrainingError("no start weights or model YAML")
+
+
+def _first_model(dest: Path) -> StartWeights:
+    """A default full retrain of a line without an incumbent: random init from FIRST_MODEL_WEIGHTS."""
+    yaml_path = model_yaml(FIRST_MODEL_WEIGHTS, "strategy.baseWeights", dest / "base-yaml", None)
+    return StartWeights(description=f"{FIRST_MODEL_WEIGHTS} (no incumbent yet)", yaml=str(yaml_path))
