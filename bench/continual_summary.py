@@ -130,6 +130,34 @@ def _pct(x: float | None) -> str:
     return "?" if x is None else f"{100 * x:.0f}%"
 
 
+_REJECTIONS = (
+    (("Era ",), " regressed", "forgetting shown on {eras}"),
+    (("Era ",), " inconclusive", "too few test images to show {eras} did not drop by more than maxEraRegression"),
+    (("Improvement too small", "Improvement not shown"), "", "no gain over the incumbent shown"),
+    (("Required check ",), " failed", "a required check failed"),
+    (("Required check ",), " was not run", "a required check was not run"),
+    (("Class ",), " regressed", "an (era, class) cell regressed"),
+)
+"""(how the reason starts, what its head before the first ':' or '.' holds, the phrase): kretrain.policy's wording."""
+
+
+def rejections(s: Mapping[str, Any]) -> list[str]:
+    """Why the gate rejected the strategy's failed steps, from the decisions' own reasons, one phrase per kind
+    (in _REJECTIONS' order); a passed step's reasons are not looked at."""
+    found: dict[str, set[str]] = {}
+    for seed in s.get("seeds") or []:
+        for step in seed.get("steps") or []:
+            if step.get("passed"):
+                continue
+            for reason in step.get("reasons") or []:
+                head = reason.split(":", 1)[0].split(".", 1)[0]
+                for starts, marker, phrase in _REJECTIONS:
+                    if head.startswith(starts) and marker in head:
+                        era = head.split("'")[1] if starts == ("Era ",) and "'" in head else ""
+                        found.setdefault(phrase, set()).update([era] if era else [])
+    return [p.format(eras=", ".join(sorted(found[p])) or "an era") for _, _, p in _REJECTIONS if p in found]
+
+
 def advice(s: Mapping[str, Any], ref: Mapping[str, Any] | None, by: Mapping[str, Mapping[str, Any]]) -> str:
     """One sentence on when to use the strategy, from its measured numbers (gate, Pareto front, ratios)."""
     n, runs = s["passes"], s["seeds_run"]
@@ -138,10 +166,10 @@ def advice(s: Mapping[str, Any], ref: Mapping[str, Any] | None, by: Mapping[str,
     vs = f"{_pct(s['metric_ratio'])} of full's pooled metric at {_pct(s['compute_ratio'])} of its image-epochs"
     if n < runs:
         forgot = [f"{era} {v['mean']:.3f}" for era, v in s["forgetting"].items() if v is not None and v["mean"] > 0.02]
-        why = (
-            f"it forgets ({', '.join(forgot)} mAP50-95 lost)" if forgot else "its candidates do not beat the incumbent"
-        )
-        return f"Avoid as a default: the default gate rejected it on {runs - n}/{runs} seeds, {why}; {pooled}."
+        why = [f"it forgets ({', '.join(forgot)} mAP50-95 lost)"] if forgot else []
+        why += [w for w in rejections(s) if not (forgot and w.startswith("forgetting"))]
+        text = "; ".join(why) or "its candidates failed the gate"
+        return f"Avoid as a default: the default gate rejected it on {runs - n}/{runs} seeds ({text}); {pooled}."
     if s["dominated_by"] is not None:
         d = by[s["dominated_by"]]
         return (

@@ -248,6 +248,27 @@ def test_a_rejected_strategy_is_never_recommended_instead() -> None:
     assert bad["advice"].startswith("Avoid as a default: the default gate rejected it on 1/1 seeds")
 
 
+INCONCLUSIVE = "Era 'era1' inconclusive: 39 test images, mAP50-95 delta -0.0183, 95% CI [-0.0660, +0.0335]: too few"
+REGRESSED = "Era 'era2' regressed: 39 test images, mAP50-95 delta -0.17, 95% CI [-0.23, -0.11]: the whole interval"
+NO_GAIN = "Improvement too small: pooled mAP50-95 delta -0.05, 95% CI [-0.07, -0.03]; the lower bound must reach +0"
+SHOWN = "Era 'era2': 38 test images, mAP50-95 delta +0.49, 95% CI [+0.44, +0.56]: no drop (non-inferior)."
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ([(False, [INCONCLUSIVE, SHOWN])], ["too few test images to show era1 did not drop by more than maxEraRegression"]),
+        ([(False, [NO_GAIN, REGRESSED]), (False, [REGRESSED])], ["forgetting shown on era2", "no gain over the incumbent shown"]),
+        ([(True, [INCONCLUSIVE]), (False, ["Required check 'finiteLoss' failed (value nan)."])], ["a required check failed"]),
+        ([(True, [NO_GAIN])], []),  # a passed step's reasons are not why anything was rejected
+    ],
+    ids=["inconclusive", "forgetting-and-no-gain", "check", "passed"],
+)  # fmt: skip
+def test_rejections_name_why_the_gate_refused(steps: list[tuple[bool, list[str]]], expected: list[str]) -> None:
+    s = {"seeds": [{"steps": [{"passed": ok, "reasons": reasons}]} for ok, reasons in steps]}
+    assert summary.rejections(s) == expected
+
+
 QUICK_STRATEGIES = ["full", "full-quarter"]
 
 
