@@ -29,7 +29,7 @@ def test_device_for_gpu_count(gpus: int, device: Any) -> None:
 @pytest.mark.parametrize(
     ("strategy", "expected"),
     [
-        ({}, {"optimizer": "auto", "epochs": 50, "patience": 20, "imgsz": 640, "batch": 16}),
+        ({}, {"optimizer": "auto", "epochs": 50, "patience": 30, "imgsz": 640, "batch": 16}),
         ({"type": "incremental"}, {"optimizer": "SGD"}),
         ({"lr0": 0.002}, {"optimizer": "SGD", "lr0": 0.002}),
         ({"type": "incremental", "lr0": 0.001, "optimizer": "AdamW", "freeze": 10, "patience": 3},

@@ -124,8 +124,10 @@ class StrategySpec(ApiModel):
     allowlist and every layer a torch.nn or Ultralytics module, checked before Ultralytics reads it."""
     epochs: int = Field(default=50, ge=1, le=10000)
     """Training epochs."""
-    patience: int = Field(default=20, ge=0)
-    """Early-stopping patience in epochs (0 disables it)."""
+    patience: int = Field(default=30, ge=0)
+    """Early-stopping patience in epochs (0 disables it). A warm start's pooled validation fitness first dips
+    while the new era is learned, and converging runs plateau for 20-30 epochs at a time (docs/strategies.md):
+    a shorter patience keeps the start weights or stops short."""
     lr0: float | None = Field(default=None, gt=0, le=1)
     """Initial learning rate (needs an explicit `optimizer`; Ultralytics' `auto` ignores it)."""
     optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp"] | None = None
