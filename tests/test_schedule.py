@@ -307,24 +307,17 @@ def test_parse_time(text: str | None, want: datetime.datetime | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("strategy", "has_incumbent", "want"),
-    [
-        ({}, True, "incumbent"),
-        ({}, False, None),
-        ({"baseWeights": "yolo11n.yaml"}, True, "yolo11n.yaml"),
-        ({"type": "incremental"}, True, None),
-    ],
-    ids=["full-from-incumbent", "first-model", "template-names-weights", "incremental-untouched"],
+    ("strategy", "want"),
+    [({}, None), ({"baseWeights": "yolo11n.yaml"}, "yolo11n.yaml"), ({"type": "incremental"}, None)],
+    ids=["full-default", "template-names-weights", "incremental"],
 )
-def test_full_retrain_starts_from_the_incumbent(
-    strategy: dict[str, Any], has_incumbent: bool, want: str | None
-) -> None:
+def test_a_run_keeps_the_templates_start_weights(strategy: dict[str, Any], want: str | None) -> None:
+    """The schedule does not choose start weights: an unset baseWeights stays unset, and the RetrainJob's own
+    default applies (a full retrain from the incumbent once the line has one: kretrain.trainer.start_weights)."""
     spec = make_spec(template={"model": "m", "dataset": {"uri": "s3://data/set"}, "strategy": strategy})
     p = schedule.plan("s", spec, status(latestEra="e1"), ["e1", "e2"], [], None)
-    if schedule.defaults_to_incumbent(spec.template):
-        p = schedule.from_incumbent(p, has_incumbent)
     assert p.spec is not None and p.spec.strategy.base_weights == want
-    assert ("from the incumbent's weights" in p.summary) == (want == "incumbent" and not strategy)
+    assert p.spec.strategy.effective_base_weights == (want or "incumbent")
 
 
 @pytest.mark.parametrize(

@@ -139,16 +139,15 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     assert any("still active" in m for m in events(cluster, "RunSkipped"))
     assert set(rtjs(cluster)) == {"nightly-e2"}
 
-    # The active run fails: the deferred era starts its run (a full retrain from the incumbent's weights, now
-    # that the line has one), and the failed run is pruned (limit 0).
+    # The active run fails: the deferred era starts its run (the template's strategy as it is: the RetrainJob's
+    # default starts a full retrain from the incumbent's weights), and the failed run is pruned (limit 0).
     sim.seed_incumbent(cluster.registry, "m-sched", "seed-1", {"e1": 0.5, "e2": 0.5}, cluster.tmp)
     e2_job = rtjs(cluster)["nightly-e2"]["status"]["jobName"]
     sim.fail_job(cluster.client, NS, e2_job, "BackoffLimitExceeded", "Job has reached the specified backoff limit", "")
     run3 = wait_for("the e3 run", lambda: rtjs(cluster).get("nightly-e3"), op=operator)
     assert run3["spec"]["dataset"]["eras"] == ["e1", "e2", "e3"]
-    assert run3["spec"]["strategy"] == {**run3["spec"]["strategy"], "type": "full", "baseWeights": "incumbent"}
-    st = wait_for("e3 in status", lambda: (s := sched_status(cluster, "nightly")).get("lastRun") == "nightly-e3" and s)
-    assert "from the incumbent's weights" in st["lastTriggerReason"]
+    assert run3["spec"]["strategy"]["type"] == "full" and "baseWeights" not in run3["spec"]["strategy"]
+    wait_for("e3 in status", lambda: sched_status(cluster, "nightly").get("lastRun") == "nightly-e3")
     wait_for("the prune", lambda: "nightly-e2" not in rtjs(cluster), op=operator)
     assert any("nightly-e2" in m for m in events(cluster, "RunPruned"))
     assert set(rtjs(cluster)) == {"nightly-e3"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from kretrain.api import TERMINAL_STATES, RetrainJobSpec, RetrainScheduleSpec, RetrainScheduleStatus
-from kretrain.api.schedule import RetrainJobTemplate, TriggerKind, stamp
+from kretrain.api.schedule import TriggerKind, stamp
 from kretrain.api.spec import ERA_PATTERN
 
 # Decision reasons (ScheduleDecision.reason and Event reasons).
@@ -261,20 +261,3 @@ def plan(
         summary += f", replacing {', '.join(replaced)}"
     reason = REPLACED if replaced else (NEW_ERA if trigger == "newEra" else CRON)
     return Plan("Started", reason, summary, trigger, run, job, list(eras), replaced, handled_era, cron_due, why)
-
-
-def defaults_to_incumbent(template: RetrainJobTemplate) -> bool:
-    """The seeds' default applies: a full retrain whose template names no `strategy.baseWeights`."""
-    return template.strategy.base_weights is None and template.strategy.type == "full"
-
-
-def from_incumbent(plan: Plan, has_incumbent: bool) -> Plan:
-    """A started run of such a template starts from the incumbent's weights when the line has one (the first
-    model of a line starts from the default, `yolov8n.yaml`)."""
-    if plan.spec is None or not has_incumbent:
-        return plan
-    raw = plan.spec.dump()
-    raw["strategy"]["baseWeights"] = "incumbent"
-    plan.spec = RetrainJobSpec.model_validate(raw)
-    plan.summary += ", from the incumbent's weights"
-    return plan

@@ -23,14 +23,12 @@ from kretrain.api import (
     RetrainScheduleStatus,
 )
 from kretrain.api.schedule import ScheduleDecision
-from kretrain.api.spec import StorageSpec
 from kretrain.operator import jobs, schedule
 from kretrain.operator.kube import KubeError
 from kretrain.operator.schedule_kube import RunsApi
 from kretrain.operator.schedule_scan import ScanError, poll_dataset, poll_endpoint, scan
 from kretrain.operator.settings import get_settings
 from kretrain.operator.status_write import write_status
-from kretrain.registry import Registry, RegistryError
 from kretrain.store import ObjectStore, StoreError
 
 RTS = (GROUP, VERSION, SCHEDULE_PLURAL)
@@ -61,16 +59,6 @@ def _api() -> RunsApi:
 def _store(endpoint: str | None, region: str) -> ObjectStore:
     # The operator's own credentials (its environment); few tries: the next tick tries again.
     return ObjectStore(endpoint_url=endpoint, region=region, max_attempts=3)
-
-
-def _has_incumbent(model: str, storage: StorageSpec) -> bool:
-    """Whether the model line has an incumbent, read with the operator's credentials from a resolved spec's
-    registry and endpoint (jobs.resolve_spec has checked both against the operator policy)."""
-    assert storage.registry is not None  # resolve_spec guarantees it
-    try:
-        return Registry(_store(storage.endpoint, storage.region), storage.registry).incumbent(model) is not None
-    except (RegistryError, StoreError, ClientError, BotoCoreError, ValidationError) as exc:
-        raise kopf.TemporaryError(f"cannot read the incumbent of {model}: {exc}", delay=_tick) from exc
 
 
 def _now() -> datetime.datetime:
@@ -216,13 +204,11 @@ def _look(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | logging.L
     if plan.action == "Started":
         assert plan.spec is not None
         try:  # the run as the operator would run it: defaults filled in and inside the operator policy
-            resolved = jobs.resolve_spec(plan.spec, _settings)
+            jobs.resolve_spec(plan.spec, _settings)
         except jobs.SpecError as exc:
             why = f"{plan.why}: the run would be refused: {exc}"
             _record(body, patch, status, _decision(now, "Error", schedule.INVALID_RUN, why, run=plan.run))
             return
-        if schedule.defaults_to_incumbent(spec.template):
-            plan = schedule.from_incumbent(plan, _has_incumbent(resolved.model, resolved.storage))
         try:
             for old in plan.delete:
                 _api().delete_run(ns, old)
