@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -13,6 +13,7 @@ from kretrain.limits import MAX_PROGRESS_BYTES, MAX_REPORT_BYTES
 from kretrain.registry_errors import InvalidRunRecord
 from kretrain.registry_layout import RegistryLayout, first_errors, json_bytes
 from kretrain.store import ObjectTooLarge, join_uri
+from kretrain.trainer import runkey
 
 
 class RegistryRuns(RegistryLayout):
@@ -35,17 +36,41 @@ class RegistryRuns(RegistryLayout):
         data = self._read_capped(uri, MAX_PROGRESS_BYTES)
         return None if data is None else _validated(RunProgress, uri, data)
 
-    def write_run_report(self, model: str, run_id: str, report: RunReport) -> None:
-        """Write `runs/<run-id>/report.json`; InvalidRunRecord if it is larger than the operator reads."""
-        uri = join_uri(self.run_uri(model, run_id), "report.json")
-        self.store.put_bytes(uri, _capped(uri, json_bytes(report.dump()), MAX_REPORT_BYTES))
+    def run_report_uri(self, model: str, run_id: str) -> str:
+        """`runs/<run-id>/report.json` of the line (its MAC, when signed, is beside it as `report.json.hmac`)."""
+        return join_uri(self.run_uri(model, run_id), "report.json")
 
-    def read_run_report(self, model: str, run_id: str) -> RunReport | None:
+    def write_run_report(self, model: str, run_id: str, report: RunReport) -> bytes:
+        """Write `runs/<run-id>/report.json`; the bytes written (what the run's pod signs, kretrain.trainer.runkey);
+        InvalidRunRecord if it is larger than the operator reads."""
+        uri = self.run_report_uri(model, run_id)
+        data = _capped(uri, json_bytes(report.dump()), MAX_REPORT_BYTES)
+        self.store.put_bytes(uri, data)
+        return data
+
+    def read_run_report(
+        self, model: str, run_id: str, *, stage_key: Callable[[], bytes] | None = None
+    ) -> RunReport | None:
         """The run's report.json, or None while the run has not finished; InvalidRunRecord if oversized or
-        malformed."""
-        uri = join_uri(self.run_uri(model, run_id), "report.json")
+        malformed.
+
+        With `stage_key` (called once a report exists; what it raises propagates) the report counts only when its
+        `.hmac` is the MAC of the very bytes read under that key: runkey.Unsigned otherwise, before those bytes
+        are parsed (kretrain.trainer.runkey; the operator's check of a run's report, the pod's of its own)."""
+        uri = self.run_report_uri(model, run_id)
         data = self._read_capped(uri, MAX_REPORT_BYTES)
-        return None if data is None else _validated(RunReport, uri, data)
+        if data is None:
+            return None
+        if stage_key is not None:
+            key = stage_key()
+            try:
+                ok = runkey.signed(self.store, uri, data, key)
+            except ObjectTooLarge:  # an oversized .hmac is no MAC (and must not stall the run as a store fault)
+                ok = False
+            if not ok:
+                msg = f"{uri}: no {runkey.MAC_SUFFIX} matching the run's stage key: not written by this run"
+                raise runkey.Unsigned(msg)
+        return _validated(RunReport, uri, data)
 
     def _read_capped(self, uri: str, limit: int) -> bytes | None:
         try:

@@ -85,7 +85,7 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
     cluster.create_rtj(NS, "train", "m-dash-train")  # stays Training, at epoch 3 of 10 (the progress gauges)
     cluster.create_rtj(NS, "bad", "m-dash-bad", dataset={"uri": "s3://data/set", "eras": ERAS, "newEras": 4})
     run_id = started(cluster, op, NS, "good")["runId"]
-    rep = sim.train(cluster.registry, "m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None, cluster.tmp)
+    rep = cluster.train("m-dash", run_id, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, None)
     # The trainer found data warnings (the operator's DataReady condition and Warning Events show them).
     data = rep.data.model_copy(
         update={
@@ -94,7 +94,8 @@ def drive_and_scrape(cluster: Cluster, op: OperatorProcess) -> Observed:
             "finding_counts": {"error:undecodable_image": 2, "warning:class_new_in_era": 7},
         }
     )
-    cluster.registry.write_run_report("m-dash", run_id, rep.model_copy(update={"data": data}))
+    written = cluster.registry.write_run_report("m-dash", run_id, rep.model_copy(update={"data": data}))
+    sim.sign_report(cluster.registry, "m-dash", run_id, written, sim.stage_key(cluster.client, run_id))
     sim.complete_job(cluster.client, NS, run_id)
     assert {n: settled(cluster, op, NS, n)["state"] for n in ("good", "bad")} == {"good": "Promoted", "bad": "Failed"}
     wait_for("the Pending run", lambda: cluster.status(NS, "wait").get("state") == "Pending", op=op)

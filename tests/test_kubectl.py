@@ -111,9 +111,7 @@ def test_apply_crds_and_examples_then_get_shows_operator_status(
     run = started(cluster, operator, NS, "demo")["runId"]
     cluster.registry.write_progress(model, run, {"epoch": 7, "epochs": 10})
     wait_for("progress", lambda: "7/10" in kubectl("get", "retrainjobs", "-n", NS), op=operator)
-    sim.train(
-        cluster.registry, model, run, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, {"e1": 0.5, "e2": 0.5, "e3": 0.4}, cluster.tmp
-    )
+    cluster.train(model, run, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, {"e1": 0.5, "e2": 0.5, "e3": 0.4})
     sim.complete_job(cluster.client, NS, run)
     status = settled(cluster, operator, NS, "demo")
 

@@ -276,7 +276,7 @@ def test_the_full_retrain_after_a_rejected_incremental_run_waits_in_the_queue_to
     standin.open.add(ns)
     first = _state(cluster, operator, ns, "Training")
     standin.open.discard(ns)
-    sim.train(cluster.registry, model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, incumbent, cluster.tmp)
+    cluster.train(model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, incumbent)
     sim.complete_job(cluster.client, ns, first["jobName"])
     status = wait_for("the fallback Job", lambda: (s := cluster.status(ns, "run")).get("fallback") and s, op=operator)
     assert status["state"] == "Queued", status

@@ -116,7 +116,7 @@ def run(
         serving["inferenceService"] = {"name": "detector"}
     cluster.create_rtj(ns, "run", model, serving=serving)
     run_id = started(cluster, op, ns, "run")["runId"]
-    sim.train(cluster.registry, model, run_id, scores, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, scores, INCUMBENT)
     sim.complete_job(cluster.client, ns, run_id)
     return run_id, settled(cluster, op, ns, "run")
 

@@ -44,7 +44,7 @@ def awaiting(cluster: Cluster, operator: OperatorProcess, name: str, model: str)
     sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
     cluster.create_rtj(NS, name, model, promotion={"approval": "Manual", "uncertainty": "pointEstimate"})
     run_id: str = started(cluster, operator, NS, name)["runId"]
-    sim.train(cluster.registry, model, run_id, BETTER, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, BETTER, INCUMBENT)
     sim.complete_job(cluster.client, NS, run_id)
     status = wait_for(
         f"{name} to await approval",

@@ -52,7 +52,7 @@ def decided(cluster: Cluster, operator: OperatorProcess) -> None:
     scores = {"promote": {"e1": 0.55, "e2": 0.56, "e3": 0.50}, "reject": {"e1": 0.40, "e2": 0.55, "e3": 0.70}}
     for name, metrics in scores.items():
         run_id = started(cluster, operator, "metrics", name)["runId"]
-        sim.train(cluster.registry, f"m-metrics-{name}", run_id, metrics, INCUMBENT, cluster.tmp)
+        cluster.train(f"m-metrics-{name}", run_id, metrics, INCUMBENT)
         sim.complete_job(cluster.client, "metrics", run_id)
     states = {name: settled(cluster, operator, "metrics", name)["state"] for name in ("promote", "reject", "invalid")}
     assert states == {"promote": "Promoted", "reject": "Rejected", "invalid": "Failed"}
@@ -81,7 +81,7 @@ def test_success_is_promoted(cluster: Cluster, operator: OperatorProcess) -> Non
         "progress", lambda: cluster.status("promote", "run").get("progress", {}).get("display") == "2/3", op=operator
     )
 
-    sim.train(cluster.registry, model, run_id, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT)
     sim.complete_job(cluster.client, "promote", run_id)
     status = settled(cluster, operator, "promote", "run")
     assert status["state"] == "Promoted", status
@@ -102,7 +102,7 @@ def test_forgetting_is_rejected(cluster: Cluster, operator: OperatorProcess) -> 
     cluster.create_rtj("reject", "run", model)
     run_id = started(cluster, operator, "reject", "run")["runId"]
     # Better pooled (new era much better), but era e1 dropped by 0.10: forgetting.
-    sim.train(cluster.registry, model, run_id, {"e1": 0.40, "e2": 0.55, "e3": 0.70}, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, {"e1": 0.40, "e2": 0.55, "e3": 0.70}, INCUMBENT)
     sim.complete_job(cluster.client, "reject", run_id)
     status = settled(cluster, operator, "reject", "run")
     assert status["state"] == "Rejected" and status["decision"]["promoted"] is False
@@ -120,7 +120,7 @@ def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, ope
     )
     first = started(cluster, operator, "fallback", "run")
     # The incremental candidate forgets era e1: rejected, and a full retrain starts instead of a verdict.
-    sim.train(cluster.registry, model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, INCUMBENT, cluster.tmp)
+    cluster.train(model, first["runId"], {"e1": 0.30, "e2": 0.60, "e3": 0.70}, INCUMBENT)
     sim.complete_job(cluster.client, "fallback", first["jobName"])
     status = wait_for(
         "the fallback Job",
@@ -140,7 +140,7 @@ def test_rejected_incremental_falls_back_to_a_full_retrain(cluster: Cluster, ope
     assert full_spec["strategy"]["type"] == "full" and "replay" not in full_spec["strategy"]
     assert full_spec["strategy"]["baseWeights"] == "incumbent" and not full_spec["strategy"]["fallbackToFull"]
 
-    sim.train(cluster.registry, model, full_run, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT, cluster.tmp)
+    cluster.train(model, full_run, {"e1": 0.55, "e2": 0.56, "e3": 0.50}, INCUMBENT)
     sim.complete_job(cluster.client, "fallback", full_run)
     status = settled(cluster, operator, "fallback", "run")
     assert status["state"] == "Promoted" and status["candidate"]["version"] == full_run
@@ -156,7 +156,7 @@ def test_dry_run_decides_but_does_not_promote(cluster: Cluster, operator: Operat
     sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
     cluster.create_rtj("dryrun", "run", model, promotion={"mode": "dryRun"})
     run_id = started(cluster, operator, "dryrun", "run")["runId"]
-    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT)
     sim.complete_job(cluster.client, "dryrun", run_id)
     status = settled(cluster, operator, "dryrun", "run")
     assert status["decision"]["passed"] is True and status["decision"]["promoted"] is False
@@ -169,7 +169,7 @@ def test_incumbent_changed_during_the_run_is_not_overwritten(cluster: Cluster, o
     sim.seed_incumbent(cluster.registry, model, "seed-1", INCUMBENT, cluster.tmp)
     cluster.create_rtj("raced", "run", model)
     run_id = started(cluster, operator, "raced", "run")["runId"]
-    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT, cluster.tmp)
+    cluster.train(model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, INCUMBENT)
     # Someone else promotes another version while this run is being evaluated.
     other = sim.train(cluster.registry, model, "other-run", {"e1": 0.7, "e2": 0.7, "e3": 0.7}, INCUMBENT, cluster.tmp)
     cluster.registry.promote(model, other.run_id, expected="seed-1", reason="manual", actor="tests")
@@ -234,7 +234,7 @@ def test_deletion_cascades_to_the_job_and_keeps_registry_versions(cluster: Clust
         return cluster.rtj("delete", "run")["metadata"].get("finalizers")
 
     wait_for("the finalizer", lambda: finalizers() == ["kretrain.dev/finalizer"], op=operator)
-    sim.train(cluster.registry, model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, None, cluster.tmp)
+    cluster.train(model, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, None)
     sim.complete_job(cluster.client, "delete", run_id)
     assert settled(cluster, operator, "delete", "run")["state"] == "Promoted"
     # ...and releases it once the run is terminal (no timer left to stop, the delete handler is optional).

@@ -87,7 +87,7 @@ def test_two_replicas_one_acts_and_the_other_takes_over_a_graceful_stop(ha: tupl
     active.stop()  # SIGTERM: kopf withdraws the replica's record, the standby resumes at once
     assert replicas.wait_settled(timeout=10) is standby
     active.prestart()  # loads while the standby finishes: the next test starts it again
-    sim.train(cluster.registry, "m-ha", status["runId"], BETTER, INCUMBENT, cluster.tmp)
+    cluster.train("m-ha", status["runId"], BETTER, INCUMBENT)
     sim.complete_job(cluster.client, NS, status["runId"])
     final = settled(cluster, standby, NS, "one", timeout=30)
     assert final["state"] == "Promoted", final
@@ -111,7 +111,7 @@ def test_the_standby_takes_over_after_the_active_replica_is_killed(ha: tuple[Clu
     killed = datetime.datetime.now(datetime.UTC)
     stale = expires(replicas.status()[pod_of(active)])  # its last keep-alive's record: nobody renews it now
     # the Job finishes while no replica acts: the standby must pick it up from the RetrainJob's status
-    sim.train(cluster.registry, "m-kill", status["runId"], BETTER, INCUMBENT, cluster.tmp)
+    cluster.train("m-kill", status["runId"], BETTER, INCUMBENT)
     sim.complete_job(cluster.client, NS, status["runId"])
     assert replicas.wait_settled(timeout=LIFETIME + 15) is standby
     resumed = resumed_at(standby)

@@ -47,7 +47,7 @@ def test_restarts_never_duplicate_jobs_or_promotions(cluster: Cluster, s3: Any, 
     # While it is down: three Jobs finish, and for `c` an earlier operator had already promoted
     # (it crashed between the registry write and the status write). `d` is created.
     for name, run in (("a", run_a), ("b", run_b), ("c", run_c)):
-        sim.train(cluster.registry, models[name], run, BETTER, INCUMBENT, tmp_path)
+        cluster.train(models[name], run, BETTER, INCUMBENT)
         sim.complete_job(cluster.client, NS, run)
     cluster.registry.promote(models["c"], run_c, expected="seed", reason="earlier attempt", actor="tests")
     cluster.create_rtj(NS, "d", models["d"])
@@ -58,7 +58,7 @@ def test_restarts_never_duplicate_jobs_or_promotions(cluster: Cluster, s3: Any, 
         assert settled(cluster, op, NS, name)["state"] == "Promoted"
     assert any("already the incumbent" in r for r in cluster.status(NS, "c")["decision"]["reasons"])
     run_d = started(cluster, op, NS, "d")["runId"]
-    sim.train(cluster.registry, models["d"], run_d, BETTER, INCUMBENT, tmp_path)
+    cluster.train(models["d"], run_d, BETTER, INCUMBENT)
     sim.complete_job(cluster.client, NS, run_d)
     time.sleep(0.2)
     op.stop(kill=True)

@@ -105,22 +105,42 @@ def test_the_operator_gives_each_run_a_key_in_its_configmap_and_the_pod_finds_it
     assert contract.stage_key_file == Path(SPEC_DIR) / STAGE_KEY_FILE
 
 
-def test_a_report_is_signed_over_what_it_says_and_a_planted_one_is_not_signed(s3: Any) -> None:
-    """The pod's 'already finished' shortcut trusts report.json only with this run's MAC: a report another
-    trainer of the line wrote (say after squatting the run's version id) is not, and the run goes on."""
+def test_a_report_is_signed_over_its_bytes_and_a_planted_one_is_not_signed(s3: Any) -> None:
+    """The pod's 'already finished' shortcut (and the operator's conclusion) trusts report.json only with this
+    run's MAC over the very bytes read: a report another trainer of the line wrote (say after squatting the run's
+    version id) is not, and the run goes on."""
     from emulator import sim
-    from kretrain.api import RunReport
+    from kretrain.registry import Registry
 
-    store = _store(s3)
-    uri = f"s3://{s3.new_bucket('runkey')}/registry/m/runs/r1/report.json"
+    registry = Registry(_store(s3), f"s3://{s3.new_bucket('runkey')}/registry")
     report = sim.report("r1", "m", {"model": "m"}, {"e1": 0.5}, None, None)
-    store.put_bytes(uri, json.dumps(report.dump()).encode())
-    runkey.sign(store, uri, runkey.canonical(report.dump()), KEY)
-    read = RunReport.model_validate_json(store.get_bytes(uri))  # read back and dumped again: the same bytes
-    assert runkey.signed(store, uri, runkey.canonical(read.dump()), KEY)
-    forged = read.model_copy(update={"run_id": "r1", "model": "m", "checks": []})
-    assert not runkey.signed(store, uri, runkey.canonical(forged.dump()), KEY)
-    assert not runkey.signed(store, uri, runkey.canonical(read.dump()), OTHER)
-    store.delete(uri + runkey.MAC_SUFFIX)
-    assert not runkey.signed(store, uri, runkey.canonical(read.dump()), KEY)
-    assert runkey.signed(store, uri, runkey.canonical(read.dump()), None)  # no key: nothing is signed or required
+    uri = registry.run_report_uri("m", "r1")
+    assert uri.endswith("/m/runs/r1/report.json")
+    written = registry.write_run_report("m", "r1", report)
+    runkey.sign(registry.store, uri, written, KEY)
+    assert registry.store.get_bytes(uri) == written and runkey.signed(registry.store, uri, written, KEY)
+    assert registry.read_run_report("m", "r1", stage_key=lambda: KEY) == report
+    registry.write_run_report("m", "r1", report.model_copy(update={"checks": []}))  # planted: its MAC is not this
+    with pytest.raises(runkey.Unsigned, match=r"runs/r1/report\.json"):
+        registry.read_run_report("m", "r1", stage_key=lambda: KEY)
+    registry.write_run_report("m", "r1", report)
+    with pytest.raises(runkey.Unsigned):
+        registry.read_run_report("m", "r1", stage_key=lambda: OTHER)
+    registry.store.delete(uri + runkey.MAC_SUFFIX)
+    with pytest.raises(runkey.Unsigned):
+        registry.read_run_report("m", "r1", stage_key=lambda: KEY)
+    assert registry.read_run_report("m", "r1") == report  # no key: nothing is signed or required
+
+
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [("ab" * 32, True), (b"ab" * 32 + b"\n", True), ("ab" * 32 + " " * runkey.MAX_KEY_BYTES, False),
+     ("é" * 64, False), ("", False)],
+    ids=["str", "bytes-newline", "oversized", "non-ascii", "empty"],
+)  # fmt: skip
+def test_parse_key_names_where_the_key_came_from(raw: str | bytes, ok: bool) -> None:
+    if ok:
+        assert runkey.parse_key(raw, "ConfigMap x stage.key") == bytes.fromhex("ab" * 32)
+    else:
+        with pytest.raises(runkey.RunKeyError, match=r"ConfigMap x stage\.key"):
+            runkey.parse_key(raw, "ConfigMap x stage.key")

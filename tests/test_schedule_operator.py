@@ -155,7 +155,7 @@ def test_new_complete_era_starts_one_run_forbid_skips_and_history_prunes(
     # The e3 run trains (simulated: the trainer's report and weights written as a pod would) and is promoted.
     run_id = wait_for("the e3 Job", lambda: (rtjs(cluster)["nightly-e3"].get("status") or {}).get("runId"))
     scores = {"e1": 0.6, "e2": 0.6, "e3": 0.6}
-    sim.train(cluster.registry, "m-sched", run_id, scores, {"e1": 0.5, "e2": 0.5, "e3": 0.5}, cluster.tmp)
+    cluster.train("m-sched", run_id, scores, {"e1": 0.5, "e2": 0.5, "e3": 0.5})
     sim.complete_job(cluster.client, NS, rtjs(cluster)["nightly-e3"]["status"]["jobName"])
     wait_for("the promotion", lambda: (rtjs(cluster)["nightly-e3"].get("status") or {}).get("state") == "Promoted")
 

@@ -165,7 +165,7 @@ class NoReport:
     def incumbent(self, model: str) -> None:
         return None
 
-    def read_run_report(self, model: str, run: str) -> None:
+    def read_run_report(self, model: str, run: str, *, stage_key: Any = None) -> None:
         return None
 
     def read_progress(self, model: str, run: str) -> None:

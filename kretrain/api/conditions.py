@@ -113,6 +113,9 @@ class Reason:
     """The Job succeeded but left no report."""
     INVALID_REPORT: Final = "InvalidReport"
     """report.json is oversized or does not validate (after MAX_RECORD_TRIES tries)."""
+    REPORT_UNSIGNED: Final = "ReportUnsigned"
+    """report.json carries no MAC under the run's stage key (missing or wrong `.hmac`, or the key in the run's
+    ConfigMap is gone, malformed or not the RetrainJob's own): not the run's report, never concluded."""
     INVALID_PROGRESS: Final = "InvalidProgress"
     """progress.json is oversized or does not validate (after MAX_RECORD_TRIES tries)."""
     REGISTRY_UNSAFE: Final = "RegistryUnsafe"

@@ -27,6 +27,7 @@ OWN_API_CALLS: frozenset[tuple[str, str]] = frozenset(
         ("create", "jobs.batch"),
         ("patch", "jobs.batch"),  # spec.suspend
         ("create", "configmaps"),  # the spec mounted into the pod
+        ("get", "configmaps"),  # the run's stage key back, to check report.json's MAC before concluding a run
         ("create", "services"),  # resources.nodes > 1: the headless Service of the pods' rendezvous
         ("list", "pods"),  # the failed pod's termination message
         ("get", "secrets"),  # a webhook's HMAC key (RBAC: only the names in policy.allowedWebhookSecrets)
@@ -249,6 +250,18 @@ class Kube:
             _content_type="application/merge-patch+json",
         )
         return job
+
+    # ---- ConfigMaps -------------------------------------------------------------------------------
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap, or None when it does not exist."""
+        namespace = checked_namespace(namespace)
+        try:
+            found: dict[str, Any] = self._call(self.core.read_namespaced_config_map, checked_name(name), namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     # ---- kretrain's own objects -------------------------------------------------------------------
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:

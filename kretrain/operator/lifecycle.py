@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kretrain.api import TERMINAL_STATES, RetrainJobSpec
 from kretrain.api.conditions import Cond, Reason, Status
 from kretrain.operator import bounds, jobs, kueue
 from kretrain.operator.conclusion import finish, start_fallback
 from kretrain.operator.kube import KubeError
+from kretrain.operator.report_trust import UntrustedReport, read_signed_report
 from kretrain.operator.status_patch import (
     Event,
     Outcome,
@@ -49,6 +50,9 @@ from kretrain.operator.steps import (
     workload_names,
 )
 from kretrain.registry import InvalidRunRecord
+
+if TYPE_CHECKING:
+    from kretrain.registry import Registry
 
 __all__ = [
     "MAX_RECORD_TRIES",
@@ -249,12 +253,7 @@ def _follow(
     ns, now = body["metadata"]["namespace"], deps.now()
     registry = deps.registry_for(resolved)
     if job is None:
-        with CONCLUDING:
-            report = registry.read_run_report(spec.model, run)
-            if report is None:
-                msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
-                return failed(body, Reason.JOB_LOST, msg, now)
-            return finish(body, spec, resolved, report, deps)
+        return _conclude(body, spec, resolved, registry, run, jname, deps, job_gone=True)
     phase, reason, message = job_state(job)
     if phase == "failed":
         try:
@@ -265,8 +264,7 @@ def _follow(
         text += f". Trainer: {pod_message}" if pod_message else ". The pod left no termination message."
         return failed(body, condition_reason(reason, Reason.JOB_FAILED), text, now)
     if phase == "succeeded":
-        with CONCLUDING:
-            return finish(body, spec, resolved, registry.read_run_report(spec.model, run), deps)
+        return _conclude(body, spec, resolved, registry, run, jname, deps, job_gone=False)
     build = StatusBuilder(body, now)
     events: list[Event] = []
     correct_names(body, build, events, run, jname)
@@ -288,6 +286,34 @@ def _follow(
     if progress is not None:
         build.status.progress = bounds.progress(progress)
     return Outcome(status=build.build(), events=events)
+
+
+def _conclude(
+    body: Mapping[str, Any],
+    spec: RetrainJobSpec,
+    resolved: RetrainJobSpec,
+    registry: Registry,
+    run: str,
+    jname: str,
+    deps: Deps,
+    *,
+    job_gone: bool,
+) -> Outcome:
+    """A finished (or vanished) run: its report, signed with the run's stage key (kretrain.operator.report_trust),
+    concluded by finish(). A report without that MAC fails the run (nothing is promoted or written); a ConfigMap
+    that could not be read is tried again."""
+    meta, now = body["metadata"], deps.now()
+    with CONCLUDING:
+        try:
+            report = read_signed_report(deps.kube, registry, spec.model, meta["namespace"], meta["uid"], run, jname)
+        except KubeError as exc:
+            return waiting(f"cannot read ConfigMap {jname} (the stage key of run {run})", exc)
+        except UntrustedReport as exc:
+            return failed(body, Reason.REPORT_UNSIGNED, f"run {run}: {exc}; not concluded, nothing promoted", now)
+        if report is None and job_gone:
+            msg = f"Job {jname} no longer exists and run {run} left no report; create a new RetrainJob to retry"
+            return failed(body, Reason.JOB_LOST, msg, now)
+        return finish(body, spec, resolved, report, deps)
 
 
 def _waiting_for_kueue(build: StatusBuilder, events: list[Event], jname: str, queue: str) -> None:

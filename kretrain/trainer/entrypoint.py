@@ -87,15 +87,13 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     key = runkey.load_key(pod.stage_key_file)  # signs and checks the run's resume records (a planted one is ignored)
     store = ObjectStore(endpoint_url=spec.storage.endpoint, region=spec.storage.region)
     registry = Registry(store, spec.storage.registry)
-    done = registry.read_run_report(spec.model, pod.run_id)
-    report_uri = registry.run_uri(spec.model, pod.run_id).rstrip("/") + "/report.json"
-    if (
-        done is not None
-        and done.candidate is not None
-        and not runkey.signed(store, report_uri, runkey.canonical(done.dump()), key)
-    ):  # another writer's report.json: this run goes on (and registers, or fails if its version was squatted)
+    report_uri = registry.run_report_uri(spec.model, pod.run_id)
+    try:  # with a key, a report counts only when its MAC over the bytes read verifies (the operator checks it too)
+        done = registry.read_run_report(spec.model, pod.run_id, stage_key=None if key is None else lambda: key)
+    except runkey.Unsigned:  # another writer's report.json: this run goes on (and registers, or fails if its
+        done = None  # version was squatted)
         _event(event="report-ignored", runId=pod.run_id, reason="report.json is not signed with this run's key")
-    elif done is not None and done.candidate is not None:
+    if done is not None and done.candidate is not None:
         _event(event="already-finished", runId=pod.run_id)
         write_termination(pod.termination_log, termination_summary(done, spec.promotion.metric))
         return done
@@ -236,8 +234,8 @@ def run(spec: RetrainJobSpec, pod: PodContract) -> RunReport | None:
     artifacts = {a.format: a.path for a in assessed.exported}
     ref = registry.register(spec.model, pod.run_id, outcome.best, report, spec.dump(), lineage, artifacts)
     report = report.model_copy(update={"candidate": ref})
-    registry.write_run_report(spec.model, pod.run_id, report)
-    runkey.sign(store, report_uri, runkey.canonical(report.dump()), key)  # after it: unsigned means redo
+    written = registry.write_run_report(spec.model, pod.run_id, report)
+    runkey.sign(store, report_uri, written, key)  # the MAC of the exact bytes, after them: unsigned means redo
     summary = termination_summary(report, spec.promotion.metric)
     write_termination(pod.termination_log, summary)
     _event(event="finished", runId=pod.run_id, summary=json.loads(summary))

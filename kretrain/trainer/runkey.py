@@ -2,8 +2,9 @@
 
 The operator puts a random key into the run's spec ConfigMap (`stage.key`, mounted read-only beside spec.json):
 the line's other trainers can read and write `runs/<run-id>/` in S3 but cannot read this ConfigMap (trainer pods
-get no API token), so a checkpoint record, trained stage or evaluated stage they plant has no valid MAC and is
-ignored. Without a key (`kretrain run` on a workstation, or a run created before keys) records are neither signed
+get no API token), so a checkpoint record, trained stage, evaluated stage or report they plant has no valid MAC
+and is ignored (the report's MAC covers the exact bytes written; the operator reads the key back from the
+ConfigMap and concludes a run only on a report that verifies: kretrain.operator.report_trust). Without a key (`kretrain run` on a workstation, or a run created before keys) records are neither signed
 nor required to be.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from pathlib import Path
 from typing import Protocol
@@ -42,9 +42,16 @@ def load_key(path: Path | None) -> bytes | None:
     if path is None or not Path(path).is_file():
         return None
     with open(path, "rb") as f:
-        text = f.read(MAX_KEY_BYTES + 1).decode("ascii", errors="replace").strip()
-    if not _KEY.fullmatch(text):
-        raise RunKeyError(f"{path}: the run's stage key must be 64 lowercase hex characters")
+        return parse_key(f.read(MAX_KEY_BYTES + 1), str(path))
+
+
+def parse_key(raw: str | bytes, where: str) -> bytes:
+    """The key in `raw` (64 lowercase hex characters, surrounding whitespace allowed; at most MAX_KEY_BYTES are
+    looked at), else RunKeyError naming `where` (the file or ConfigMap key it came from)."""
+    data = raw.encode("ascii", errors="replace") if isinstance(raw, str) else raw
+    text = data[: MAX_KEY_BYTES + 1].decode("ascii", errors="replace").strip()
+    if len(data) > MAX_KEY_BYTES or not _KEY.fullmatch(text):
+        raise RunKeyError(f"{where}: the run's stage key must be 64 lowercase hex characters")
     return bytes.fromhex(text)
 
 
@@ -57,11 +64,6 @@ def verify(key: bytes, uri: str, data: bytes, stored: bytes) -> bool:
     """Whether `stored` (the `.hmac` object's bytes) is the MAC of `data` at `uri` under `key`."""
     text = stored[:MAX_MAC_BYTES].decode("ascii", errors="replace").strip()
     return bool(_MAC.fullmatch(text)) and hmac.compare_digest(text, mac(key, uri, data))
-
-
-def canonical(doc: object) -> bytes:
-    """A JSON document's bytes for a MAC over what it says, not how it was serialized (sorted keys, no spaces)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sign(store: RecordStore, uri: str, data: bytes, key: bytes | None) -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
+from emulator import sim
 from emulator.client import Client, job_path, path, rtj_path
 from emulator.operator import OperatorProcess
 from emulator.server import EmulatorServer
-from kretrain.api import API_VERSION, KIND
+from kretrain.api import API_VERSION, KIND, RunReport
 from kretrain.operator import jobs
 from kretrain.registry import Registry
 from kretrain.store import ObjectStore
@@ -56,6 +57,15 @@ class Cluster:
         }
         created: dict[str, Any] = self.client.create(rtj_path(ns), body)
         return created
+
+    def train(
+        self, model: str, run_id: str, candidate: dict[str, float], incumbent: dict[str, float] | None
+    ) -> RunReport:
+        """The trainer's part of run `run_id` (sim.train): its report signed with the run's stage key, read from the
+        run's ConfigMap as the pod reads it."""
+        return sim.train(
+            self.registry, model, run_id, candidate, incumbent, self.tmp, key=sim.stage_key(self.client, run_id)
+        )
 
     def rtj(self, ns: str, name: str) -> dict[str, Any] | None:
         obj: dict[str, Any] | None = self.client.get_or_none(rtj_path(ns, name))

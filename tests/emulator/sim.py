@@ -19,7 +19,9 @@ from kretrain.api import (
     RunReport,
     TrainingSummary,
 )
+from kretrain.operator import jobs
 from kretrain.registry import Lineage, Registry
+from kretrain.trainer import runkey
 
 
 def metrics(value: float) -> Metrics:
@@ -94,16 +96,35 @@ def train(
     candidate: dict[str, float],
     incumbent: dict[str, float] | None,
     tmp: Path,
+    key: bytes | None = None,
 ) -> RunReport:
-    """What the trainer leaves behind: a registered candidate version and runs/<run-id>/report.json."""
+    """What the trainer leaves behind: a registered candidate version and runs/<run-id>/report.json, signed as
+    the pod signs it when `key` is the run's stage key (the operator concludes only a signed report: in an
+    operator test pass `stage_key(...)`, or use scenario.Cluster.train)."""
     inc_ref = registry.incumbent(model)
     rep = report(run_id, model, {"model": model}, candidate, incumbent, inc_ref)
     ref = registry.register(
         model, run_id, weights_file(tmp, run_id), rep, {}, Lineage(parent=inc_ref.version if inc_ref else None)
     )
     rep = rep.model_copy(update={"candidate": ref})
-    registry.write_run_report(model, run_id, rep)
+    sign_report(registry, model, run_id, registry.write_run_report(model, run_id, rep), key)
     return rep
+
+
+def sign_report(registry: Registry, model: str, run_id: str, data: bytes, key: bytes | None) -> None:
+    """The MAC the run's pod writes beside the report bytes it wrote (kretrain.trainer.entrypoint): nothing without
+    a key."""
+    runkey.sign(registry.store, registry.run_report_uri(model, run_id), data, key)
+
+
+def stage_key(client: Client, run_id: str) -> bytes:
+    """The run's stage key as its pod reads it: `stage.key` of the ConfigMap the operator made for the run (named
+    like the run's Job; looked up in every namespace)."""
+    from kretrain.api.pod import STAGE_KEY_FILE
+
+    name = jobs.job_name(run_id)
+    [configmap] = [c for c in client.list(path("", "v1", "configmaps")) if c["metadata"]["name"] == name]
+    return bytes.fromhex(configmap["data"][STAGE_KEY_FILE])
 
 
 def complete_job(client: Client, namespace: str, name: str) -> None:

@@ -182,7 +182,7 @@ class Trainer(threading.Thread):
                     self.errors.append(f"simulating Job {item[2]}: {type(exc).__name__}: {exc}")
 
     def _finish(self, ns: str, name: str, plan: Plan) -> None:
-        client, registry = self.cluster.client, self.cluster.registry
+        client = self.cluster.client
         if plan.outcome == "fail":
             sim.fail_job(client, ns, name, "BackoffLimitExceeded", "Job has reached the specified backoff limit",
                          "kretrain: simulated training failure")  # fmt: skip
@@ -190,7 +190,7 @@ class Trainer(threading.Thread):
         run = jobs.run_id(plan.namespace, plan.name, plan.uid)
         candidate = WORSE if plan.outcome == "reject" else BETTER
         incumbent = None if plan.outcome == "first" else INCUMBENT
-        sim.train(registry, plan.model, run, candidate, incumbent, self.cluster.tmp)
+        self.cluster.train(plan.model, run, candidate, incumbent)  # signed with the run's stage key
         sim.complete_job(client, ns, name)
 
 

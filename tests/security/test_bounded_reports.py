@@ -13,6 +13,7 @@ import pytest
 
 from emulator import sim
 from kretrain.api import CheckResult, Metrics, RunReport
+from kretrain.api.pod import STAGE_KEY_FILE
 from kretrain.limits import MAX_PROGRESS_BYTES, MAX_REPORT_BYTES
 from kretrain.operator import bounds, jobs, lifecycle
 from kretrain.operator.settings import OperatorSettings
@@ -38,9 +39,16 @@ def registry(s3: Any, bucket: str) -> Registry:
     return Registry(store, f"s3://{bucket}/{uuid.uuid4().hex[:8]}")
 
 
+STAGE_KEY = bytes(range(32))
+"""The run's stage key (its ConfigMap: SucceededJob): the run's own pod, any image, signs whatever it writes."""
+
+
 def put(registry: Registry, name: str, data: bytes) -> str:
+    """A record the run's own pod wrote (a report with its MAC, as the operator concludes only those)."""
     uri = join_uri(registry.run_uri(MODEL, RUN), name)
     registry.store.put_bytes(uri, data)
+    if name == "report.json":
+        sim.sign_report(registry, MODEL, RUN, data, STAGE_KEY)
     return uri
 
 
@@ -119,6 +127,17 @@ class SucceededJob:
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return []
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (namespace, name) == (NS, JOB)
+        owner = {
+            "apiVersion": "kretrain.dev/v1alpha1",
+            "kind": "RetrainJob",
+            "name": NAME,
+            "uid": UID,
+            "controller": True,
+        }
+        return {"metadata": {"name": JOB, "ownerReferences": [owner]}, "data": {STAGE_KEY_FILE: STAGE_KEY.hex()}}
 
 
 def settings(s3: Any) -> OperatorSettings:
@@ -206,7 +225,7 @@ def huge_report(registry: Registry, tmp: Path) -> RunReport:
     rep = rep.model_copy(update={"candidate_evaluation": cand, "incumbent_evaluation": inc, "checks": checks})
     ref = registry.register(MODEL, RUN, sim.weights_file(tmp, RUN), rep, {}, Lineage(parent="v1"))
     rep = rep.model_copy(update={"candidate": ref})
-    registry.write_run_report(MODEL, RUN, rep)
+    sim.sign_report(registry, MODEL, RUN, registry.write_run_report(MODEL, RUN, rep), STAGE_KEY)
     return rep
 
 
@@ -250,7 +269,8 @@ def test_huge_integers_in_every_era_still_leave_the_status_under_256_kib(
                 "incumbent_evaluation": inflate(rep.incumbent_evaluation)}
     )  # fmt: skip
     ref = registry.register(MODEL, RUN, sim.weights_file(tmp_path, RUN), rep, {}, Lineage(parent="v1"))
-    registry.write_run_report(MODEL, RUN, rep.model_copy(update={"candidate": ref}))
+    written = registry.write_run_report(MODEL, RUN, rep.model_copy(update={"candidate": ref}))
+    sim.sign_report(registry, MODEL, RUN, written, STAGE_KEY)
     outcome = lifecycle.poll(rtj(registry, ERAS), deps(s3, registry, SucceededJob()))
     assert outcome.state == "Promoted"
     assert bounds.size(outcome.status) < STATUS_LIMIT

@@ -213,7 +213,7 @@ def test_the_real_operator_refuses_to_promote_through_a_stripping_backend(  # ty
             status = started(cluster, op, "probe", "run")
             run_id = status["runId"]
             assert run_id.endswith(obj["metadata"]["uid"][:8])
-            sim.train(cluster.registry, MODEL, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, incumbent, tmp_path)
+            cluster.train(MODEL, run_id, {"e1": 0.6, "e2": 0.6, "e3": 0.6}, incumbent)
             sim.complete_job(cluster.client, "probe", run_id)
             wait_for("a refused promotion", lambda: cluster.status("probe", "run").get("state") == "Failed", op=op)
             assert cluster.registry.incumbent(MODEL).version == "seed-1"  # type: ignore[union-attr]

@@ -78,10 +78,12 @@ def register_old_version(registry: Registry, model: str, tmp: Path) -> ModelRef:
 
 
 def forge_run(cluster: Cluster, model: str, run_id: str, **changes: Any) -> None:
-    """What a custom trainer image could leave behind: a version under the run id and a report of its choosing."""
+    """What a custom trainer image could leave behind: a version under the run id and a report of its choosing,
+    signed with the run's stage key (the run's own pod has it: the MAC says who wrote a report, not what is in it)."""
     rep = sim.report(run_id, model, {"model": model}, BETTER, INCUMBENT, cluster.registry.incumbent(model))
     ref = cluster.registry.register(model, run_id, sim.weights_file(cluster.tmp, run_id), rep, {}, Lineage(parent=None))
-    cluster.registry.write_run_report(model, run_id, rep.model_copy(update={"candidate": ref, **changes}))
+    written = cluster.registry.write_run_report(model, run_id, rep.model_copy(update={"candidate": ref, **changes}))
+    sim.sign_report(cluster.registry, model, run_id, written, sim.stage_key(cluster.client, run_id))
 
 
 def test_a_forged_report_naming_an_old_version_is_not_promoted(cluster: Cluster, operator: OperatorProcess) -> None:
@@ -155,7 +157,9 @@ def test_a_malformed_report_fails_the_run_after_three_tries(cluster: Cluster, op
     cluster.create_rtj("badreport", "run", model)
     run_id = started(cluster, operator, "badreport", "run")["runId"]
     uri = join_uri(cluster.registry.run_uri(model, run_id), "report.json")
-    cluster.registry.store.put_bytes(uri, b'{"runId": "' + run_id.encode() + b'", "promote": "v5"}')
+    malformed = b'{"runId": "' + run_id.encode() + b'", "promote": "v5"}'
+    cluster.registry.store.put_bytes(uri, malformed)
+    sim.sign_report(cluster.registry, model, run_id, malformed, sim.stage_key(cluster.client, run_id))  # its own pod
     t0 = time.monotonic()
     sim.complete_job(cluster.client, "badreport", run_id)
     status = settled(cluster, operator, "badreport", "run")  # main retried this forever

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from emulator import sim
 from kretrain.api import CheckResult, ModelRef, RetrainJobSpec, RunReport
+from kretrain.api.pod import STAGE_KEY_FILE
 from kretrain.operator import bounds, jobs, lifecycle, policy
 from kretrain.operator.settings import OperatorSettings
 from kretrain.operator.status_patch import CONDITION_REASON
@@ -329,12 +330,29 @@ def test_an_image_entry_does_not_allow_the_same_name_as_a_registry_host(entry: s
 
 
 # ---- 6. reports of runs finishing together are concluded one at a time ---------------------------------------
+STAGE_KEY = bytes(range(32))
+"""The stage key of every run here: in its ConfigMap (SucceededJobs) and signing its report (sim.train)."""
+
+
 class SucceededJobs:
-    """Every Job the operator asks for has succeeded."""
+    """Every Job the operator asks for has succeeded; each run's ConfigMap is the RetrainJob's (`uids`: the owner of
+    each Job name, the run of `_body` by default) and holds STAGE_KEY."""
+
+    def __init__(self, uids: dict[str, str] | None = None) -> None:
+        self.uids = uids or {jobs.job_name(OP_RUN): UID}
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         conds = [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]
         return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": conds}}
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        owner = {
+            "apiVersion": "kretrain.dev/v1alpha1",
+            "kind": "RetrainJob",
+            "uid": self.uids[name],
+            "controller": True,
+        }
+        return {"metadata": {"name": name, "ownerReferences": [owner]}, "data": {STAGE_KEY_FILE: STAGE_KEY.hex()}}
 
 
 class SlowReports:
@@ -346,10 +364,10 @@ class SlowReports:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.registry, name)
 
-    def read_run_report(self, model: str, run_id: str) -> RunReport | None:
+    def read_run_report(self, model: str, run_id: str, **kwargs: Any) -> RunReport | None:
         self.log.append(("read", model))
         time.sleep(0.3)
-        return self.registry.read_run_report(model, run_id)
+        return self.registry.read_run_report(model, run_id, **kwargs)
 
     def version_info(self, model: str, version: str) -> VersionRecord:
         self.log.append(("concluded", model))
@@ -361,12 +379,13 @@ def test_two_finished_runs_are_not_parsed_at_the_same_time(registry: Registry, t
 
     log: list[tuple[str, str]] = []
     slow = SlowReports(registry, log)
-    deps = lifecycle.Deps(settings=SETTINGS, kube=SucceededJobs(), registry_for=lambda spec: slow,  # type: ignore[arg-type]
+    runs = {model: (uid, jobs.run_id(NS, model, uid)) for model, uid in (("m1", "aaaaaaaa-1"), ("m2", "bbbbbbbb-2"))}
+    kube = SucceededJobs({jobs.job_name(run): uid for uid, run in runs.values()})
+    deps = lifecycle.Deps(settings=SETTINGS, kube=kube, registry_for=lambda spec: slow,  # type: ignore[arg-type]
                           adopt=lambda objs: None, now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
     bodies = []
-    for model, uid in (("m1", "aaaaaaaa-1"), ("m2", "bbbbbbbb-2")):
-        run = jobs.run_id(NS, model, uid)
-        sim.train(registry, model, run, BETTER, None, tmp_path)
+    for model, (uid, run) in runs.items():
+        sim.train(registry, model, run, BETTER, None, tmp_path, key=STAGE_KEY)
         spec = {**SPEC_DOC, "model": model}
         bodies.append({"metadata": {"name": model, "namespace": NS, "uid": uid, "generation": 1}, "spec": spec,
                        "status": {"jobName": jobs.job_name(run), "runId": run, "state": "Training"}})  # fmt: skip
@@ -441,7 +460,7 @@ FORGED_DECISIONS = [
 def test_a_forged_status_decision_does_not_stall_the_run(
     registry: Registry, tmp_path: Path, decision: dict[str, Any]
 ) -> None:
-    sim.train(registry, MODEL, OP_RUN, BETTER, None, tmp_path)
+    sim.train(registry, MODEL, OP_RUN, BETTER, None, tmp_path, key=STAGE_KEY)
     deps = lifecycle.Deps(settings=SETTINGS, kube=SucceededJobs(), registry_for=lambda spec: registry,  # type: ignore[arg-type]
                           adopt=lambda objs: None, now=lambda: "2026-01-01T00:00:00Z")  # fmt: skip
     status = {"jobName": jobs.job_name(OP_RUN), "runId": OP_RUN, "state": "Training", "decision": decision}

@@ -75,7 +75,7 @@ class RecordingRegistry:
     def read_progress(self, model: str, run_id: str) -> None:
         self.reads.append(("progress", model, run_id))
 
-    def read_run_report(self, model: str, run_id: str) -> RunReport | None:
+    def read_run_report(self, model: str, run_id: str, *, stage_key: Any = None) -> RunReport | None:
         self.reads.append(("report", model, run_id))
         return None
 

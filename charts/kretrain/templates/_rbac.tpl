@@ -38,10 +38,11 @@ kopf peering objects are used.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, create, patch]
-# The resolved spec, mounted into the training pod (deleted with its RetrainJob by owner reference).
+# The resolved spec and stage key, mounted into the training pod (deleted with its RetrainJob by owner
+# reference); get: the stage key read back to check the MAC of the run's report.json before concluding it.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [create]
+  verbs: [get, create]
 # resources.nodes > 1: the headless Service giving the training pods DNS names for torchrun's
 # rendezvous (deleted with its RetrainJob by owner reference).
 - apiGroups: [""]
