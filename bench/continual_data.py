@@ -56,11 +56,10 @@ QUICK = Size(images=40, imgsz=64, first_epochs=2, epochs=2, patience=1, batch=8,
 """Quick mode for CI: a few real runs, seconds of training each; the numbers mean nothing, the structure and
 the consistency of the output are what the test checks."""
 
-FULL = Size(images=120, imgsz=64, first_epochs=80, epochs=80, patience=30, eras=2)
-"""Full mode, CPU: two eras (one retraining step per chain, 31 runs), capped at 80 epochs so that it fits an hour
-on 2 cores (run it with `--parallel 2`). Ultralytics anneals the learning rate linearly to `lrf` over `epochs`,
-so every run ends annealed at the cap; at cap 200 the warm start was still improving at epoch 193 (the schedule,
-not the data, sets where the best epoch falls), which took 69-138 minutes in all (docs/strategies.md)."""
+FULL = Size(images=120, imgsz=64, first_epochs=200, epochs=200, patience=30, eras=2)
+"""Full mode, CPU: two eras (one retraining step per chain, 31 runs), cap 200 epochs, patience 30: about 40 minutes
+on 2 cores with `--parallel 2` (docs/strategies.md). Ultralytics anneals the learning rate linearly to `lrf` over
+`epochs`, so a run that keeps improving ends annealed at the cap; the incremental strategies stop earlier."""
 
 GPU = Size(images=2000, imgsz=640, first_epochs=300, epochs=300, patience=30, batch=64, device="cuda", workers=8)
 """`--gpu` mode for an H200-class device: imgsz 640 and larger eras (not run on this project's machines)."""

@@ -228,7 +228,7 @@ def test_select_train_full_and_incremental_era_balanced() -> None:
     inc = select_train(train, StrategySpec(type="incremental", replay={"fraction": 0.2}), new_eras=["e3"])
     assert {e: len(v) for e, v in inc.items()} == {"e1": 60, "e2": 20, "e3": 80}
     default = select_train(train, StrategySpec(type="incremental"), new_eras=["e3"])
-    assert len(default["e1"]) == round(0.3 * 300)  # the default replay fraction
+    assert len(default["e1"]) == round(0.5 * 300)  # the default replay fraction
 
 
 def test_compute_stats_flags_drift_between_eras_and_train_val() -> None:
