@@ -163,8 +163,14 @@ def rtj(status: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+def adopt(objs: list[dict[str, Any]]) -> None:
+    """What kopf.append_owner_reference does in the handlers: the RetrainJob of rtj() controls each object."""
+    for obj in objs:
+        obj["metadata"].setdefault("ownerReferences", []).append({"uid": rtj()["metadata"]["uid"], "controller": True})
+
+
 def deps(kube: Jobs) -> lifecycle.Deps:
-    return lifecycle.Deps(settings=SETTINGS, kube=kube, registry_for=lambda spec: Incumbent(), adopt=lambda objs: None,
+    return lifecycle.Deps(settings=SETTINGS, kube=kube, registry_for=lambda spec: Incumbent(), adopt=adopt,
                           now=lambda: NOW)  # fmt: skip
 
 

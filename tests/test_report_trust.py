@@ -150,7 +150,7 @@ class Succeeded:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         conds = [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]
-        return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": conds}}
+        return {"metadata": {"name": name, "ownerReferences": [owner()]}, "spec": {}, "status": {"conditions": conds}}
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         assert (namespace, name) == (NS, JOB)

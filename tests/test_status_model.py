@@ -249,7 +249,8 @@ class Kube:
         return []
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return {"metadata": {"name": name}, "spec": {}, "status": {}}
+        ours = [{"uid": UID, "controller": True}]  # the operator's own Job (kopf.append_owner_reference)
+        return {"metadata": {"name": name, "ownerReferences": ours}, "spec": {}, "status": {}}
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         return obj, True

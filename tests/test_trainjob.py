@@ -186,7 +186,16 @@ def install_crd(srv: EmulatorServer) -> None:
 def deps_for(srv: EmulatorServer, mode: str) -> lifecycle.Deps:
     settings = OperatorSettings(**BASE, multinode=mode, kube_url=srv.url)  # type: ignore[arg-type]
     return lifecycle.Deps(settings=settings, kube=Kube(settings), registry_for=lambda s: NoReport(),  # type: ignore[arg-type,return-value]
-                          adopt=lambda objs: None)  # fmt: skip
+                          adopt=adopt)  # fmt: skip
+
+
+def adopt(objs: list[dict[str, Any]]) -> None:
+    """What kopf.append_owner_reference does in the handlers: rtj()'s RetrainJob controls each object it makes."""
+    meta = rtj()["metadata"]
+    ref = {"apiVersion": "kretrain.dev/v1alpha1", "kind": "RetrainJob", "name": meta["name"], "uid": meta["uid"],
+           "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+    for obj in objs:
+        obj["metadata"].setdefault("ownerReferences", []).append(ref)
 
 
 def rtj(status: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -107,6 +107,9 @@ class Reason:
     """The API server refused the run's Job or ConfigMap for good."""
     JOB_FAILED: Final = "JobFailed"
     """The Job failed (or a Job reason the status pattern would refuse)."""
+    JOB_NOT_OWNED: Final = "JobNotOwned"
+    """An object under the run's Job (or TrainJob) name is not controlled by this RetrainJob (its controller
+    ownerReference names another uid, or none): someone else made it; it is neither adopted nor followed."""
     JOB_LOST: Final = "JobLost"
     """The Job is gone and the run left no report."""
     NO_REPORT: Final = "NoReport"

@@ -40,9 +40,11 @@ from kretrain.operator.steps import (
     Deps,
     JobRejected,
     KubeApi,
+    controlled_by,
     create_run_objects,
     find_runs,
     get_run,
+    not_owned_message,
     patch_run,
     run_pods,
     transient,
@@ -115,9 +117,13 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         existing = find_runs(deps, ns, jobs.selector(uid), parsed[1] if not isinstance(parsed, str) else None)
     except KubeError as exc:
         return waiting(f"cannot list Jobs in {ns}", exc)
+    mine = [j for j in existing if (j.get("metadata") or {}).get("name") in ours]
+    foreign = [j for j in mine if not controlled_by(j, uid)]
+    if foreign:  # labels anyone may set: never taken for the run's own, never patched
+        return failed(body, Reason.JOB_NOT_OWNED, not_owned_message(foreign[0], uid), now, permanent=True)
     if isinstance(parsed, str):
         # Invalid now, e.g. the admin tightened the policy while a run was under way: stop its Job too.
-        running = [j for j in existing if (j.get("metadata") or {}).get("name") in ours and not _finished(j)]
+        running = [j for j in mine if not _finished(j)]
         try:
             for job in running:
                 patch_run(deps, ns, job, {"spec": {"suspend": True}})
@@ -126,7 +132,7 @@ def start(body: Mapping[str, Any], deps: Deps) -> Outcome:
         stopped = f" (Job {', '.join(j['metadata']['name'] for j in running)} suspended)" if running else ""
         return failed(body, Reason.INVALID_SPEC, f"invalid spec: {parsed}{stopped}", now, permanent=True)
     spec, resolved = parsed
-    if any((j.get("metadata") or {}).get("name") in ours for j in existing):
+    if mine:
         if status.job_name and status.state:
             return Outcome()  # a resumed operator: the run is already under way
         build = StatusBuilder(body, now).names(run, jname)
@@ -187,6 +193,8 @@ def set_suspend(body: Mapping[str, Any], suspend: bool, deps: Deps) -> Outcome:
     parsed = parse_spec(body, deps.settings)
     try:
         job = get_run(deps, meta["namespace"], jname, None if isinstance(parsed, str) else parsed[1])
+        if job is not None and not controlled_by(job, meta["uid"]):
+            return failed(body, Reason.JOB_NOT_OWNED, not_owned_message(job, meta["uid"]), deps.now(), permanent=True)
         if job is not None:
             queue = kueue.queued(job) or kueue.held(job)
             change = kueue.suspend_patch(job, suspend)
@@ -229,6 +237,8 @@ def poll(body: Mapping[str, Any], deps: Deps, retry: int = 0) -> Outcome:
         job = get_run(deps, ns, jname, resolved)
     except KubeError as exc:
         return waiting(f"cannot read Job {jname}", exc)
+    if job is not None and not controlled_by(job, meta["uid"]):  # its state and report are not the run's
+        return failed(body, Reason.JOB_NOT_OWNED, not_owned_message(job, meta["uid"]), now, permanent=True)
     try:
         return _follow(body, spec, resolved, job, run, jname, deps)
     except InvalidRunRecord as exc:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kretrain.api import RunReport
 from kretrain.api.pod import STAGE_KEY_FILE
+from kretrain.operator.steps import controlled_by
 from kretrain.trainer import runkey
 
 if TYPE_CHECKING:
@@ -34,11 +35,7 @@ def stage_key(configmap: Mapping[str, Any] | None, uid: str, name: str) -> bytes
     under that name), or has no well-formed key (64 hex characters; a larger value is not looked at)."""
     if configmap is None:
         raise UntrustedReport(f"ConfigMap {name}, which holds the run's stage key, does not exist")
-    meta = configmap.get("metadata")
-    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
-    if not isinstance(refs, list) or not any(
-        isinstance(r, Mapping) and r.get("uid") == uid and r.get("controller") is True for r in refs
-    ):
+    if not controlled_by(configmap, uid):
         raise UntrustedReport(
             f"ConfigMap {name} is not controlled by this RetrainJob (uid {uid}): its key is not the run's"
         )

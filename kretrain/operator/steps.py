@@ -64,6 +64,26 @@ class Deps:
     now: Callable[[], str] = field(default=lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj`'s controller ownerReference is the RetrainJob of `uid` (the operator adopts every object it
+    makes with kopf.append_owner_reference: controller true). Labels prove nothing: anyone may set them."""
+    meta = obj.get("metadata")
+    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    return isinstance(refs, list) and any(
+        isinstance(r, Mapping) and r.get("uid") == uid and r.get("controller") is True for r in refs
+    )
+
+
+def not_owned_message(obj: Mapping[str, Any], uid: str) -> str:
+    """Why a run's Job/TrainJob is not taken for the run's own (Reason.JOB_NOT_OWNED)."""
+    kind, name = obj.get("kind") or "Job", (obj.get("metadata") or {}).get("name")
+    return (
+        f"{kind} {name} has the run's name but is not controlled by this RetrainJob (no controller ownerReference "
+        f"with uid {uid}): someone else created it; it is not adopted or followed. Delete it and create a new "
+        "RetrainJob"
+    )
+
+
 def transient(exc: BaseException) -> bool:
     """Whether trying again soon can succeed with nothing changed: the store or the API server unreachable,
     throttling or failing (StoreUnavailable, KubeError 0/408/429/5xx), or a conditional write that lost a race

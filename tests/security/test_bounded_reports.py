@@ -120,6 +120,7 @@ class SucceededJob:
 
     def __init__(self, phase: str = "Complete") -> None:
         self.job = {"status": {"conditions": [{"type": phase, "status": "True"}]} if phase else {}}
+        self.job["metadata"] = {"name": JOB, "ownerReferences": [{"uid": UID, "controller": True}]}  # the operator's
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         assert (namespace, name) == (NS, JOB)

@@ -538,7 +538,10 @@ def test_a_run_outside_a_tightened_policy_fails_and_its_job_stops(job_status: di
     ns, name, uid = "ns", "rtj", "0123abcd-0000"
     own_job = jobs.job_name(jobs.run_id(ns, name, uid))
     other = {"metadata": {"name": "someone-elses-job"}, "spec": {}, "status": {}}
-    kube = _JobsKube([{"metadata": {"name": own_job}, "spec": {}, "status": job_status}, other])
+    ours = [{"uid": uid, "controller": True}]  # the operator's own Job (kopf.append_owner_reference)
+    kube = _JobsKube(
+        [{"metadata": {"name": own_job, "ownerReferences": ours}, "spec": {}, "status": job_status}, other]
+    )
     deps = lifecycle.Deps(settings=DEFAULT, kube=kube, registry_for=lambda s: None, adopt=lambda o: None)  # type: ignore[arg-type,return-value]
     body = {
         "metadata": {"name": name, "namespace": ns, "uid": uid, "generation": 1},

@@ -263,7 +263,9 @@ class FailedJobKube:
 
     def __init__(self, reason: str, message: str, termination: str) -> None:
         cond = {"type": "Failed", "status": "True", "reason": reason, "message": message}
-        self.job = {"metadata": {"name": jobs.job_name(OP_RUN)}, "spec": {}, "status": {"conditions": [cond]}}
+        owner = {"uid": UID, "controller": True}  # the operator's own Job (kopf.append_owner_reference)
+        self.job = {"metadata": {"name": jobs.job_name(OP_RUN), "ownerReferences": [owner]}, "spec": {},
+                    "status": {"conditions": [cond]}}  # fmt: skip
         self.pod = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
                     "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {
                         "message": termination, "exitCode": 1}}}]}}  # fmt: skip
@@ -343,7 +345,8 @@ class SucceededJobs:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         conds = [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}]
-        return {"metadata": {"name": name}, "spec": {}, "status": {"conditions": conds}}
+        owner = {"uid": self.uids[name], "controller": True}
+        return {"metadata": {"name": name, "ownerReferences": [owner]}, "spec": {}, "status": {"conditions": conds}}
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
         owner = {

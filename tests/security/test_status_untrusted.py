@@ -17,6 +17,8 @@ from kretrain.operator.settings import OperatorSettings
 SETTINGS = OperatorSettings(registry="s3://models/reg", metrics_port=0, kube_url="http://127.0.0.1:9")
 NOW = "2026-01-01T00:00:00Z"
 NS, NAME, UID = "ns", "run", "12345678-aaaa"
+OURS = {"ownerReferences": [{"uid": UID, "controller": True}]}
+"""The metadata the operator's own Job carries (kopf.append_owner_reference)."""
 RUN = jobs.run_id(NS, NAME, UID)
 JOB = jobs.job_name(RUN)
 
@@ -43,7 +45,7 @@ class RecordingKube:
 
     def __init__(self, job: dict[str, Any] | None = None) -> None:
         self.calls: list[tuple[str, str, str]] = []
-        self.job = job if job is not None else {"metadata": {"name": JOB}, "spec": {}, "status": {}}
+        self.job = job if job is not None else {"metadata": {"name": JOB, **OURS}, "spec": {}, "status": {}}
 
     def find_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self.calls.append(("find_jobs", namespace, label_selector))
@@ -120,7 +122,7 @@ def test_suspend_patches_only_the_operators_job(hostile: str) -> None:
     ids=["another-teams-run", "path", "the-fallback-run-without-a-fallback", "empty"],
 )
 def test_a_tampered_run_id_is_never_read(run_id: str) -> None:
-    kube = RecordingKube({"status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+    kube = RecordingKube({"metadata": OURS, "status": {"conditions": [{"type": "Complete", "status": "True"}]}})
     registry = RecordingRegistry()
     outcome = lifecycle.poll(rtj({"jobName": JOB, "runId": run_id, "state": "Training"}), deps(kube, registry))
     assert registry.reads == [("report", "m", RUN)]
