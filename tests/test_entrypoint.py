@@ -231,6 +231,12 @@ def test_a_full_retrain_starts_from_the_incumbent_by_default(pod: Pod, full_run:
     first = resolve_start_weights(other, pod.root / "start-first", pod.registry, pod.store)
     assert first.weights is None and first.description == "yolov8n.yaml (no incumbent yet)"
     assert first.yaml is not None and Path(first.yaml).name == "yolov8n.yaml"
+    # The operator's view wins: "" (no incumbent when the run was created) is a first model even though the
+    # line has one now; a version the pointer no longer names is refused (its weights would be unpinned).
+    first = resolve_start_weights(spec, pod.root / "start-op-none", pod.registry, pod.store, "")
+    assert first.weights is None and first.description == "yolov8n.yaml (no incumbent yet)"
+    with pytest.raises(TrainingError, match="now names full-1: it moved since the run started"):
+        resolve_start_weights(spec, pod.root / "start-moved", pod.registry, pod.store, "older-1")
     incremental = other.model_copy(update={"strategy": other.strategy.model_copy(update={"type": "incremental"})})
     with pytest.raises(TrainingError, match="has no incumbent yet"):
         resolve_start_weights(incremental, pod.root / "start-inc", pod.registry, pod.store)

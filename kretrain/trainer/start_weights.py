@@ -91,11 +91,11 @@ def _registry_weights(
     if registry is None:
         raise TrainingError(f"strategy.baseWeights {base!r}: no model registry configured")
     version = base
+    pointer = registry.incumbent(spec.model)  # trainers cannot write it: it pins the incumbent's sha256
     if base == "incumbent":
-        version = incumbent_version or ""
-        if not version:
-            ref = registry.incumbent(spec.model)
-            version = ref.version if ref else ""
+        # The run's incumbent as the operator resolved it ("" = none, evaluated as a first model); looked up
+        # only when not given (`kretrain train` without an operator).
+        version = (pointer.version if pointer else "") if incumbent_version is None else incumbent_version
         if not version and spec.strategy.first_model_fallback:
             return _first_model(dest)
         if not version:
@@ -103,7 +103,12 @@ def _registry_weights(
                 f"strategy.baseWeights is 'incumbent' (strategy.type {spec.strategy.type}) but model "
                 f"{spec.model!r} has no incumbent yet; train a first model with strategy.type full"
             )
-    pointer = registry.incumbent(spec.model)  # when the version is the incumbent, the pointer pins its sha256
+        if pointer is None or pointer.version != version:  # its weights would be pinned by version.json alone
+            raise TrainingError(
+                f"strategy.baseWeights is 'incumbent' ({version}), but the incumbent pointer of {spec.model!r} "
+                f"now names {pointer.version if pointer else 'nothing'}: it moved since the run started; "
+                "start a new run"
+            )
     pinned = pointer.sha256 if pointer is not None and pointer.version == version else None
     local = registry.fetch_weights(spec.model, version, dest / version, pinned=pinned)  # TamperedWeights unless ok
     return StartWeights(
