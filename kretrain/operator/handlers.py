@@ -55,9 +55,11 @@ def deps() -> lifecycle.Deps:
     )
 
 
-def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handler: str) -> None:
+def _apply(outcome: lifecycle.Outcome, body: kopf.Body, patch: kopf.Patch, handler: str, timer: bool = False) -> None:
     for key, value in outcome.status.items():
         patch.status[key] = value
+    if timer:  # written now: when the write fails, no event is posted and no decision counted for it
+        _write(body, patch)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     uid = body.metadata.uid or ""
@@ -169,10 +171,7 @@ def poll(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     malformed report or progress fails the run after lifecycle.MAX_RECORD_TRIES tries instead of looping.
     """
     with metrics.timed("poll"):
-        try:
-            _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll")
-        finally:
-            _write(body, patch)
+        _apply(lifecycle.poll(body, deps(), retry=int(kwargs.get("retry") or 0)), body, patch, "poll", timer=True)
 
 
 def _serving_due(body: kopf.Body, **_: Any) -> bool:
@@ -185,10 +184,7 @@ def tell_serving(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     kube = deps().kube
     assert isinstance(kube, Kube)
     with metrics.timed("serving"):
-        try:
-            _apply(notify_delivery.step(body, deps(), kube), body, patch, "serving")
-        finally:
-            _write(body, patch)
+        _apply(notify_delivery.step(body, deps(), kube), body, patch, "serving", timer=True)
 
 
 @kopf.on.delete(*RTJ, optional=True)
