@@ -205,16 +205,20 @@ class Kube:
         items: list[dict[str, Any]] = found["items"]
         return items
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Job, or None when it does not exist."""
+    def _read(self, method: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+        """One namespaced object by name through a typed `read_namespaced_*` method; None when it does not exist."""
         namespace = checked_namespace(namespace)
         try:
-            job: dict[str, Any] = self._call(self.batch.read_namespaced_job, checked_name(name), namespace)
+            found: dict[str, Any] = self._call(method, checked_name(name), namespace)
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
-        return job
+        return found
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job, or None when it does not exist."""
+        return self._read(self.batch.read_namespaced_job, namespace, name)
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create a Job, ConfigMap or Service; returns (object, created). 409 AlreadyExists: it is already there;
@@ -254,14 +258,7 @@ class Kube:
     # ---- ConfigMaps -------------------------------------------------------------------------------
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ConfigMap, or None when it does not exist."""
-        namespace = checked_namespace(namespace)
-        try:
-            found: dict[str, Any] = self._call(self.core.read_namespaced_config_map, checked_name(name), namespace)
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
+        return self._read(self.core.read_namespaced_config_map, namespace, name)
 
     # ---- kretrain's own objects -------------------------------------------------------------------
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
